@@ -1,0 +1,363 @@
+"""The typed model of `mirror.yaml`, shared by the CDK app (at synth) and the Lambdas (at run time).
+
+Pure Python on purpose: the Lambda runtime has no YAML or pydantic, so the stack stores the
+validated config as JSON in SSM and the Lambdas run it through the same `parse_config`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .reference import DOCKER_HUB, Reference, ReferenceError, parse
+
+DEFAULT_SCHEDULE = "rate(6 hours)"
+DEFAULT_SECRET = "ecr-pullthroughcache/docker-hub"
+SECRET_PREFIX = "ecr-pullthroughcache/"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An upstream registry that ECR pull-through cache supports."""
+
+    url: str  # what AWS::ECR::PullThroughCacheRule calls UpstreamRegistryUrl
+    registry: str  # the host image references name
+    needs_credentials: bool
+
+
+UPSTREAMS: dict[str, Upstream] = {
+    "docker-hub": Upstream("registry-1.docker.io", DOCKER_HUB, True),
+    "ecr-public": Upstream("public.ecr.aws", "public.ecr.aws", False),
+    "quay": Upstream("quay.io", "quay.io", False),
+    "k8s": Upstream("registry.k8s.io", "registry.k8s.io", False),
+    "github-container-registry": Upstream("ghcr.io", "ghcr.io", True),
+    "gitlab-container-registry": Upstream("registry.gitlab.com", "registry.gitlab.com", True),
+}
+DEFAULT_UPSTREAMS = ("docker-hub", "ecr-public", "quay", "k8s")
+
+_ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_PREFIX = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_CRON = re.compile(r"cron\((\S+ ){5}\S+\)")
+_OS = {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "aix", "illumos", "plan9"}
+_ARCH = {"amd64", "arm64", "arm", "386", "ppc64le", "ppc64", "s390x", "riscv64", "mips64le", "mips64",
+         "mipsle", "mips", "loong64", "wasm"}
+_VARIANT = re.compile(r"v[5-9]|v8\.[0-9]")
+_SSM_NAME = re.compile(r"/?[a-zA-Z0-9_.\-/]{1,1011}")
+
+
+class ConfigError(ValueError):
+    """Bad input in the config file; the message names file, entry and field."""
+
+
+@dataclass(frozen=True)
+class CacheRule:
+    upstream: str
+    prefix: str
+    credentials_secret: str | None = None
+
+    @property
+    def registry(self) -> str:
+        return UPSTREAMS[self.upstream].registry
+
+    @property
+    def upstream_url(self) -> str:
+        return UPSTREAMS[self.upstream].url
+
+
+@dataclass(frozen=True)
+class Image:
+    source: str
+    tags: tuple[str, ...] = ()
+    tag_regex: str | None = None
+    platforms: tuple[str, ...] = ()
+    target: str | None = None
+    # Filled by parse_config: where the image lands in ECR and how it gets there.
+    repository: str = ""
+    via: str | None = None  # prefix of the pull-through cache rule, or None for a direct copy
+
+    @property
+    def ref(self) -> Reference:
+        return parse(self.source)
+
+    def matches(self, tag: str) -> bool:
+        if tag in self.tags:
+            return True
+        return bool(self.tag_regex) and re.fullmatch(self.tag_regex or "", tag) is not None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    secret_name: str = DEFAULT_SECRET
+    existing_secret: bool = False
+    ssm_username: str | None = None
+    ssm_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Sync:
+    quota_reserve: int = 20
+    max_concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class Repositories:
+    prefix: str = "mirror"
+    tag_mutability: str = "MUTABLE"
+    untagged_expiry_days: int = 7
+
+
+@dataclass(frozen=True)
+class Config:
+    images: tuple[Image, ...]
+    schedule: str = DEFAULT_SCHEDULE
+    pull_through_cache: tuple[CacheRule, ...] = ()
+    docker_hub_credentials: Credentials = field(default_factory=Credentials)
+    sync: Sync = field(default_factory=Sync)
+    repositories: Repositories = field(default_factory=Repositories)
+
+    def rule_for(self, registry: str) -> CacheRule | None:
+        return next((r for r in self.pull_through_cache if r.registry == registry), None)
+
+    def to_json(self) -> str:
+        """The validated config, in the YAML file's own shape, as compact JSON: what the Lambdas read."""
+        creds = self.docker_hub_credentials
+        data: dict[str, Any] = {
+            "images": [
+                {k: v for k, v in (("source", i.source), ("tags", list(i.tags)), ("tag_regex", i.tag_regex),
+                                   ("platforms", list(i.platforms)), ("target", i.target)) if v}
+                for i in self.images
+            ],
+            "schedule": self.schedule,
+            "pull_through_cache": [
+                {k: v for k, v in asdict(r).items() if v is not None} for r in self.pull_through_cache
+            ],
+            "docker_hub_credentials": {"secret_name": creds.secret_name, "existing_secret": creds.existing_secret},
+            "sync": asdict(self.sync),
+            "repositories": asdict(self.repositories),
+        }
+        if creds.ssm_username and creds.ssm_token:
+            data["docker_hub_credentials"]["ssm_parameters"] = {"username": creds.ssm_username, "token": creds.ssm_token}
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def default_repository(ref: Reference, prefix: str) -> str:
+    """`mirror/<registry host>/<path>`; a port becomes `-PORT` (ECR names have no colon)."""
+    host = ref.registry.lower().strip("[]").replace(":", "-")
+    return f"{prefix}/{host}/{ref.repository}"
+
+
+def load_config(path: str | Path) -> Config:
+    import yaml  # only synth and the CLI read YAML; the Lambdas read JSON
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_config(data, origin=str(path))
+
+
+def parse_config(data: Any, *, origin: str = "mirror.yaml") -> Config:
+    return _Parser(origin).config(data)
+
+
+class _Parser:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: {where}: {message}")
+
+    def mapping(self, value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be a mapping, got {type(value).__name__}")
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise self.fail(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        return value
+
+    def string_list(self, value: Any, where: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(where, "must be a list of non-empty strings")
+        return tuple(value)
+
+    def integer(self, value: Any, where: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(where, f"must be an integer from {low} to {high}, got {value!r}")
+        return value
+
+    def config(self, data: Any) -> Config:
+        if data is None:
+            raise self.fail("images", "the file is empty; it needs at least an 'images:' list")
+        top = self.mapping(
+            data, "top level",
+            {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories"},
+        )
+        repositories = self.repositories(top.get("repositories", {}))
+        credentials = self.credentials(top.get("docker_hub_credentials", {}))
+        rules = self.rules(top.get("pull_through_cache"), credentials)
+        images = self.images(top.get("images"), rules, repositories)
+        return Config(
+            images=images,
+            schedule=self.schedule(top.get("schedule", DEFAULT_SCHEDULE)),
+            pull_through_cache=rules,
+            docker_hub_credentials=credentials,
+            sync=self.sync(top.get("sync", {})),
+            repositories=repositories,
+        )
+
+    def schedule(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.fail("schedule", f"must be a string like 'rate(6 hours)', got {value!r}")
+        rate = _RATE.fullmatch(value)
+        if rate:
+            count, unit = int(rate.group(1)), rate.group(2)
+            if count < 1 or (count == 1) != (not unit.endswith("s")):
+                raise self.fail("schedule", f"{value!r}: use 'rate(1 hour)' or 'rate(N hours)' with N > 1")
+            return value
+        if _CRON.fullmatch(value):
+            fields = value[5:-1].split()
+            if "?" not in (fields[2], fields[4]):
+                raise self.fail("schedule", f"{value!r}: a cron expression needs '?' in day-of-month or day-of-week")
+            return value
+        raise self.fail("schedule", f"{value!r} is not an EventBridge 'rate(...)' or 'cron(...)' expression")
+
+    def credentials(self, value: Any) -> Credentials:
+        where = "docker_hub_credentials"
+        raw = self.mapping(value, where, {"secret_name", "existing_secret", "ssm_parameters"})
+        name = raw.get("secret_name", DEFAULT_SECRET)
+        if not isinstance(name, str) or not name.startswith(SECRET_PREFIX) or len(name) <= len(SECRET_PREFIX):
+            raise self.fail(f"{where}.secret_name", f"must start with {SECRET_PREFIX!r} (ECR pull-through cache requires it)")
+        existing = raw.get("existing_secret", False)
+        if not isinstance(existing, bool):
+            raise self.fail(f"{where}.existing_secret", "must be true or false")
+        ssm = raw.get("ssm_parameters")
+        user = token = None
+        if ssm is not None:
+            params = self.mapping(ssm, f"{where}.ssm_parameters", {"username", "token"})
+            for key in ("username", "token"):
+                if not isinstance(params.get(key), str) or not _SSM_NAME.fullmatch(params[key]):
+                    raise self.fail(f"{where}.ssm_parameters.{key}", "must be an SSM parameter name like /CodeBuild/DOCKER_HUB_ID")
+            user, token = params["username"], params["token"]
+        return Credentials(name, existing, user, token)
+
+    def rules(self, value: Any, credentials: Credentials) -> tuple[CacheRule, ...]:
+        if value is None:
+            value = [{"upstream": u} for u in DEFAULT_UPSTREAMS]
+        if not isinstance(value, list):
+            raise self.fail("pull_through_cache", "must be a list of {upstream, prefix} entries")
+        rules: list[CacheRule] = []
+        for i, item in enumerate(value):
+            where = f"pull_through_cache[{i}]"
+            raw = self.mapping(item, where, {"upstream", "prefix", "credentials_secret"})
+            upstream = raw.get("upstream")
+            if upstream not in UPSTREAMS:
+                raise self.fail(f"{where}.upstream", f"unknown upstream {upstream!r} (known: {', '.join(UPSTREAMS)})")
+            prefix = raw.get("prefix", upstream)
+            if not isinstance(prefix, str) or not 2 <= len(prefix) <= 30 or not _PREFIX.fullmatch(prefix):
+                raise self.fail(f"{where}.prefix", f"{prefix!r} is not a legal ECR repository prefix (2-30 of a-z 0-9 . _ -)")
+            secret = raw.get("credentials_secret")
+            if upstream == "docker-hub" and secret is None:
+                secret = credentials.secret_name
+            if UPSTREAMS[upstream].needs_credentials and not (
+                isinstance(secret, str) and secret.startswith(SECRET_PREFIX)
+            ):
+                raise self.fail(f"{where}.credentials_secret", f"{upstream} needs a secret named {SECRET_PREFIX}...")
+            if not UPSTREAMS[upstream].needs_credentials and secret is not None:
+                raise self.fail(f"{where}.credentials_secret", f"{upstream} takes no credentials")
+            for other in rules:
+                if other.prefix == prefix or other.upstream == upstream:
+                    raise self.fail(where, f"duplicates the rule for {other.upstream!r} (prefix {other.prefix!r})")
+            rules.append(CacheRule(upstream, prefix, secret))
+        return tuple(rules)
+
+    def images(self, value: Any, rules: tuple[CacheRule, ...], repos: Repositories) -> tuple[Image, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail("images", "must be a non-empty list of {source, tags | tag_regex} entries")
+        images: list[Image] = []
+        seen: dict[str, str] = {}
+        for i, item in enumerate(value):
+            source = item.get("source") if isinstance(item, dict) else None
+            where = f"images[{i}]" + (f" ({source})" if isinstance(source, str) else "")
+            image = self.image(item, where, rules, repos)
+            if image.repository in seen:
+                raise self.fail(f"{where}.target", f"repository {image.repository!r} is also the target of {seen[image.repository]}; merge the entries")
+            seen[image.repository] = where
+            images.append(image)
+        return tuple(images)
+
+    def image(self, item: Any, where: str, rules: tuple[CacheRule, ...], repos: Repositories) -> Image:
+        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target"})
+        source = raw.get("source")
+        if not isinstance(source, str):
+            raise self.fail(f"{where}.source", "is required: an image reference such as 'python' or 'ghcr.io/org/app'")
+        try:
+            ref = parse(source)
+        except ReferenceError as err:
+            raise self.fail(f"{where}.source", str(err)) from None
+        if ref.tag or ref.digest:
+            raise self.fail(f"{where}.source", f"{source!r} names a tag or digest; list tags under 'tags' instead")
+        tags = self.string_list(raw.get("tags"), f"{where}.tags")
+        regex = raw.get("tag_regex")
+        if not tags and regex is None:
+            raise self.fail(where, "needs 'tags' or 'tag_regex' (or both)")
+        if regex is not None:
+            if not isinstance(regex, str) or not regex:
+                raise self.fail(f"{where}.tag_regex", "must be a non-empty string")
+            try:
+                re.compile(regex)
+            except re.error as err:
+                raise self.fail(f"{where}.tag_regex", f"invalid regex {regex!r}: {err}") from None
+        platforms = self.string_list(raw.get("platforms"), f"{where}.platforms")
+        for platform in platforms:
+            self.platform(platform, f"{where}.platforms")
+        rule = next((r for r in rules if r.registry == ref.registry), None)
+        target = raw.get("target")
+        if target is not None:
+            if rule is not None:
+                raise self.fail(f"{where}.target", f"the pull-through cache rule {rule.upstream!r} places this image at {rule.prefix}/{ref.repository}; remove 'target'")
+            if not isinstance(target, str) or not 2 <= len(target) <= 256 or not _ECR_NAME.fullmatch(target):
+                raise self.fail(f"{where}.target", f"{target!r} is not a legal ECR repository name")
+            repository = target
+        elif rule is not None:
+            repository = f"{rule.prefix}/{ref.repository}"
+        else:
+            repository = default_repository(ref, repos.prefix)
+        for rule_ in rules:
+            if rule is None and repository.startswith(rule_.prefix + "/"):
+                raise self.fail(f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule_.prefix!r}")
+        return Image(source, tags, regex, platforms, target, repository, rule.prefix if rule else None)
+
+    def platform(self, value: str, where: str) -> None:
+        parts = value.split("/")
+        ok = 2 <= len(parts) <= 3 and parts[0] in _OS and parts[1] in _ARCH
+        if ok and len(parts) == 3:
+            ok = bool(_VARIANT.fullmatch(parts[2]))
+        if not ok:
+            raise self.fail(where, f"{value!r} is not a platform like linux/amd64 or linux/arm/v7")
+
+    def sync(self, value: Any) -> Sync:
+        raw = self.mapping(value, "sync", {"quota_reserve", "max_concurrency"})
+        return Sync(
+            quota_reserve=self.integer(raw.get("quota_reserve", 20), "sync.quota_reserve", 0, 10_000),
+            max_concurrency=self.integer(raw.get("max_concurrency", 4), "sync.max_concurrency", 2, 100),
+        )
+
+    def repositories(self, value: Any) -> Repositories:
+        raw = self.mapping(value, "repositories", {"prefix", "tag_mutability", "untagged_expiry_days"})
+        prefix = raw.get("prefix", "mirror")
+        if not isinstance(prefix, str) or not _ECR_NAME.fullmatch(prefix):
+            raise self.fail("repositories.prefix", f"{prefix!r} is not a legal ECR repository name prefix")
+        mutability = raw.get("tag_mutability", "MUTABLE")
+        if mutability not in ("MUTABLE", "IMMUTABLE"):
+            raise self.fail("repositories.tag_mutability", f"must be MUTABLE or IMMUTABLE, got {mutability!r}")
+        days = self.integer(raw.get("untagged_expiry_days", 7), "repositories.untagged_expiry_days", 1, 3650)
+        return Repositories(prefix, mutability, days)

@@ -1,0 +1,17 @@
+"""Names the stack and the Lambdas agree on: environment variables, metrics, message fields."""
+
+# Environment variables the stack sets on the Lambdas.
+ENV_SPEC_PARAMETER = "MIRROR_SPEC_PARAMETER"  # SSM parameter holding Config.to_json()
+ENV_QUEUE_URL = "MIRROR_QUEUE_URL"  # SQS queue the planner fills and the copier drains
+ENV_DOCKER_HUB_SECRET = "MIRROR_DOCKER_HUB_SECRET"  # Secrets Manager name of the Docker Hub secret
+ENV_REGISTRY = "MIRROR_REGISTRY"  # destination registry host; unset in Lambda: the account's ECR
+
+# CloudWatch metrics (Powertools EMF). The service dimension is POWERTOOLS_SERVICE_NAME.
+METRICS_NAMESPACE = "EcrMirror"
+SERVICE_NAME = "ecr-mirror"
+METRIC_COPIED = "ImagesCopied"
+METRIC_SKIPPED = "ImagesSkipped"
+METRIC_DEFERRED = "ImagesDeferred"
+METRIC_FAILED = "ImagesFailed"
+METRIC_BYTES = "BytesCopied"
+METRIC_QUOTA_REMAINING = "DockerHubQuotaRemaining"  # ratelimit-remaining seen on Docker Hub HEADs

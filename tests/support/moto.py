@@ -1,0 +1,38 @@
+"""moto in server mode on loopback: the only stand-in, for AWS APIs that cannot run here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from moto.server import ThreadedMotoServer
+
+from .registry import free_port
+
+REGION = "us-east-1"
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """Start moto on 127.0.0.1 and yield its endpoint URL; the caller sets it on clients."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def fake_aws_environment(endpoint: str) -> dict[str, str]:
+    """Environment for boto3 and the AWS CLI to talk to moto with dummy credentials."""
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": endpoint,
+    }

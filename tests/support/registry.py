@@ -1,0 +1,111 @@
+"""Debian's docker-registry (the CNCF distribution registry) run on loopback for tests."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BINARY = "docker-registry"
+_ACCESS = re.compile(r'^\S+ - \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" (?P<status>\d{3}) ')
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    status: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RegistryServer:
+    """One registry process: plain HTTP on 127.0.0.1, storage and log under `root`.
+
+    `proxy` turns it into a pull-through cache of another registry (the distribution
+    registry's proxy mode); `auth` is a distribution `auth:` section (htpasswd or token).
+    """
+
+    def __init__(self, root: Path, *, proxy: dict[str, Any] | None = None,
+                 auth: dict[str, Any] | None = None, name: str = "registry") -> None:
+        self.root = Path(root)
+        self.name = name
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.log_path = self.root / f"{name}.log"
+        config: dict[str, Any] = {
+            "version": 0.1,
+            "log": {"level": "warn", "formatter": "text"},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.root / f"{name}-data")},
+                "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+            "http": {"addr": self.host, "secret": "test-only-http-secret"},
+        }
+        if proxy:
+            config["proxy"] = proxy
+        if auth:
+            config["auth"] = auth
+        self.config_path = self.root / f"{name}.yml"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RegistryServer:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([BINARY, "serve", str(self.config_path)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{BINARY} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/v2/", timeout=1)
+                return self
+            except urllib.error.HTTPError:
+                return self  # 401 from an auth-enabled registry still means it is up
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{BINARY} did not start on {self.host}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def requests(self) -> list[Request]:
+        """Every request the access log recorded so far, oldest first."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            match = _ACCESS.match(line)
+            if match:
+                out.append(Request(match["method"], match["path"], int(match["status"])))
+        return out
+
+    def manifest_gets(self, repository: str | None = None) -> list[Request]:
+        """Manifest GETs: what Docker Hub counts as pulls."""
+        pattern = re.compile(rf"^/v2/{re.escape(repository) if repository else '.+'}/manifests/[^/?]+")
+        return [r for r in self.requests() if r.method == "GET" and pattern.match(r.path)]
