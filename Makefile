@@ -8,6 +8,7 @@ CONFIG ?= mirror.yaml
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
 .PHONY: synth test lint bench simulate deploy docker-hub-token clean
 
