@@ -29,7 +29,7 @@ synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
 test: $(BIN)/.dev node_modules/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -q
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .
