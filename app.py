@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""CDK entry point: `cdk synth -c mirror:config=PATH` (default mirror.yaml)."""
+
+from __future__ import annotations
+
+import sys
+
+from aws_cdk import App, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from lambdas.mirror.config import Config, ConfigError, load_config
+from stacks import constants
+from stacks.mirror_stack import MirrorStack
+
+DEFAULT_CONFIG = "mirror.yaml"
+
+
+def build(app: App, config: Config) -> MirrorStack:
+    """The mirror stack with cdk-nag's AwsSolutions checks: any unacknowledged finding fails synth."""
+    stack = MirrorStack(app, constants.STACK_NAME, config=config)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stack
+
+
+def main() -> int:
+    app = App()
+    try:
+        build(app, load_config(app.node.try_get_context("mirror:config") or DEFAULT_CONFIG))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

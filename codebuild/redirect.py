@@ -1,0 +1,467 @@
+"""Point a Dockerfile's base images at the ECR mirror without editing the Dockerfile.
+
+Runs inside CodeBuild (stdlib only, Python 3.11+). Reads the Dockerfile, resolves every image it pulls
+(`FROM`, `COPY --from=<image>`, `RUN --mount=from=<image>`, the `# syntax=` frontend) with ARG
+substitution as BuildKit does, and writes the extra `docker buildx build` arguments, one per line:
+
+    --build-context
+    python:3.12-slim=docker-image://123456789012.dkr.ecr.eu-west-1.amazonaws.com/docker-hub/library/python:3.12-slim
+
+Images the mirror does not cover are left alone. Self-contained on purpose: CodeBuild fetches this one
+file from S3, so it carries its own copy of the reference normalization in `lambdas/mirror/reference.py`;
+tests/build check that both normalize the same references the same way.
+
+    python3 redirect.py --dockerfile Dockerfile --registry "$MIRROR_REGISTRY" --map "$MIRROR_MAP" \\
+        --build-args "$BUILD_ARGS" --output build-args.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+# --- image references, normalized as Docker does (mirrors lambdas/mirror/reference.py) ---------------
+
+DOCKER_HUB = "docker.io"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_DOMAIN = re.compile(
+    r"(?:localhost|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+)
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+
+
+@dataclass(frozen=True)
+class Ref:
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def pin(self) -> str:
+        """What follows the repository when pulling: the digest wins over the tag, as in Docker."""
+        return f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}"
+
+    def __str__(self) -> str:
+        return self.name + self.pin
+
+
+def normalize(text: str) -> Ref:
+    """`python` -> docker.io/library/python, `host:5000/x` keeps its registry; ValueError if Docker would refuse."""
+    if not text or text != text.strip():
+        raise ValueError(f"empty or padded image reference {text!r}")
+    rest, digest = text, None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError(f"invalid digest {digest!r} in {text!r}")
+    tag = None
+    if rest.rfind(":") > rest.rfind("/"):
+        rest, tag = rest.rsplit(":", 1)
+        if not _TAG.fullmatch(tag):
+            raise ValueError(f"invalid tag {tag!r} in {text!r}")
+    first, _, remainder = rest.partition("/")
+    if remainder and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, remainder
+        if not _DOMAIN.fullmatch(registry):
+            raise ValueError(f"invalid registry host {registry!r} in {text!r}")
+    else:
+        registry, path = DOCKER_HUB, rest
+    if registry == "index.docker.io":
+        registry = DOCKER_HUB
+    if registry == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    if not _PATH.fullmatch(path):
+        raise ValueError(f"invalid repository {path!r} in {text!r}")
+    return Ref(registry, path, tag, digest)
+
+
+# --- Dockerfile parsing ----------------------------------------------------------------------------------
+
+_DIRECTIVE = re.compile(r"#\s*([a-zA-Z]+)\s*=\s*(.*?)\s*")
+_HEREDOC = re.compile(r"<<(-?)(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
+_VARIABLE = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-+])?(?P<word>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# BuildKit defines these itself; a FROM that depends on them varies per platform.
+PLATFORM_ARGS = frozenset({"BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
+                           "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT"})
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str  # upper case
+    arguments: str  # everything after the keyword, continuations joined
+    line: int  # first line, 1-based
+
+
+@dataclass
+class Dockerfile:
+    directives: dict[str, str]
+    instructions: list[Instruction]
+
+
+def parse_dockerfile(text: str) -> Dockerfile:
+    """Logical instructions: parser directives, comments, line continuations and heredocs handled."""
+    lines = text.splitlines()
+    directives: dict[str, str] = {}
+    index = 0
+    while index < len(lines):
+        match = _DIRECTIVE.fullmatch(lines[index].strip())
+        if not match or match[1].lower() not in ("syntax", "escape", "check") or match[1].lower() in directives:
+            break
+        directives[match[1].lower()] = match[2]
+        index += 1
+    escape = directives.get("escape", "\\")
+    instructions: list[Instruction] = []
+    while index < len(lines):
+        stripped = lines[index].strip()
+        if not stripped or stripped.startswith("#"):
+            index += 1
+            continue
+        start, parts = index + 1, []
+        while index < len(lines):
+            current = lines[index].rstrip()
+            index += 1
+            if not current.endswith(escape):
+                parts.append(current)
+                break
+            parts.append(current[:-1])
+            # Comment and empty lines inside a continuation are dropped, as Docker does.
+            while index < len(lines) and (not lines[index].strip() or lines[index].lstrip().startswith("#")):
+                index += 1
+        keyword, _, arguments = "".join(parts).strip().partition(" ")
+        keyword = keyword.upper()
+        if keyword in ("RUN", "COPY", "ADD"):
+            index = _skip_heredocs(arguments, lines, index)
+        instructions.append(Instruction(keyword, arguments.strip(), start))
+    return Dockerfile(directives, instructions)
+
+
+def _skip_heredocs(arguments: str, lines: list[str], index: int) -> int:
+    for match in _HEREDOC.finditer(arguments):
+        strip_tabs, word = match[1] == "-", match[3]
+        while index < len(lines):
+            line = lines[index].lstrip("\t") if strip_tabs else lines[index]
+            index += 1
+            if line == word:
+                break
+    return index
+
+
+class Unresolved(ValueError):
+    """A variable without a value: BuildKit would substitute an empty string, which names no image."""
+
+
+def expand(word: str, variables: Mapping[str, str]) -> str:
+    """Dockerfile variable substitution: $V, ${V}, ${V:-default}, ${V:+alternative}, ${V-d}, ${V+a}, \\$."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match["braced"] or match["bare"]
+        op, default = match["op"], match["word"] or ""
+        value = variables.get(name)
+        if op in (":-", "-"):
+            use_default = value is None or (op == ":-" and value == "")
+            return expand(default, variables) if use_default else value or ""
+        if op in (":+", "+"):
+            use_alternative = value is not None and (op == "+" or value != "")
+            return expand(default, variables) if use_alternative else ""
+        if value is None:
+            raise Unresolved(name)
+        return value
+
+    out, position = [], 0
+    for match in _VARIABLE.finditer(word):
+        if match.start() > 0 and word[match.start() - 1] == "\\":  # \$ is a literal dollar
+            out.append(word[position:match.start() - 1] + match[0])
+        else:
+            out.append(word[position:match.start()] + substitute(match))
+        position = match.end()
+    out.append(word[position:])
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    written: str  # the image as the instruction names it after ARG substitution: the named-context key
+    where: str  # e.g. "FROM (line 3)"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    written: str
+    where: str
+    reason: str
+
+
+@dataclass
+class _Stage:
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+def _flags(arguments: str) -> tuple[list[str], list[str]]:
+    """Leading --flags of an instruction, and the remaining words."""
+    words = arguments.split()
+    flags = []
+    while words and words[0].startswith("--"):
+        flags.append(words.pop(0))
+    return flags, words
+
+
+def _words(arguments: str) -> list[str]:
+    try:
+        return shlex.split(arguments, posix=True)
+    except ValueError:  # unbalanced quotes: BuildKit will say so; take the words as they are
+        return arguments.split()
+
+
+def _args(arguments: str) -> Iterator[tuple[str, str | None]]:
+    """`ARG A=1 B="two words" C` -> (A, '1'), (B, 'two words'), (C, None)."""
+    for word in _words(arguments):
+        name, eq, value = word.partition("=")
+        if _ARG_NAME.fullmatch(name):
+            yield name, value if eq else None
+
+
+def _env(arguments: str) -> Iterator[tuple[str, str]]:
+    words = _words(arguments)
+    if words and "=" not in words[0]:  # legacy `ENV NAME value with spaces`
+        yield words[0], " ".join(words[1:])
+        return
+    for word in words:
+        name, _, value = word.partition("=")
+        yield name, value
+
+
+def find_images(dockerfile: Dockerfile, build_args: Mapping[str, str]) -> tuple[list[ImageUse], list[Skipped]]:
+    """Every image the build pulls; stage references, `scratch` and unresolvable names are not images."""
+    images: list[ImageUse] = []
+    skipped: list[Skipped] = []
+    global_args: dict[str, str] = {}
+    stages: list[str | None] = []  # stage names, lower case, in order
+    stage: _Stage | None = None
+
+    def image_or_stage(raw: str, variables: Mapping[str, str], where: str) -> None:
+        try:
+            written = expand(raw, variables)
+        except Unresolved as err:
+            extra = " (set by BuildKit per platform)" if str(err) in PLATFORM_ARGS else ""
+            skipped.append(Skipped(raw, where, f"depends on ARG {err} that has no value here{extra}"))
+            return
+        is_stage = written.lower() in stages or (written.isdigit() and int(written) < len(stages))
+        if is_stage or written.lower() == "scratch":
+            return
+        images.append(ImageUse(written, where))
+
+    for instruction in dockerfile.instructions:
+        keyword, where = instruction.keyword, f"{instruction.keyword} (line {instruction.line})"
+        if keyword == "ARG":
+            target = global_args if stage is None else stage.variables
+            for name, default in _args(instruction.arguments):
+                scope = {**global_args, **(stage.variables if stage else {})}
+                if name in build_args:
+                    target[name] = build_args[name]
+                elif default is not None:
+                    try:
+                        target[name] = expand(default, scope)
+                    except Unresolved:
+                        target.pop(name, None)  # empty in BuildKit: any image naming it is unresolvable
+                elif stage is not None and name in global_args:
+                    target[name] = global_args[name]
+        elif keyword == "FROM":
+            flags, words = _flags(instruction.arguments)
+            if not words:
+                continue
+            image_or_stage(words[0], global_args, where)
+            alias = words[2].lower() if len(words) >= 3 and words[1].lower() == "as" else None
+            stages.append(alias)
+            stage = _Stage()
+        elif stage is not None and keyword == "ENV":
+            stage.variables.update(_env(instruction.arguments))
+        elif stage is not None and keyword in ("COPY", "RUN"):
+            flags, _ = _flags(instruction.arguments)
+            for flag in flags:
+                for source in _from_values(flag):
+                    image_or_stage(source, stage.variables, f"{keyword} --from (line {instruction.line})")
+    return images, skipped
+
+
+def _from_values(flag: str) -> Iterator[str]:
+    name, _, value = flag[2:].partition("=")
+    if name == "from":
+        yield value
+    elif name == "mount":
+        for option in value.split(","):
+            key, _, option_value = option.partition("=")
+            if key.strip() == "from" and option_value:
+                yield option_value
+
+
+# --- the mirror ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    repository: str
+    tags: tuple[str, ...] = ()
+    tag_regex: str | None = None
+
+    def has(self, tag: str) -> bool:
+        return tag in self.tags or bool(self.tag_regex and re.fullmatch(self.tag_regex, tag))
+
+
+@dataclass(frozen=True)
+class MirrorMap:
+    """What the stack puts in MIRROR_MAP: registry -> pull-through cache prefix, and direct copies."""
+
+    registry: str
+    prefixes: Mapping[str, str]
+    repositories: Mapping[str, Mirrored]
+
+    @classmethod
+    def from_json(cls, registry: str, text: str) -> MirrorMap:
+        data = json.loads(text)
+        repositories = {
+            name: Mirrored(entry["repository"], tuple(entry.get("tags") or ()), entry.get("tag_regex"))
+            for name, entry in (data.get("repositories") or {}).items()
+        }
+        return cls(registry.rstrip("/"), dict(data.get("prefixes") or {}), repositories)
+
+    def locate(self, ref: Ref) -> tuple[str | None, str]:
+        """The mirror's reference for `ref`, or None and why not."""
+        prefix = self.prefixes.get(ref.registry)
+        if prefix:
+            return f"{self.registry}/{prefix}/{ref.repository}{ref.pin}", f"pull-through cache {prefix!r}"
+        mirrored = self.repositories.get(ref.name)
+        if mirrored is None:
+            return None, f"{ref.registry} is not mirrored"
+        if ref.digest:
+            return None, "pinned by digest; the mirror copies tags of this repository"
+        tag = ref.tag or "latest"
+        if not mirrored.has(tag):
+            return None, f"tag {tag!r} is not among the mirrored tags of {ref.name}"
+        return f"{self.registry}/{mirrored.repository}:{tag}", f"mirrored repository {mirrored.repository!r}"
+
+
+@dataclass(frozen=True)
+class Redirect:
+    written: str
+    target: str | None
+    where: str
+    reason: str
+    named_context: bool = True  # False for the `# syntax=` frontend, redirected with BUILDKIT_SYNTAX
+
+    def describe(self) -> str:
+        if self.target:
+            return f"mirror: {self.where}: {self.written} -> {self.target}"
+        return f"mirror: {self.where}: {self.written} left as is ({self.reason})"
+
+
+def plan(dockerfile_text: str, mirror: MirrorMap, build_args: Mapping[str, str]) -> tuple[list[Redirect], str | None]:
+    """One Redirect per distinct image; and the mirror's frontend image for a `# syntax=` directive, if any."""
+    dockerfile = parse_dockerfile(dockerfile_text)
+    images, skipped = find_images(dockerfile, build_args)
+    redirects = [Redirect(s.written, None, s.where, s.reason) for s in skipped]
+    seen: set[str] = set()
+    for use in images:
+        if use.written in seen:
+            continue
+        seen.add(use.written)
+        try:
+            ref = normalize(use.written)
+        except ValueError as err:
+            redirects.append(Redirect(use.written, None, use.where, str(err)))
+            continue
+        target, reason = mirror.locate(ref)
+        redirects.append(Redirect(use.written, target, use.where, reason))
+    syntax = dockerfile.directives.get("syntax")
+    frontend = None
+    if syntax and "BUILDKIT_SYNTAX" not in build_args:
+        try:
+            frontend, reason = mirror.locate(normalize(syntax))
+        except ValueError as err:
+            reason = str(err)
+        redirects.append(Redirect(syntax, frontend, "# syntax", reason, named_context=False))
+    return redirects, frontend
+
+
+def parse_build_args(text: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """BUILD_ARGS as `K=V K2="with spaces" K3`; a bare name takes its value from the environment, as docker does."""
+    out: dict[str, str] = {}
+    for word in shlex.split(text or ""):
+        if word == "--build-arg":
+            continue
+        name, eq, value = word.partition("=")
+        if not name:
+            raise ValueError(f"BUILD_ARGS: {word!r} is not NAME=value")
+        if not eq:
+            if name not in environ:
+                continue
+            value = environ[name]
+        out[name] = value
+    return out
+
+
+def arguments(redirects: list[Redirect], frontend: str | None, build_args: Mapping[str, str]) -> list[str]:
+    """The extra `docker buildx build` arguments, one list item per line of the output file."""
+    out: list[str] = []
+    for name, value in build_args.items():
+        out += ["--build-arg", f"{name}={value}"]
+    if frontend:
+        out += ["--build-arg", f"BUILDKIT_SYNTAX={frontend}"]
+    for redirect in redirects:
+        if redirect.target and redirect.named_context:
+            out += ["--build-context", f"{redirect.written}=docker-image://{redirect.target}"]
+    for line in out:
+        if "\n" in line or "\r" in line:
+            raise ValueError(f"build argument {line!r} spans lines")
+    return out
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    stdout = stdout or sys.stdout
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dockerfile", default="Dockerfile")
+    parser.add_argument("--registry", default=environ.get("MIRROR_REGISTRY", ""), help="the mirror's ECR registry host")
+    parser.add_argument("--map", default=environ.get("MIRROR_MAP", ""), help="MIRROR_MAP JSON from the stack")
+    parser.add_argument("--build-args", default=environ.get("BUILD_ARGS", ""))
+    parser.add_argument("--output", required=True, help="file for the extra build arguments, one per line")
+    options = parser.parse_args(argv)
+    try:
+        if not options.registry:
+            raise ValueError("--registry (MIRROR_REGISTRY) is empty")
+        mirror = MirrorMap.from_json(options.registry, options.map or "{}")
+        build_args = parse_build_args(options.build_args, environ)
+        text = Path(options.dockerfile).read_text()
+        redirects, frontend = plan(text, mirror, build_args)
+        lines = arguments(redirects, frontend, build_args)
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        print(f"mirror: error: {err}", file=sys.stderr)
+        return 2
+    for redirect in redirects:
+        print(redirect.describe(), file=stdout)
+    if not redirects:
+        print(f"mirror: {options.dockerfile} pulls no base images", file=stdout)
+    Path(options.output).write_text("".join(f"{line}\n" for line in lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Moving one blob into a destination repository: skip, mount, or stream with verification."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from .errors import DigestMismatch, RegistryError, TooManyRequests
+from .manifests import Descriptor
+from .registry import RegistryClient
+
+# A dropped connection or a 5xx mid-stream restarts the blob from its first byte, this many times in all.
+BLOB_ATTEMPTS = 3
+_PROGRESS_STEP = 8 << 20
+
+# progress(blob digest, bytes moved so far, blob size); called from worker threads.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Tally:
+    """Counts shared by the worker threads of one copy."""
+
+    bytes_copied: int = 0
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+def _retryable(err: RegistryError) -> bool:
+    if isinstance(err, DigestMismatch | TooManyRequests):
+        return False
+    return err.status is None or err.status >= 500
+
+
+def _watched(chunks: Iterator[bytes], blob: Descriptor, progress: Progress | None) -> Iterator[bytes]:
+    done, reported = 0, 0
+    for chunk in chunks:
+        done += len(chunk)
+        if progress and (done - reported >= _PROGRESS_STEP or done == blob.size):
+            progress(blob.digest, done, blob.size)
+            reported = done
+        yield chunk
+
+
+def copy_blob(source: RegistryClient, source_repository: str, destination: RegistryClient,
+              destination_repository: str, blob: Descriptor, *, mount_from: Sequence[str] = (),
+              tally: Tally, progress: Progress | None = None) -> None:
+    if destination.has_blob(destination_repository, blob.digest):
+        tally.add(blobs_skipped=1)
+        return
+    for repository in mount_from:
+        if repository != destination_repository and destination.has_blob(repository, blob.digest):
+            if destination.mount_blob(destination_repository, blob.digest, repository):
+                tally.add(blobs_mounted=1)
+                return
+            break
+    for attempt in range(1, BLOB_ATTEMPTS + 1):
+        reader = source.open_blob(source_repository, blob.digest, blob.size)
+        try:
+            destination.upload_blob(destination_repository, blob.digest, blob.size,
+                                    _watched(reader.chunks(), blob, progress))
+        except RegistryError as err:
+            if attempt == BLOB_ATTEMPTS or not _retryable(err):
+                raise
+            continue
+        finally:
+            reader.close()
+        tally.add(bytes_copied=blob.size, blobs_copied=1)
+        return
+
+
+def warm_blob(cache: RegistryClient, repository: str, blob: Descriptor, *, skip_cached: bool, tally: Tally) -> None:
+    """Pull a blob through a pull-through cache so it stores it; bytes are verified and dropped."""
+    if skip_cached and cache.has_blob(repository, blob.digest):
+        tally.add(blobs_skipped=1)
+        return
+    for attempt in range(1, BLOB_ATTEMPTS + 1):
+        try:
+            with cache.open_blob(repository, blob.digest, blob.size) as reader:
+                moved = reader.read_all()
+        except RegistryError as err:
+            if attempt == BLOB_ATTEMPTS or not _retryable(err):
+                raise
+            continue
+        tally.add(bytes_copied=moved, blobs_copied=1)
+        return

@@ -1,0 +1,206 @@
+"""Digest-exact image copy between registries, and pull-through cache warm-up.
+
+Order: blobs, then child manifests by digest, then the tag, so a tag never points at content the
+destination lacks; a failure anywhere leaves the previous tag in place.
+
+Digests: manifests move byte-for-byte, so the destination digest equals the source digest, except
+when a `platforms` filter drops entries of an index. The index is then rewritten to list only the
+kept platform manifests (and the attestation manifests that describe them); its digest differs
+from the source's, and the rewrite records where it came from in its annotations:
+`io.github.ecr-mirror.source-digest` (the source index digest) and `io.github.ecr-mirror.platforms`
+(the filter). `recorded_source_digest` reads them back with one destination GET (free), so the
+planner can compare it with a source HEAD and skip unchanged filtered images without a source GET.
+Single-platform manifests are copied as they are; a filter does not apply to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .blobs import Progress, Tally, copy_blob, warm_blob
+from .errors import NoMatchingPlatform, RegistryError
+from .manifests import (
+    PLATFORMS_ANNOTATION,
+    SOURCE_DIGEST_ANNOTATION,
+    Descriptor,
+    Manifest,
+    parse_manifest,
+    platform_label,
+    rewrite_index,
+    select,
+)
+from .reference import DIGEST_RE
+from .registry import RegistryClient, compute_digest
+
+__all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest", "warm_through_cache"]
+
+_MAX_DEPTH = 4  # an index of indexes is legal but rare; deeper nesting is refused
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    source_digest: str
+    destination_digest: str
+    bytes_copied: int = 0
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+    manifests_put: int = 0
+
+
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[[T], object], items: Iterable[T]) -> list[object]:
+    """Run `fn` over `items` on the pool; on the first failure cancel what has not started and raise."""
+    futures: list[Future[object]] = [pool.submit(fn, item) for item in items]
+    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+    if failed is not None:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise failed.exception()  # type: ignore[misc]
+    return [f.result() for f in futures]
+
+
+class _Tree:
+    """The manifests of one image below its top-level manifest, fetched as needed."""
+
+    def __init__(self, client: RegistryClient, repository: str) -> None:
+        self.client = client
+        self.repository = repository
+
+    def fetch(self, descriptor: Descriptor) -> Manifest:
+        body, info = self.client.get_manifest(self.repository, descriptor.digest)
+        if info.size != descriptor.size:
+            raise RegistryError(f"manifest {descriptor.digest}: {info.size} bytes, descriptor says {descriptor.size}")
+        return parse_manifest(body, descriptor.media_type or info.media_type, info.digest)
+
+
+def _levels(pool: ThreadPoolExecutor, tree: _Tree, children: Sequence[Descriptor],
+            present: Callable[[Descriptor], bool]) -> list[list[Manifest]]:
+    """Child manifests to push, deepest level first; those `present` says exist are not fetched."""
+    levels: list[list[Manifest]] = []
+    pending = list(children)
+    for _ in range(_MAX_DEPTH):
+        if not pending:
+            return levels[::-1]
+        missing = [d for d, here in zip(pending, _run_all(pool, present, pending), strict=True) if not here]
+        fetched = [m for m in _run_all(pool, tree.fetch, missing) if isinstance(m, Manifest)]
+        levels.append(fetched)
+        pending = [c for m in fetched if m.is_index for c in m.children]
+    raise RegistryError(f"{tree.repository}: indexes nested deeper than {_MAX_DEPTH}")
+
+
+def _unique_blobs(manifests: Iterable[Manifest]) -> list[Descriptor]:
+    seen: dict[str, Descriptor] = {}
+    for manifest in manifests:
+        for blob in manifest.blobs:
+            if not blob.foreign:
+                seen.setdefault(blob.digest, blob)
+    # Biggest first, so the longest transfers start early and the pool drains evenly.
+    return sorted(seen.values(), key=lambda b: -b.size)
+
+
+def copy_image(source: RegistryClient, source_repository: str, destination: RegistryClient,
+               destination_repository: str, reference: str, *, platforms: Sequence[str] = (),
+               mount_from: Sequence[str] = (), workers: int = 4, progress: Progress | None = None) -> CopyResult:
+    """Copy `source_repository:reference` (tag or digest) to the same reference in the destination.
+
+    Costs one source manifest GET for the top level plus one per child manifest the destination
+    does not already hold. Raises RegistryError (and its subclasses DigestMismatch,
+    TooManyRequests, ManifestError, NoMatchingPlatform); the destination tag is then unchanged.
+    """
+    body, info = source.get_manifest(source_repository, reference)
+    top = parse_manifest(body, info.media_type, info.digest)
+    put_body, put_type = top.body, top.media_type
+    children: tuple[Descriptor, ...] = ()
+    if top.is_index:
+        children = select(top, platforms)
+        if len(children) != len(top.children):
+            put_body = rewrite_index(top, children, platforms)
+    put_digest = compute_digest(put_body)
+    target = put_digest if DIGEST_RE.fullmatch(reference) else reference
+    tally = Tally()
+    manifests_put = 0
+
+    def present(descriptor: Descriptor) -> bool:
+        # A registry accepts a manifest only once everything it references is there, so a manifest
+        # the destination holds brings its whole subtree: no need to GET it from the source.
+        return destination.head_manifest(destination_repository, descriptor.digest) is not None
+
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="copy") as pool:
+        if destination.head_manifest(destination_repository, put_digest) is None:
+            levels = _levels(pool, _Tree(source, source_repository), children, present)
+            images = [top, *(m for level in levels for m in level)]
+
+            def move(blob: Descriptor) -> None:
+                copy_blob(source, source_repository, destination, destination_repository, blob,
+                          mount_from=mount_from, tally=tally, progress=progress)
+
+            _run_all(pool, move, _unique_blobs(images))
+            for level in levels:
+                _run_all(pool, lambda m: destination.put_manifest(destination_repository, m.digest, m.body,
+                                                                  m.media_type), level)
+                manifests_put += len(level)
+    destination.put_manifest(destination_repository, target, put_body, put_type)
+    return CopyResult(
+        source_digest=top.digest, destination_digest=put_digest, bytes_copied=tally.bytes_copied,
+        blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped, blobs_mounted=tally.blobs_mounted,
+        manifests_put=manifests_put + 1)
+
+
+def warm_through_cache(cache: RegistryClient, repository: str, reference: str, *, platforms: Sequence[str] = (),
+                       workers: int = 4, skip_cached: bool = True) -> CopyResult:
+    """Pull the selected manifests, and every blob the cache does not report holding, through a
+    pull-through cache so it stores them; bytes are verified and discarded.
+
+    `skip_cached=False` reads every blob: for caches whose blob HEAD asks upstream (the CNCF
+    registry in proxy mode answers 200 for blobs it has not stored yet).
+    """
+    body, info = cache.get_manifest(repository, reference)
+    top = parse_manifest(body, info.media_type, info.digest)
+    children = select(top, platforms) if top.is_index else ()
+    tally = Tally()
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="warm") as pool:
+        levels = _levels(pool, _Tree(cache, repository), children, lambda _: False)
+        images = [top, *(m for level in levels for m in level)]
+
+        def pull(blob: Descriptor) -> None:
+            warm_blob(cache, repository, blob, skip_cached=skip_cached, tally=tally)
+
+        _run_all(pool, pull, _unique_blobs(images))
+    return CopyResult(
+        source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
+        blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
+
+
+def recorded_source_digest(destination: RegistryClient, repository: str, tag: str, *,
+                           platforms: Sequence[str] | None = None) -> str | None:
+    """The source digest the destination tag was copied from, read with one destination GET.
+
+    For a filtered (rewritten) index: the recorded source digest, or None when `platforms` is given
+    and differs from the filter recorded. Otherwise the tag's own digest (equal to the source's),
+    or None when `platforms` would drop some of its entries. None when the tag does not exist.
+    """
+    try:
+        body, info = destination.get_manifest(repository, tag)
+    except RegistryError as err:
+        if err.status == 404:
+            return None
+        raise
+    manifest = parse_manifest(body, info.media_type, info.digest)
+    recorded = manifest.annotations.get(SOURCE_DIGEST_ANNOTATION)
+    if recorded:
+        if platforms is not None and manifest.annotations.get(PLATFORMS_ANNOTATION) != platform_label(platforms):
+            return None
+        return recorded
+    if platforms and manifest.is_index:
+        try:
+            if len(select(manifest, platforms)) != len(manifest.children):
+                return None
+        except NoMatchingPlatform:
+            return None
+    return info.digest

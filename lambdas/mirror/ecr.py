@@ -1,0 +1,82 @@
+"""AWS adapters: ECR login and cache state, Docker Hub credentials from Secrets Manager.
+
+Credentials never reach a log line: they go straight into the registry client.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from .endpoints import CachedDigest
+
+SECRET_MAX_AGE = 300  # seconds a warm Lambda reuses the Docker Hub secret before reading it again
+PLACEHOLDER = "REPLACE_ME"  # what the stack stores until `make docker-hub-token` runs
+
+
+@dataclass(frozen=True)
+class EcrLogin:
+    host: str  # <account>.dkr.ecr.<region>.amazonaws.com
+    username: str
+    password: str = field(repr=False)
+    expires_at: float  # epoch seconds
+
+
+def _client(ecr: Any) -> Any:
+    if ecr is not None:
+        return ecr
+    import boto3
+
+    return boto3.client("ecr")
+
+
+def login(ecr: Any = None) -> EcrLogin:
+    """GetAuthorizationToken: the registry host from proxyEndpoint, `AWS` and a 12-hour password."""
+    data = _client(ecr).get_authorization_token()["authorizationData"][0]
+    username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    host = data["proxyEndpoint"].split("://", 1)[-1].rstrip("/")
+    return EcrLogin(host, username, password, data["expiresAt"].timestamp())
+
+
+def registry_client(ecr: Any = None, **options: Any) -> tuple[Any, EcrLogin]:
+    """A RegistryClient for the account's ECR (Basic auth, user `AWS`), and the login it uses."""
+    from .registry import RegistryClient
+
+    credentials = login(ecr)
+    client = RegistryClient(credentials.host, username=credentials.username, password=credentials.password,
+                            **options)
+    return client, credentials
+
+
+def cached_digest_reader(ecr: Any = None) -> CachedDigest:
+    """What a PTC repository holds, from DescribeImages: the control plane never pulls upstream."""
+    client = _client(ecr)
+
+    def cached_digest(repository: str, tag: str) -> str | None:
+        try:
+            images = client.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])["imageDetails"]
+        except (client.exceptions.RepositoryNotFoundException, client.exceptions.ImageNotFoundException):
+            return None
+        return str(images[0]["imageDigest"]) if images else None
+
+    return cached_digest
+
+
+def docker_hub_credentials(secret_name: str, *, provider: Any = None,
+                           max_age: int = SECRET_MAX_AGE) -> tuple[str, str] | None:
+    """(username, access token) from the secret, or None (anonymous) while it holds the placeholder."""
+    if provider is None:
+        from aws_lambda_powertools.utilities import parameters
+
+        value = parameters.get_secret(secret_name, transform="json", max_age=max_age)
+    else:
+        value = provider.get(secret_name, transform="json", max_age=max_age)
+    if not isinstance(value, dict):
+        return None
+    username, token = value.get("username"), value.get("accessToken")
+    if not isinstance(username, str) or not isinstance(token, str):
+        return None
+    if PLACEHOLDER in (username, token) or not username or not token:
+        return None
+    return username, token

@@ -1,0 +1,118 @@
+"""Which registry client serves what: the destination, each source registry, each pull-through cache.
+
+Planning, copying, the Lambdas and the CLI all go through one `Endpoints`; tests build it from
+in-memory fakes, `connect` builds it from real `RegistryClient`s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .reference import DOCKER_HUB, DOCKER_HUB_API
+
+if TYPE_CHECKING:
+    from .registry import ManifestInfo
+
+# (repository, tag) -> digest the cache holds, found without touching the upstream.
+CachedDigest = Callable[[str, str], "str | None"]
+
+
+class Registry(Protocol):
+    """What planning needs of a registry client (RegistryClient, or a test fake)."""
+
+    def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None: ...
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, ManifestInfo]: ...
+
+    def list_tags(self, repository: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Cache:
+    """A pull-through cache that serves one upstream.
+
+    ECR keeps the rule's prefix in the repository name (`docker-hub/library/python`) on the
+    destination registry itself; a stand-alone proxy (distribution in proxy mode) serves the
+    upstream's own paths. `cached_digest` tells what the cache holds without making it fetch from
+    its upstream; None means the cache cannot be asked, so every run warms it (cheap when warm: the
+    cache answers from its store and the upstream sees only tag HEADs).
+    """
+
+    client: Any
+    keeps_prefix: bool
+    cached_digest: CachedDigest | None = None
+    # A stand-alone proxy answers blob HEADs from its upstream, so "has it" proves nothing there.
+    trusts_blob_heads: bool = True
+
+    def repository(self, prefix: str, source_repository: str) -> str:
+        return f"{prefix}/{source_repository}" if self.keeps_prefix else source_repository
+
+
+class Endpoints:
+    def __init__(self, destination: Any, *, sources: Callable[[str], Any],
+                 caches: Mapping[str, Cache] | None = None, any_cache: Cache | None = None,
+                 expires_at: float | None = None) -> None:
+        self.destination = destination
+        self._sources = sources
+        self._caches = dict(caches or {})
+        self._any_cache = any_cache  # ECR: every rule's prefix lives in the destination registry
+        self.expires_at = expires_at  # when the destination's credentials (ECR token) run out
+
+    def source(self, registry: str) -> Any:
+        """Client for a source registry, named as image references name it (`docker.io`)."""
+        return self._sources(registry)
+
+    def cache(self, prefix: str) -> Cache | None:
+        return self._caches.get(prefix, self._any_cache)
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
+
+
+def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | None = None,
+            caches: Mapping[str, str] | None = None, docker_hub_secret: str | None = None,
+            ecr: Any = None, secrets: Any = None, pool_size: int = 16, max_retry_wait: float = 0.0) -> Endpoints:
+    """Real clients. `destination` None means the caller's ECR, whose PTC rules are the caches.
+
+    `upstreams` overrides where a source registry is reached (`docker.io` -> `127.0.0.1:5001`);
+    `caches` maps a PTC prefix to a stand-alone pull-through cache registry. `max_retry_wait` 0:
+    a 429 raises at once, whatever its Retry-After, so the caller defers instead of sleeping.
+    """
+    from . import ecr as ecr_adapter
+    from .registry import RegistryClient
+
+    clients: dict[tuple[str, str | None], RegistryClient] = {}
+    lock = threading.Lock()
+
+    def client(host: str, credentials: tuple[str, str] | None = None) -> RegistryClient:
+        key = (host, credentials[0] if credentials else None)
+        with lock:
+            if key not in clients:
+                username, password = credentials or (None, None)
+                clients[key] = RegistryClient(host, username=username, password=password, pool_size=pool_size,
+                                              max_retry_wait=max_retry_wait)
+            return clients[key]
+
+    overrides = dict(upstreams or {})
+
+    def source(registry: str) -> RegistryClient:
+        host = overrides.get(registry) or (DOCKER_HUB_API if registry == DOCKER_HUB else registry)
+        credentials = None
+        if registry == DOCKER_HUB and docker_hub_secret:
+            credentials = ecr_adapter.docker_hub_credentials(docker_hub_secret, provider=secrets)
+        return client(host, credentials)
+
+    cache_map = {prefix: Cache(client(host), keeps_prefix=False, trusts_blob_heads=False)
+                 for prefix, host in (caches or {}).items()}
+    if destination:
+        return Endpoints(client(destination), sources=source, caches=cache_map)
+    ecr_client, login = ecr_adapter.registry_client(ecr, pool_size=pool_size, max_retry_wait=max_retry_wait)
+    in_ecr = Cache(ecr_client, keeps_prefix=True, cached_digest=ecr_adapter.cached_digest_reader(ecr))
+    # Refresh an hour early: a copy that starts just before expiry must still finish.
+    return Endpoints(ecr_client, sources=source, caches=cache_map, any_cache=in_ecr,
+                     expires_at=login.expires_at - 3600)

@@ -1,0 +1,1 @@
+"""Lambda entry points: `mirror.handlers.planner.handler` and `mirror.handlers.copier.handler`."""

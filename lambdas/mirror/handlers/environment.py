@@ -1,0 +1,65 @@
+"""Handler settings: read from the environment once, validated, typed; wiring shared by both handlers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from ..endpoints import Endpoints, connect
+from ..settings import ENV_DOCKER_HUB_SECRET, ENV_QUEUE_URL, ENV_REGISTRY, ENV_SPEC_PARAMETER
+
+SPEC_MAX_AGE = 300  # seconds a warm planner reuses the spec it read from SSM
+
+
+class SettingsError(RuntimeError):
+    """A required environment variable is missing; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    spec_parameter: str | None
+    queue_url: str | None
+    registry: str | None  # None: the account's ECR
+    docker_hub_secret: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, required: tuple[str, ...] = ()) -> Settings:
+        for name in required:
+            if not env.get(name):
+                raise SettingsError(f"environment variable {name} is not set; the stack sets it on the function")
+        return cls(
+            spec_parameter=env.get(ENV_SPEC_PARAMETER) or None,
+            queue_url=env.get(ENV_QUEUE_URL) or None,
+            registry=env.get(ENV_REGISTRY) or None,
+            docker_hub_secret=env.get(ENV_DOCKER_HUB_SECRET) or None,
+        )
+
+
+@cache
+def planner_settings() -> Settings:
+    return Settings.from_env(os.environ, required=(ENV_SPEC_PARAMETER, ENV_QUEUE_URL))
+
+
+@cache
+def copier_settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+_endpoints: dict[Settings, Endpoints] = {}
+
+
+def endpoints_for(settings: Settings) -> Endpoints:
+    """Clients kept across warm invocations (pooled connections, cached tokens) until ECR's token ages."""
+    current = _endpoints.get(settings)
+    if current is None or current.expired:
+        current = _endpoints[settings] = connect(settings.registry, docker_hub_secret=settings.docker_hub_secret)
+    return current
+
+
+def reset() -> None:
+    """Forget settings and clients (tests change the environment between cases)."""
+    planner_settings.cache_clear()
+    copier_settings.cache_clear()
+    _endpoints.clear()

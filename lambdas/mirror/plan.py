@@ -1,0 +1,327 @@
+"""Copy planning: expand each image into tags, route it, compare digests with HEADs only, and keep
+the manifest GETs the plan will cause within what the upstream's rate limit has left.
+
+Platform filters: when `platforms` drops entries from an index, the destination gets a smaller
+index whose digest differs from the source's; the engine records the source index digest next to
+it (`recorded_source_digest`), and planning compares against that, so a filtered image is
+recognised as up to date without a GET at the source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from functools import partial
+from typing import Any, Protocol
+
+from .config import Config, Image
+from .endpoints import Endpoints
+from .errors import RegistryError, TooManyRequests
+from .observability import logger
+from .reference import TAG_RE, Reference, parse
+
+INDEX_MEDIA_TYPES = frozenset({
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+})
+# An unfiltered index nobody has copied yet: assume an official-image-sized one, ~8 platforms
+# each with its attestation manifest. Pessimistic on purpose: the budget may only delay work.
+DEFAULT_INDEX_CHILDREN = 16
+# A selected platform costs its image manifest and, for buildx images, its attestation manifest.
+CHILDREN_PER_PLATFORM = 2
+# Other mirrored repositories offered to the engine for cross-repository blob mounts.
+MOUNT_CANDIDATES = 8
+
+
+
+class RecordedDigest(Protocol):
+    """copy.recorded_source_digest: the source digest a destination tag was copied from."""
+
+    def __call__(self, destination: Any, repository: str, tag: str, *,
+                 platforms: Sequence[str] | None = None) -> str | None: ...
+
+
+class Action(StrEnum):
+    COPY = "copy"
+    SKIP = "skip"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image/tag that needs work: the SQS message body, and what the CLI runs."""
+
+    source: str  # as in mirror.yaml: `python`, `gcr.io/distroless/base-debian12`
+    tag: str
+    repository: str  # destination repository (the PTC repository when `via` is set)
+    via: str | None = None  # PTC prefix to warm through, None for a direct copy
+    source_digest: str | None = None
+    destination_digest: str | None = None
+    platforms: tuple[str, ...] = ()
+    cost: int = 1  # manifest GETs at the upstream
+    mount_from: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> Reference:
+        return parse(self.source).with_tag(self.tag)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, body: str) -> Task:
+        """Parse a message body; ValueError names what is wrong."""
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"task is not JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError("task must be a JSON object")
+        for key in ("source", "tag", "repository"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ValueError(f"task field {key!r} must be a non-empty string")
+        if not TAG_RE.fullmatch(data["tag"]):
+            raise ValueError(f"task tag {data['tag']!r} is not a valid tag")
+        unknown = set(data) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"task has unknown field {sorted(unknown)[0]!r}")
+        task = cls(
+            source=data["source"], tag=data["tag"], repository=data["repository"], via=data.get("via"),
+            source_digest=data.get("source_digest"), destination_digest=data.get("destination_digest"),
+            platforms=tuple(data.get("platforms") or ()), cost=int(data.get("cost", 1)),
+            mount_from=tuple(data.get("mount_from") or ()),
+        )
+        task.ref  # noqa: B018 - validates the source reference (raises ReferenceError, a ValueError)
+        return task
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    task: Task
+    action: Action
+    reason: str = ""
+    retry_after: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        task = self.task
+        return {
+            "image": task.source, "tag": task.tag, "source": str(task.ref), "repository": task.repository,
+            "route": f"cache:{task.via}" if task.via else "direct", "source_digest": task.source_digest,
+            "destination_digest": task.destination_digest, "action": str(self.action),
+            "cost": task.cost if self.action in (Action.COPY, Action.DEFERRED) else 0, "reason": self.reason,
+        }
+
+
+@dataclass
+class Quota:
+    """An upstream's rate limit as its HEADs reported it, and what this plan spends of it."""
+
+    registry: str
+    remaining: int
+    limit: int | None = None
+    reserve: int = 0
+    planned: int = 0
+
+    @property
+    def available(self) -> int:
+        return max(0, self.remaining - self.reserve - self.planned)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"registry": self.registry, "limit": self.limit, "remaining": self.remaining,
+                "reserve": self.reserve, "planned": self.planned}
+
+
+@dataclass
+class Plan:
+    items: list[PlanItem]
+    quotas: dict[str, Quota] = field(default_factory=dict)
+
+    def tasks(self) -> list[Task]:
+        return [item.task for item in self.items if item.action is Action.COPY]
+
+    def counts(self) -> Counter[str]:
+        return Counter(str(item.action) for item in self.items)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the HEADs found for one image/tag, before the budget is applied."""
+
+    item: PlanItem
+    remaining: int | None = None
+    limit: int | None = None
+
+
+def expand_tags(image: Image, list_tags: Callable[[], Iterable[str]]) -> list[str]:
+    """Explicit tags in config order, then the other `tag_regex` full matches, sorted."""
+    tags = list(dict.fromkeys(image.tags))
+    if image.tag_regex:
+        pattern = re.compile(image.tag_regex)
+        tags += sorted({tag for tag in list_tags() if pattern.fullmatch(tag)} - set(tags))
+    return tags
+
+
+def route(image: Image, endpoints: Endpoints) -> str | None:
+    """The PTC prefix to warm through, when a cache serves it; else None: copy directly."""
+    return image.via if image.via and endpoints.cache(image.via) is not None else None
+
+
+def estimate_cost(media_type: str, platforms: Sequence[str], known_children: int | None = None) -> int:
+    """Manifest GETs a copy makes at the upstream: the top manifest plus the selected children."""
+    if media_type not in INDEX_MEDIA_TYPES:
+        return 1
+    if platforms:
+        return 1 + CHILDREN_PER_PLATFORM * len(platforms)
+    return 1 + (known_children if known_children is not None else DEFAULT_INDEX_CHILDREN)
+
+
+def count_children(body: bytes) -> int | None:
+    try:
+        manifests = json.loads(body).get("manifests")
+    except (ValueError, AttributeError):
+        return None
+    return len(manifests) if isinstance(manifests, list) else None
+
+
+def apply_budget(probes: Sequence[Probe], reserve: int) -> tuple[list[PlanItem], dict[str, Quota]]:
+    """Defer the copies that would spend more manifest GETs than an upstream has above `reserve`.
+
+    HEADs do not use quota, so the lowest `remaining` any HEAD saw is the upstream's current state.
+    Copies are taken in config order; a later, cheaper one may still fit when an earlier one did not.
+    """
+    quotas: dict[str, Quota] = {}
+    for probe in probes:
+        if probe.remaining is None:
+            continue
+        registry = probe.item.task.ref.registry
+        quota = quotas.get(registry)
+        if quota is None:
+            quotas[registry] = Quota(registry, probe.remaining, probe.limit, reserve)
+        else:
+            quota.remaining = min(quota.remaining, probe.remaining)
+    items = []
+    for probe in probes:
+        item = probe.item
+        quota = quotas.get(item.task.ref.registry)
+        if item.action is Action.COPY and quota is not None:
+            if item.task.cost > quota.available:
+                item = replace(item, action=Action.DEFERRED, reason=(
+                    f"quota: needs {item.task.cost} manifest GETs, {quota.available} left above the reserve of "
+                    f"{reserve} (remaining {quota.remaining})"))
+            else:
+                quota.planned += item.task.cost
+        items.append(item)
+    return items, quotas
+
+
+class _Planner:
+    def __init__(self, config: Config, endpoints: Endpoints, recorded: RecordedDigest) -> None:
+        self.config = config
+        self.endpoints = endpoints
+        self.recorded = recorded
+        # Upstreams that answered 429 this run: nothing more is asked of them until the next run.
+        self.throttled: dict[str, float | None] = {}
+
+    def expand(self) -> list[Probe | tuple[Image, Task]]:
+        """Ready plan items (listing failed) and the image/tag jobs that still need HEADs."""
+        direct = [i.repository for i in self.config.images if not route(i, self.endpoints)]
+        out: list[Probe | tuple[Image, Task]] = []
+        for image in self.config.images:
+            via = route(image, self.endpoints)
+            mounts = () if via else tuple(r for r in direct if r != image.repository)[:MOUNT_CANDIDATES]
+            ref = image.ref
+            template = Task(image.source, "*", image.repository, via, platforms=image.platforms, mount_from=mounts)
+            source = self.endpoints.source(ref.registry)
+            try:
+                tags = expand_tags(image, partial(source.list_tags, ref.repository))
+            except TooManyRequests as err:
+                self.throttled[ref.registry] = err.retry_after
+                out.append(Probe(PlanItem(template, Action.DEFERRED, "upstream answered 429 to the tag list",
+                                          err.retry_after)))
+                continue
+            except (RegistryError, OSError) as err:
+                out.append(Probe(PlanItem(template, Action.FAILED, f"cannot list tags: {err}")))
+                continue
+            out.extend((image, replace(template, tag=tag)) for tag in tags)
+        return out
+
+    def probe(self, image: Image, task: Task) -> Probe:
+        registry = task.ref.registry
+        if registry in self.throttled:
+            return Probe(PlanItem(task, Action.DEFERRED, "upstream answered 429 earlier in this run",
+                                  self.throttled[registry]))
+        try:
+            info = self.endpoints.source(registry).head_manifest(task.ref.repository, task.tag)
+        except TooManyRequests as err:
+            self.throttled[registry] = err.retry_after
+            return Probe(PlanItem(task, Action.DEFERRED, "upstream answered 429", err.retry_after))
+        except (RegistryError, OSError) as err:
+            return Probe(PlanItem(task, Action.FAILED, f"source HEAD failed: {err}"))
+        if info is None:
+            return Probe(PlanItem(task, Action.FAILED, "tag not found at the source"))
+        rate = info.rate_limit
+        remaining = rate.remaining if rate is not None else None
+        limit = rate.limit if rate is not None else None
+        task = replace(task, source_digest=info.digest)
+        try:
+            current, up_to_date, children = self.destination_state(image, task, info.media_type)
+        except (RegistryError, OSError) as err:
+            return Probe(PlanItem(task, Action.FAILED, f"destination check failed: {err}"), remaining, limit)
+        task = replace(task, destination_digest=current)
+        if up_to_date:
+            note = "up to date" if current == info.digest else "up to date (filtered index of the source digest)"
+            return Probe(PlanItem(task, Action.SKIP, note), remaining, limit)
+        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children))
+        reason = "warm the cache" if task.via else ("new" if current is None else "changed")
+        return Probe(PlanItem(task, Action.COPY, reason), remaining, limit)
+
+    def destination_state(self, image: Image, task: Task, media_type: str) -> tuple[str | None, bool, int | None]:
+        """(digest the destination tag has, whether it is a copy of the source's, children of its index)."""
+        if task.via:
+            cache = self.endpoints.cache(task.via)
+            if cache is None or cache.cached_digest is None:
+                return None, False, None
+            cached = cache.cached_digest(cache.repository(task.via, task.ref.repository), task.tag)
+            return cached, cached == task.source_digest, None
+        destination = self.endpoints.destination
+        head = destination.head_manifest(task.repository, task.tag)
+        if head is None:
+            return None, False, None
+        if head.digest == task.source_digest:
+            return head.digest, True, None
+        if image.platforms and media_type in INDEX_MEDIA_TYPES:
+            recorded = self.recorded(destination, task.repository, task.tag, platforms=image.platforms)
+            return head.digest, recorded == task.source_digest, None
+        children = None
+        if head.media_type in INDEX_MEDIA_TYPES:
+            # Our own registry: a GET here is free and tells how big the previous index was.
+            body, _ = destination.get_manifest(task.repository, head.digest)
+            children = count_children(body)
+        return head.digest, False, children
+
+
+def plan(config: Config, endpoints: Endpoints, *, recorded: RecordedDigest | None = None,
+         workers: int = 8) -> Plan:
+    """HEADs only at the sources: nothing here costs Docker Hub quota."""
+    if recorded is None:
+        from .copy import recorded_source_digest
+
+        recorded = recorded_source_digest
+    planner = _Planner(config, endpoints, recorded)
+    slots = planner.expand()
+    jobs = [slot for slot in slots if isinstance(slot, tuple)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        probed = iter(list(pool.map(lambda job: planner.probe(*job), jobs)))
+    probes = [slot if isinstance(slot, Probe) else next(probed) for slot in slots]
+    items, quotas = apply_budget(probes, config.sync.quota_reserve)
+    for item in items:
+        if item.action in (Action.DEFERRED, Action.FAILED):
+            level = logger.warning if item.action is Action.FAILED else logger.info
+            level(f"{item.action}: {item.task.ref}", extra=item.as_dict())
+    return Plan(items, quotas)

@@ -1,0 +1,433 @@
+"""A client for the OCI distribution API: one for source, destination and pull-through cache warm-up.
+
+urllib3 with a connection pool per host; manifests are returned and sent as the exact bytes the
+registry served, so digests survive; blobs stream through `BlobReader`, which verifies as it reads.
+Loopback registries speak plain HTTP, everything else HTTPS (`reference.base_url`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import urllib3
+
+from .auth import Authenticator, Scope
+from .errors import DigestMismatch, ManifestError, NoMatchingPlatform, RegistryError, TooManyRequests
+from .manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT, OCI_INDEX, OCI_MANIFEST
+from .reference import DIGEST_RE, base_url
+
+__all__ = [
+    "BlobReader", "DigestMismatch", "ManifestError", "ManifestInfo", "NoMatchingPlatform", "RateLimit",
+    "RegistryClient", "RegistryError", "TooManyRequests", "MANIFEST_TYPES",
+]
+
+MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST, OCI_ARTIFACT)
+_ACCEPT = ", ".join(MANIFEST_TYPES)
+
+CHUNK_SIZE = 1 << 20
+_REDIRECTS = (301, 302, 303, 307, 308)
+_TRANSIENT = (502, 503, 504)
+_MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Docker Hub's pull quota as its headers state it; None fields when a header is absent."""
+
+    limit: int | None
+    remaining: int | None
+    source: str | None
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> RateLimit | None:
+        limit, remaining = headers.get("ratelimit-limit"), headers.get("ratelimit-remaining")
+        source = headers.get("docker-ratelimit-source")
+        if limit is None and remaining is None and source is None:
+            return None
+        return cls(_leading_int(limit), _leading_int(remaining), source)
+
+
+def _leading_int(value: str | None) -> int | None:
+    """`100;w=21600` -> 100."""
+    try:
+        return int(value.split(";", 1)[0].strip()) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    digest: str
+    media_type: str
+    size: int
+    rate_limit: RateLimit | None
+
+
+def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _error_text(response: urllib3.BaseHTTPResponse) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.data[:200].decode()
+    except Exception:  # noqa: BLE001 - error bodies are free-form; any failure just means no detail
+        return ""
+
+
+class BlobReader:
+    """A blob's bytes streaming from the registry, hashed as they pass.
+
+    With `size` and `digest` known, the last chunk is only handed out after the hash matched, so a
+    consumer streaming the chunks elsewhere never delivers a complete, wrong blob.
+    """
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, digest: str, size: int | None) -> None:
+        self._response = response
+        self.digest = digest
+        length = response.headers.get("Content-Length")
+        self.size = size if size is not None else (int(length) if length is not None else None)
+        if size is not None and length is not None and int(length) != size:
+            self.close()
+            raise DigestMismatch(f"blob {digest}: registry sent {length} bytes, descriptor says {size}")
+        self.bytes_read = 0
+        self._hash = hashlib.new(digest.split(":", 1)[0])
+
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        try:
+            while True:
+                try:
+                    chunk = self._response.read(chunk_size, decode_content=False)
+                except urllib3.exceptions.HTTPError as err:
+                    raise RegistryError(f"blob {self.digest}: connection lost after {self.bytes_read} bytes: "
+                                        f"{err}") from err
+                if not chunk:
+                    self._verify()
+                    return
+                self._hash.update(chunk)
+                self.bytes_read += len(chunk)
+                if self.size is not None and self.bytes_read >= self.size:
+                    self._verify()
+                yield chunk
+        finally:
+            self.close()
+
+    def _verify(self) -> None:
+        actual = f"{self.digest.split(':', 1)[0]}:{self._hash.hexdigest()}"
+        if self.size is not None and self.bytes_read != self.size:
+            raise DigestMismatch(f"blob {self.digest}: got {self.bytes_read} bytes, expected {self.size}")
+        if actual != self.digest:
+            raise DigestMismatch(f"blob {self.digest}: content hashes to {actual}")
+
+    def read_all(self) -> int:
+        """Read, verify and discard every byte (pull-through cache warm-up); returns the count."""
+        for _ in self.chunks():
+            pass
+        return self.bytes_read
+
+    def close(self) -> None:
+        self._response.release_conn()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class RegistryClient:
+    """The distribution API of one registry host, with auth, pooling and bounded, honest retries.
+
+    - 401: learn the challenge, authenticate, retry once.
+    - 429: wait `Retry-After` while the total wait stays within `max_retry_wait`, else raise
+      TooManyRequests at once; without `Retry-After` raise at once (never blind retries).
+    - Connection errors and 502/503/504 on idempotent requests: up to `connection_retries` retries.
+    `counters` counts requests sent by (method, kind), kind in manifest, blob, upload, mount, tags, token.
+    """
+
+    def __init__(self, host: str, *, username: str | None = None, password: str | None = None,
+                 timeout: float = 60, pool_size: int = 16, max_retry_wait: float = 60.0,
+                 connection_retries: int = 2) -> None:
+        self.host = host
+        self.base = base_url(host)
+        self.timeout = urllib3.Timeout(connect=min(timeout, 10.0), read=timeout)
+        self.max_retry_wait = max_retry_wait
+        self.connection_retries = connection_retries
+        self.http = urllib3.PoolManager(num_pools=8, maxsize=pool_size, retries=False)
+        self.counters: Counter[tuple[str, str]] = Counter()
+        self._counter_lock = threading.Lock()
+        self.auth = Authenticator(self.http, username=username, password=password, timeout=self.timeout,
+                                  count=self._count)
+        self.rate_limit: RateLimit | None = None  # the latest seen, for metrics
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.host!r})"
+
+    def _count(self, method: str, kind: str) -> None:
+        with self._counter_lock:
+            self.counters[(method, kind)] += 1
+
+    # -- transport ---------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return path if "://" in path else self.base + path
+
+    def _same_origin(self, url: str) -> bool:
+        return urllib.parse.urlsplit(url)[:2] == urllib.parse.urlsplit(self.base)[:2]
+
+    def request(self, method: str, path: str, *, kind: str, scopes: Sequence[Scope] = (),
+                headers: dict[str, str] | None = None, body: bytes | Iterable[bytes] | None = None,
+                stream: bool = False, idempotent: bool | None = None,
+                fields: Sequence[tuple[str, str]] | None = None) -> urllib3.BaseHTTPResponse:
+        """One API call; the caller releases a streamed response. Redirects are not followed here."""
+        url = self._url(path)
+        if fields:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(fields)
+        replayable = body is None or isinstance(body, bytes)
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "PUT") and replayable
+        authorize = self._same_origin(url)
+        waited = 0.0
+        failures = 0
+        reauthorized = False
+        while True:
+            sent_headers = dict(headers or {})
+            credential = self.auth.header(scopes) if authorize else None
+            if credential:
+                sent_headers["Authorization"] = credential
+            self._count(method, kind)
+            try:
+                response = self.http.request(
+                    method, url, body=body, headers=sent_headers, preload_content=not stream,
+                    decode_content=False, redirect=False, retries=False, timeout=self.timeout)
+            except urllib3.exceptions.HTTPError as err:
+                if idempotent and failures < self.connection_retries:
+                    failures += 1
+                    time.sleep(0.1 * 2**failures)
+                    continue
+                raise RegistryError(f"{method} {url}: {err}") from err
+            status = response.status
+            if status == 401 and authorize and replayable and not reauthorized:
+                challenge = response.headers.get("WWW-Authenticate")
+                self._discard(response)
+                if self.auth.challenged(challenge, scopes, credential):
+                    reauthorized = True
+                    continue
+                raise RegistryError(f"{method} {url}: unauthorized", 401)
+            if status == 429:
+                delay = _retry_after(response.headers.get("Retry-After"))
+                self._discard(response)
+                if delay is None or not replayable or waited + delay > self.max_retry_wait:
+                    raise TooManyRequests(f"{method} {url}: too many requests (Retry-After {delay})", delay)
+                time.sleep(delay)
+                waited += delay
+                continue
+            if status in _TRANSIENT and idempotent and failures < self.connection_retries:
+                self._discard(response)
+                failures += 1
+                time.sleep(0.1 * 2**failures)
+                continue
+            return response
+
+    @staticmethod
+    def _discard(response: urllib3.BaseHTTPResponse) -> None:
+        response.drain_conn()
+        response.release_conn()
+
+    @staticmethod
+    def _fail(response: urllib3.BaseHTTPResponse, what: str) -> RegistryError:
+        detail = _error_text(response)
+        return RegistryError(f"{what}: HTTP {response.status}{': ' + detail if detail else ''}", response.status)
+
+    # -- manifests ---------------------------------------------------------------------------------
+
+    def _manifest_info(self, response: urllib3.BaseHTTPResponse, digest: str, size: int) -> ManifestInfo:
+        rate = RateLimit.from_headers(response.headers)
+        if rate is not None:
+            self.rate_limit = rate
+        media_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip()
+        return ManifestInfo(digest, media_type, size, rate)
+
+    def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None:
+        """Digest, type and size of a manifest with a HEAD (free on Docker Hub); None when absent."""
+        response = self.request("HEAD", f"/v2/{repository}/manifests/{reference}", kind="manifest",
+                                scopes=[(repository, "pull")], headers={"Accept": _ACCEPT})
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise self._fail(response, f"HEAD {repository}:{reference}")
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest and DIGEST_RE.fullmatch(reference):
+            digest = reference
+        if not digest:
+            raise RegistryError(f"HEAD {repository}:{reference}: no Docker-Content-Digest header")
+        return self._manifest_info(response, digest, int(response.headers.get("Content-Length") or 0))
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, ManifestInfo]:
+        """The manifest's exact bytes; the digest is computed from them and checked against the
+        reference (when a digest) and the registry's Docker-Content-Digest header."""
+        response = self.request("GET", f"/v2/{repository}/manifests/{reference}", kind="manifest",
+                                scopes=[(repository, "pull")], headers={"Accept": _ACCEPT})
+        if response.status != 200:
+            raise self._fail(response, f"GET {repository}:{reference}")
+        body = bytes(response.data)
+        claimed = reference if DIGEST_RE.fullmatch(reference) else response.headers.get("Docker-Content-Digest")
+        algorithm = claimed.split(":", 1)[0] if claimed and ":" in claimed else "sha256"
+        try:
+            digest = compute_digest(body, algorithm)
+        except ValueError as err:
+            raise ManifestError(f"{repository}:{reference}: unsupported digest algorithm {algorithm!r}") from err
+        if claimed and claimed != digest:
+            raise DigestMismatch(f"manifest {repository}:{reference}: content hashes to {digest}, not {claimed}")
+        return body, self._manifest_info(response, digest, len(body))
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Store `body` as-is under `reference` (tag or digest); returns its digest."""
+        response = self.request("PUT", f"/v2/{repository}/manifests/{reference}", kind="manifest",
+                                scopes=[(repository, "pull,push")], body=body,
+                                headers={"Content-Type": media_type})
+        if response.status not in (200, 201):
+            raise self._fail(response, f"PUT {repository}:{reference}")
+        digest = compute_digest(body)
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise DigestMismatch(f"PUT {repository}:{reference}: registry stored {stored}, sent {digest}")
+        return digest
+
+    def list_tags(self, repository: str, *, page_size: int = 1000) -> list[str]:
+        """Every tag, following `Link` pagination; RegistryError(status=404) for an unknown repository."""
+        tags: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list?n={page_size}"
+        while path:
+            response = self.request("GET", path, kind="tags", scopes=[(repository, "pull")])
+            if response.status != 200:
+                raise self._fail(response, f"GET tags of {repository}")
+            tags.extend(response.json().get("tags") or [])
+            path = _next_link(response.headers.get("Link"), self._url(path))
+        return tags
+
+    # -- blobs -------------------------------------------------------------------------------------
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", kind="blob",
+                                scopes=[(repository, "pull")])
+        if response.status in (200, 307, 302):
+            return True
+        if response.status == 404:
+            return False
+        raise self._fail(response, f"HEAD blob {repository}@{digest}")
+
+    def open_blob(self, repository: str, digest: str, size: int | None = None) -> BlobReader:
+        """Stream a blob; redirects (a CDN) are followed without sending our credentials there."""
+        url = f"/v2/{repository}/blobs/{digest}"
+        kind = "blob"
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = self.request("GET", url, kind=kind, scopes=[(repository, "pull")], stream=True)
+            if response.status in _REDIRECTS and response.headers.get("Location"):
+                url = urllib.parse.urljoin(self._url(url), response.headers["Location"])
+                self._discard(response)
+                kind = "redirect"
+                continue
+            if response.status != 200:
+                error = self._fail(response, f"GET blob {repository}@{digest}")
+                self._discard(response)
+                raise error
+            return BlobReader(response, digest, size)
+        raise RegistryError(f"GET blob {repository}@{digest}: more than {_MAX_REDIRECTS} redirects")
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Cross-repository mount; False when the registry declined (it then opened an upload)."""
+        response = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/", kind="mount", idempotent=True,
+            scopes=[(repository, "pull,push"), (from_repository, "pull")],
+            fields=[("mount", digest), ("from", from_repository)])
+        if response.status == 201:
+            return True
+        if response.status == 202:
+            self._cancel(response.headers.get("Location"), repository)
+            return False
+        raise self._fail(response, f"mount {digest} from {from_repository} into {repository}")
+
+    def upload_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
+        """POST, one streaming PATCH with Content-Length, then PUT ?digest= to commit.
+
+        One PATCH of the whole blob meets ECR's part-size rules; if `chunks` raises (digest
+        mismatch, lost source), the upload is abandoned and cancelled, never committed.
+        """
+        scopes = [(repository, "pull,push")]
+        # Starting an upload session has no effect until committed, so a retry is safe.
+        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", kind="upload", scopes=scopes,
+                                idempotent=True, headers={"Content-Length": "0"})
+        if response.status != 202:
+            raise self._fail(response, f"start upload to {repository}")
+        location = self._location(response)
+        try:
+            if size:
+                response = self.request("PATCH", location, kind="upload", scopes=scopes, body=chunks,
+                                        headers={"Content-Type": "application/octet-stream",
+                                                 "Content-Length": str(size)})
+                if response.status != 202:
+                    raise self._fail(response, f"upload {digest} to {repository}")
+                location = self._location(response)
+            else:
+                for _ in chunks:  # an empty blob: still verify it hashes right
+                    pass
+        except BaseException:
+            self._cancel(location, repository)
+            raise
+        separator = "&" if "?" in location else "?"
+        response = self.request("PUT", f"{location}{separator}digest={urllib.parse.quote(digest)}", kind="upload",
+                                scopes=scopes, headers={"Content-Length": "0"})
+        if response.status not in (201, 204):
+            raise self._fail(response, f"commit {digest} to {repository}")
+
+    def _location(self, response: urllib3.BaseHTTPResponse) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError("upload response without Location", response.status)
+        return urllib.parse.urljoin(self.base + "/", location)
+
+    def _cancel(self, location: str | None, repository: str) -> None:
+        """Best effort: registries expire abandoned uploads anyway (ECR cannot delete them)."""
+        if not location:
+            return
+        with contextlib.suppress(RegistryError):
+            self._discard(self.request("DELETE", urllib.parse.urljoin(self.base + "/", location), kind="upload",
+                                       scopes=[(repository, "pull,push")], stream=True, idempotent=False))
+
+
+def _next_link(header: str | None, current: str) -> str | None:
+    """`</v2/x/tags/list?last=b&n=2>; rel="next"` -> the absolute next URL."""
+    if not header:
+        return None
+    for part in header.split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+            return urllib.parse.urljoin(current, target.strip().strip("<>"))
+    return None
+

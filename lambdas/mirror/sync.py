@@ -1,0 +1,104 @@
+"""Run planned tasks: copy directly into the destination, or warm a pull-through cache.
+
+A 429 is not retried here: the task fails with `Throttled` carrying the server's Retry-After, so
+the SQS message returns to the queue (the copier delays it by that much) or the CLI reports it as
+deferred. Every other task of that upstream in the same run is deferred without a request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .endpoints import Endpoints
+from .errors import RegistryError, TooManyRequests
+from .observability import logger, tracer
+from .plan import Task
+
+Progress = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    task: Task
+    status: str  # copied | deferred | failed
+    source_digest: str | None = None
+    destination_digest: str | None = None
+    bytes_copied: int = 0
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+    manifests_put: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    retry_after: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        task = self.task
+        return {
+            "image": task.source, "tag": task.tag, "repository": task.repository,
+            "route": f"cache:{task.via}" if task.via else "direct", "status": self.status,
+            "source_digest": self.source_digest or task.source_digest,
+            "destination_digest": self.destination_digest, "bytes": self.bytes_copied,
+            "blobs_copied": self.blobs_copied, "blobs_skipped": self.blobs_skipped,
+            "blobs_mounted": self.blobs_mounted, "manifests_put": self.manifests_put,
+            "seconds": round(self.seconds, 3), "error": self.error, "retry_after": self.retry_after,
+        }
+
+
+@tracer.capture_method(capture_response=False)
+def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Progress | None = None) -> Outcome:
+    """Copy or warm one image/tag. Raises TooManyRequests (and any other engine error) to the caller."""
+    from .copy import copy_image, warm_through_cache
+
+    ref = task.ref
+    started = time.monotonic()
+    if task.via:
+        cache = endpoints.cache(task.via)
+        if cache is None:
+            raise RegistryError(f"no pull-through cache serves prefix {task.via!r}")
+        result = warm_through_cache(cache.client, cache.repository(task.via, ref.repository), task.tag,
+                                    platforms=task.platforms, workers=workers, skip_cached=cache.trusts_blob_heads)
+    else:
+        result = copy_image(endpoints.source(ref.registry), ref.repository, endpoints.destination, task.repository,
+                            task.tag, platforms=task.platforms, mount_from=task.mount_from, workers=workers,
+                            progress=progress)
+    outcome = Outcome(
+        task, "copied", result.source_digest, result.destination_digest, result.bytes_copied, result.blobs_copied,
+        result.blobs_skipped, result.blobs_mounted, result.manifests_put, time.monotonic() - started,
+    )
+    if task.source_digest and result.source_digest != task.source_digest:
+        logger.info("source tag moved since planning; copied the newer image", extra=outcome.as_dict())
+    logger.info(f"copied {ref}", extra=outcome.as_dict())
+    return outcome
+
+
+def run_tasks(tasks: Sequence[Task], endpoints: Endpoints, *, workers: int = 4,
+              progress: Callable[[Task], Progress | None] | None = None,
+              done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Run tasks one after another (each copies its blobs concurrently); never raises for a task."""
+    throttled: dict[str, float | None] = {}
+    outcomes = []
+    for task in tasks:
+        registry = task.ref.registry
+        if registry in throttled:
+            outcome = Outcome(task, "deferred", error="upstream answered 429 earlier in this run",
+                              retry_after=throttled[registry])
+        else:
+            started = time.monotonic()
+            try:
+                outcome = run_task(task, endpoints, workers=workers, progress=progress(task) if progress else None)
+            except TooManyRequests as err:
+                throttled[registry] = err.retry_after
+                outcome = Outcome(task, "deferred", error=str(err), retry_after=err.retry_after,
+                                  seconds=time.monotonic() - started)
+            except Exception as err:  # noqa: BLE001 - one bad image must not stop the others
+                outcome = Outcome(task, "failed", error=f"{type(err).__name__}: {err}",
+                                  seconds=time.monotonic() - started)
+                logger.warning(f"failed {task.ref}", extra=outcome.as_dict())
+        outcomes.append(outcome)
+        if done:
+            done(outcome)
+    return outcomes

@@ -1,0 +1,45 @@
+"""Names, sizes and timeouts of the mirror platform, in one place."""
+
+from aws_cdk import Duration
+from aws_cdk import aws_logs as logs
+
+STACK_NAME = "EcrMirror"
+DESCRIPTION = "ECR mirror platform: pull-through cache, scheduled image sync and a CodeBuild project"
+
+# Lambdas. The copier streams whole images, so it gets the longest timeout Lambda allows.
+PLANNER_HANDLER = "mirror.handlers.planner.handler"
+COPIER_HANDLER = "mirror.handlers.copier.handler"
+PLANNER_TIMEOUT = Duration.minutes(5)
+COPIER_TIMEOUT = Duration.minutes(15)
+PLANNER_MEMORY_MB = 512
+COPIER_MEMORY_MB = 1024  # more memory buys more network and CPU for sha256 of streamed layers
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# Public Powertools layer (account 017000801446); the CDK app pins the version it was tested with.
+POWERTOOLS_LAYER = (
+    "arn:${AWS::Partition}:lambda:${AWS::Region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-arm64:27"
+)
+
+# Queue between planner and copier: one message per image/tag.
+COPIER_BATCH_SIZE = 5
+# AWS guidance: visibility at least six times the consumer's timeout, so retries never overlap a copy.
+QUEUE_VISIBILITY_TIMEOUT = Duration.minutes(COPIER_TIMEOUT.to_minutes() * 6)
+MAX_RECEIVE_COUNT = 3
+DEAD_LETTER_RETENTION = Duration.days(14)
+
+# Published contract (SSM String parameters).
+PARAMETER_PREFIX = "/ecr-mirror"
+PARAMETER_REGISTRY_URI = f"{PARAMETER_PREFIX}/registry-uri"
+PARAMETER_PREFIXES = f"{PARAMETER_PREFIX}/pull-through-cache-prefixes"
+PARAMETER_IMAGES = f"{PARAMETER_PREFIX}/images"
+PARAMETER_PROJECT_NAME = f"{PARAMETER_PREFIX}/codebuild-project-name"
+PARAMETER_PROJECT_ARN = f"{PARAMETER_PREFIX}/codebuild-project-arn"
+PARAMETER_SPEC = f"{PARAMETER_PREFIX}/spec"
+STANDARD_PARAMETER_BYTES = 4096
+ADVANCED_PARAMETER_BYTES = 8192
+
+# Docker Hub secret: ECR pull-through cache reads these two keys.
+PLACEHOLDER = "REPLACE_ME"
+
+# Observability.
+ALARM_PERIOD = Duration.minutes(5)
+QUOTA_PERIOD = Duration.minutes(15)

@@ -1,0 +1,96 @@
+"""SSM String parameters that publish the mirror's contract to consumers and its spec to the Lambdas."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from lambdas.mirror.config import Config, ConfigError
+
+from . import constants
+
+# Longest registry host ECR has (12-digit account, longest region, China suffix): sizes tokens at synth.
+_LONGEST_URI = "123456789012.dkr.ecr.ap-southeast-5.amazonaws.com.cn"
+
+
+def prefixes_json(config: Config) -> str:
+    """Upstream registry host → ECR repository prefix that caches it."""
+    return json.dumps(
+        {rule.registry: rule.prefix for rule in config.pull_through_cache}, separators=(",", ":"), sort_keys=True
+    )
+
+
+def images_json(config: Config, registry_uri: str) -> str:
+    """Normalized source (`docker.io/library/python`) → ECR repository URI it is mirrored to."""
+    return json.dumps(
+        {image.ref.name: f"{registry_uri}/{image.repository}" for image in config.images},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+class MirrorContract(Construct):
+    """Publishes where things are; the spec parameter is what the planner and copier read at run time."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: Config,
+        registry_uri: str,
+        project: codebuild.IProject | None = None,
+    ) -> None:
+        super().__init__(scope, id)
+        self.spec = self._parameter(
+            "Spec", constants.PARAMETER_SPEC, config.to_json(), "Validated mirror.yaml as JSON, read by the Lambdas"
+        )
+        self._parameter(
+            "RegistryUri", constants.PARAMETER_REGISTRY_URI, registry_uri, "ECR registry host", size=len(_LONGEST_URI)
+        )
+        self._parameter(
+            "Prefixes",
+            constants.PARAMETER_PREFIXES,
+            prefixes_json(config),
+            "JSON map: upstream registry host to ECR pull-through cache prefix",
+        )
+        self._parameter(
+            "Images",
+            constants.PARAMETER_IMAGES,
+            images_json(config, registry_uri),
+            "JSON map: mirrored image to its ECR repository URI",
+            size=len(images_json(config, _LONGEST_URI).encode()),
+        )
+        if project is not None:
+            self._parameter(
+                "ProjectName",
+                constants.PARAMETER_PROJECT_NAME,
+                project.project_name,
+                "CodeBuild project that builds images from the mirror",
+                size=255,
+            )
+            self._parameter(
+                "ProjectArn",
+                constants.PARAMETER_PROJECT_ARN,
+                project.project_arn,
+                "ARN of the CodeBuild project",
+                size=2048,
+            )
+
+    def _parameter(
+        self, id: str, name: str, value: str, description: str, size: int | None = None
+    ) -> ssm.StringParameter:
+        # `size` stands in for values that hold deploy-time tokens (registry host, project name).
+        size = len(value.encode()) if size is None else size
+        if size > constants.ADVANCED_PARAMETER_BYTES:
+            raise ConfigError(
+                f"SSM parameter {name}: {size} bytes, over the {constants.ADVANCED_PARAMETER_BYTES}-byte limit; "
+                "mirror fewer images per stack or shorten tag lists with tag_regex"
+            )
+        tier = ssm.ParameterTier.ADVANCED if size > constants.STANDARD_PARAMETER_BYTES else ssm.ParameterTier.STANDARD
+        return ssm.StringParameter(
+            self, id, parameter_name=name, string_value=value, description=description, tier=tier
+        )

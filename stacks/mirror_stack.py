@@ -1,0 +1,68 @@
+"""The mirror platform's one stack: composes the constructs and grants each role what it uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from lambdas.mirror.config import Config
+
+from . import constants
+from .build import MirrorBuildProject
+from .contract import MirrorContract
+from .credentials import DockerHubCredentials
+from .observability import MirrorObservability
+from .registry import MirrorRegistry
+from .sync import MirrorSync
+
+
+class MirrorStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, config: Config, **kwargs: Any) -> None:
+        super().__init__(scope, id, description=constants.DESCRIPTION, **kwargs)
+        credentials = DockerHubCredentials(self, "Credentials", credentials=config.docker_hub_credentials)
+        secret = credentials.secret
+        registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)
+        build = MirrorBuildProject(self, "Build", config=config, registry_uri=registry.uri, docker_hub_secret=secret)
+        contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
+        sync = MirrorSync(
+            self,
+            "Sync",
+            config=config,
+            spec_parameter_name=contract.spec.parameter_name,
+            docker_hub_secret_name=config.docker_hub_credentials.secret_name,
+        )
+        observability = MirrorObservability(
+            self,
+            "Observability",
+            config=config,
+            dead_letter_queue=sync.dead_letter_queue,
+            queue=sync.queue,
+            planner=sync.planner,
+            copier=sync.copier,
+        )
+
+        registry.grant_read(sync.planner)
+        registry.grant_mirror(sync.copier)
+        sync.queue.grant_send_messages(sync.planner)
+        for function in (sync.planner, sync.copier):
+            secret.grant_read(function)
+            iam.Grant.add_to_principal(
+                grantee=function, actions=["ssm:GetParameter"], resource_arns=[contract.spec.parameter_arn]
+            )
+
+        CfnOutput(self, "RegistryUri", value=registry.uri, description="ECR registry host of the mirror")
+        CfnOutput(
+            self,
+            "CodeBuildProjectName",
+            value=build.project.project_name,
+            description="CodeBuild project that builds with bases from the mirror",
+        )
+        CfnOutput(
+            self,
+            "AlarmTopicArn",
+            value=observability.topic.topic_arn,
+            description="Subscribe to this SNS topic for the mirror's alarms",
+        )

@@ -1,0 +1,127 @@
+"""Alarms on what needs a person (stuck messages, failing copies, Docker Hub quota) and a dashboard."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from lambdas.mirror import settings
+from lambdas.mirror.config import Config
+
+from . import constants
+
+
+def mirror_metric(name: str, statistic: str = "Sum") -> cloudwatch.Metric:
+    """A metric the engine publishes with Powertools EMF (dimension `service`)."""
+    return cloudwatch.Metric(
+        namespace=settings.METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": settings.SERVICE_NAME},
+        statistic=statistic,
+        period=constants.ALARM_PERIOD,
+    )
+
+
+class MirrorObservability(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: Config,
+        dead_letter_queue: sqs.IQueue,
+        queue: sqs.IQueue,
+        planner: lambda_.IFunction,
+        copier: lambda_.IFunction,
+    ) -> None:
+        super().__init__(scope, id)
+        # CloudWatch cannot publish to a topic under the AWS-managed SNS key, so the topic gets its own.
+        key = kms.Key(self, "TopicKey", enable_key_rotation=True, description="Encrypts the mirror alarm topic")
+        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True, display_name="ECR mirror alarms")
+
+        quota = mirror_metric(settings.METRIC_QUOTA_REMAINING, "Minimum").with_(period=constants.QUOTA_PERIOD)
+        self.alarms = [
+            cloudwatch.Alarm(
+                self,
+                "DeadLetters",
+                alarm_description="Copies failed three times and wait in the dead-letter queue",
+                metric=dead_letter_queue.metric_approximate_number_of_messages_visible(
+                    period=constants.ALARM_PERIOD, statistic="Maximum"
+                ),
+                threshold=0,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "CopierErrors",
+                alarm_description="The copier Lambda failed (crash or timeout), not a single image",
+                metric=copier.metric_errors(period=constants.ALARM_PERIOD, statistic="Sum"),
+                threshold=0,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "DockerHubQuotaLow",
+                alarm_description="Docker Hub pulls left in the window fell below the reserve kept for CI builds",
+                metric=quota,
+                threshold=config.sync.quota_reserve,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                evaluation_periods=1,
+                # No metric means no Docker Hub traffic, which is not a low quota.
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+        ]
+        for alarm in self.alarms:
+            alarm.add_alarm_action(actions.SnsAction(self.topic))
+            alarm.add_ok_action(actions.SnsAction(self.topic))
+
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Images",
+                left=[
+                    mirror_metric(name)
+                    for name in (
+                        settings.METRIC_COPIED,
+                        settings.METRIC_SKIPPED,
+                        settings.METRIC_DEFERRED,
+                        settings.METRIC_FAILED,
+                    )
+                ],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(title="Bytes copied", left=[mirror_metric(settings.METRIC_BYTES)], width=12),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Docker Hub pulls left",
+                left=[quota],
+                left_annotations=[cloudwatch.HorizontalAnnotation(value=config.sync.quota_reserve, label="reserve")],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Queue",
+                left=[
+                    queue.metric_approximate_number_of_messages_visible(),
+                    dead_letter_queue.metric_approximate_number_of_messages_visible(),
+                ],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Lambda errors",
+                left=[planner.metric_errors(), copier.metric_errors()],
+                width=8,
+            ),
+        )
+        self.dashboard.add_widgets(*(cloudwatch.AlarmWidget(alarm=alarm, width=8) for alarm in self.alarms))

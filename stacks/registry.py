@@ -1,0 +1,158 @@
+"""ECR: a repository per directly-mirrored image, pull-through cache rules and their creation templates."""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+from aws_cdk import Acknowledgment, Duration, Fn, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from lambdas.mirror.config import Config
+
+# What reading a repository takes (the planner compares digests; pulls need the layer URLs too).
+READ_ACTIONS = ["ecr:DescribeImages", "ecr:ListImages", "ecr:BatchGetImage"]
+PULL_ACTIONS = [*READ_ACTIONS, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer"]
+PUSH_ACTIONS = ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
+# A pull through a cache prefix creates the repository and imports the upstream image on first use.
+CACHE_FILL_ACTIONS = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
+
+
+def _construct_id(name: str) -> str:
+    # Construct ids cannot hold "/"; the repository name keeps ids stable when images are reordered.
+    return name.replace("/", "--")
+
+
+class MirrorRegistry(Construct):
+    """Where images land: repositories we create and repositories ECR creates through a cache rule."""
+
+    def __init__(self, scope: Construct, id: str, *, config: Config, docker_hub_secret: secretsmanager.ISecret) -> None:
+        super().__init__(scope, id)
+        settings = config.repositories
+        self.uri = Fn.sub("${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}")
+        self.prefixes = [rule.prefix for rule in config.pull_through_cache]
+        self.repositories: list[ecr.Repository] = []
+        for image in config.images:
+            if image.via is not None:
+                continue
+            repository = ecr.Repository(
+                self,
+                _construct_id(image.repository),
+                repository_name=image.repository,
+                image_scan_on_push=True,
+                encryption=ecr.RepositoryEncryption.AES_256,
+                image_tag_mutability=ecr.TagMutability(settings.tag_mutability),
+                lifecycle_rules=[
+                    ecr.LifecycleRule(
+                        description="Expire images a moved tag left behind",
+                        tag_status=ecr.TagStatus.UNTAGGED,
+                        max_image_age=Duration.days(settings.untagged_expiry_days),
+                    )
+                ],
+                # Deleting the stack must not delete images that builds depend on.
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+            # ECR's default is AES256 too; stated so the template shows it (the L2 omits the default).
+            cast(ecr.CfnRepository, repository.node.default_child).add_property_override(
+                "EncryptionConfiguration.EncryptionType", "AES256"
+            )
+            self.repositories.append(repository)
+
+        lifecycle_policy = json.dumps(
+            {
+                "rules": [
+                    {
+                        "rulePriority": 1,
+                        "description": "Expire images a moved tag left behind",
+                        "selection": {
+                            "tagStatus": "untagged",
+                            "countType": "sinceImagePushed",
+                            "countUnit": "days",
+                            "countNumber": settings.untagged_expiry_days,
+                        },
+                        "action": {"type": "expire"},
+                    }
+                ]
+            },
+            separators=(",", ":"),
+        )
+        for rule in config.pull_through_cache:
+            credential_arn = None
+            if rule.credentials_secret == config.docker_hub_credentials.secret_name:
+                credential_arn = docker_hub_secret.secret_arn
+            elif rule.credentials_secret is not None:
+                credential_arn = secretsmanager.Secret.from_secret_name_v2(
+                    self, f"{rule.upstream}-secret", rule.credentials_secret
+                ).secret_arn
+            ecr.CfnPullThroughCacheRule(
+                self,
+                f"{rule.upstream}-rule",
+                ecr_repository_prefix=rule.prefix,
+                upstream_registry=rule.upstream,
+                upstream_registry_url=rule.upstream_url,
+                credential_arn=credential_arn,
+            )
+            # Without a template, repositories the cache creates get no scanning, lifecycle or mutability.
+            ecr.CfnRepositoryCreationTemplate(
+                self,
+                f"{rule.upstream}-template",
+                prefix=rule.prefix,
+                applied_for=["PULL_THROUGH_CACHE"],
+                description=f"Repositories the {rule.upstream} pull-through cache creates",
+                encryption_configuration=ecr.CfnRepositoryCreationTemplate.EncryptionConfigurationProperty(
+                    encryption_type="AES256"
+                ),
+                image_tag_mutability=settings.tag_mutability,
+                lifecycle_policy=lifecycle_policy,
+            )
+
+    def prefix_arns(self) -> list[str]:
+        """ARNs of every repository under the pull-through cache prefixes (created on first pull)."""
+        stack = Stack.of(self)
+        return [
+            stack.format_arn(service="ecr", resource="repository", resource_name=f"{prefix}/*")
+            for prefix in self.prefixes
+        ]
+
+    def repository_arns(self) -> list[str]:
+        return [repo.repository_arn for repo in self.repositories]
+
+    def grant_read(self, grantee: iam.IGrantable) -> None:
+        """Compare digests in ECR: list and describe images, read manifests; mirrored and cached repos."""
+        self._grant_login(grantee)
+        self._grant(grantee, READ_ACTIONS, self.repository_arns() + self.prefix_arns())
+        self._acknowledge_prefixes(grantee)
+
+    def grant_mirror(self, grantee: iam.IGrantable) -> None:
+        """Copy images: pull and push mirrored repos; pull (and so fill) the cache prefixes."""
+        self._grant_login(grantee)
+        if self.repositories:
+            self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
+        if self.prefixes:
+            self._grant(grantee, PULL_ACTIONS + CACHE_FILL_ACTIONS, self.prefix_arns())
+        self._acknowledge_prefixes(grantee)
+
+    def _grant_login(self, grantee: iam.IGrantable) -> None:
+        # The registry login token is the only account-wide ECR action; it has no resource-level form.
+        iam.Grant.add_to_principal(grantee=grantee, actions=["ecr:GetAuthorizationToken"], resource_arns=["*"])
+
+    def _grant(self, grantee: iam.IGrantable, actions: list[str], resources: list[str]) -> None:
+        if resources:
+            iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resources)
+
+    def _acknowledge_prefixes(self, grantee: iam.IGrantable) -> None:
+        principal = grantee.grant_principal
+        if not isinstance(principal, Construct):
+            return
+        for prefix in self.prefixes:
+            arn = f"arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/{prefix}/*"
+            Validations.of(principal).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::{arn}]",
+                    reason=f"ECR creates repositories under the {prefix!r} pull-through cache prefix on first "
+                    "pull, so their names are not known at deploy time; the grant is limited to that prefix.",
+                )
+            )

@@ -1,0 +1,81 @@
+"""Store the Docker Hub username and access token in the secret the stack created.
+
+    python -m stacks.set_token --config mirror.yaml [--region REGION]
+
+Reads the username from the first line of stdin and the token from the second (or prompts on a
+terminal, without echo). The token never goes on a command line, into the environment or the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any, TextIO
+
+from lambdas.mirror.config import ConfigError, load_config
+
+
+class InputError(ValueError):
+    pass
+
+
+def read_credentials(stdin: TextIO) -> tuple[str, str]:
+    if stdin.isatty():
+        username = input("Docker Hub username: ").strip()
+        token = getpass.getpass("Docker Hub access token (not shown): ").strip()
+    else:
+        lines = stdin.read().splitlines()
+        username = lines[0].strip() if lines else ""
+        token = lines[1].strip() if len(lines) > 1 else ""
+    if not username:
+        raise InputError("no Docker Hub username: give it on the first line of stdin")
+    if not token:
+        raise InputError("no Docker Hub access token: give it on the second line of stdin")
+    return username, token
+
+
+def store(client: Any, secret_name: str, username: str, token: str) -> str:
+    """Put the pair as a new version of the secret, in the JSON shape ECR pull-through cache reads."""
+    response = client.put_secret_value(
+        SecretId=secret_name, SecretString=json.dumps({"username": username, "accessToken": token})
+    )
+    return response["VersionId"]
+
+
+def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: Any = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stacks.set_token", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="mirror.yaml", help="mirror config naming the secret")
+    parser.add_argument("--region", help="AWS region of the stack (default: from the AWS environment)")
+    args = parser.parse_args(argv)
+    try:
+        secret_name = load_config(args.config).docker_hub_credentials.secret_name
+        username, token = read_credentials(stdin or sys.stdin)
+    except (ConfigError, InputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name=args.region)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        version = store(client, secret_name, username, token)
+    except ClientError as err:
+        # The error's own message never holds the secret value; print only code and message.
+        error = err.response.get("Error", {})
+        print(f"error: secret {secret_name}: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
+        if error.get("Code") == "ResourceNotFoundException":
+            print("hint: deploy the stack first (make deploy), or set existing_secret in the config", file=sys.stderr)
+        return 1
+    except BotoCoreError as err:
+        print(f"error: secret {secret_name}: {err}", file=sys.stderr)
+        return 1
+    print(f"Stored Docker Hub credentials for {username} in {secret_name} (version {version}).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

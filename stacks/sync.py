@@ -1,0 +1,147 @@
+"""Scheduled sync: EventBridge → planner Lambda → SQS (one message per image/tag) → copier Lambda."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, Duration, Fn, Validations
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from lambdas.mirror import settings
+from lambdas.mirror.config import Config
+
+from . import constants
+
+LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
+
+
+class MirrorSync(Construct):
+    """The planner plans with HEADs only; the copier copies, a bounded number at a time."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: Config,
+        spec_parameter_name: str,
+        docker_hub_secret_name: str,
+    ) -> None:
+        super().__init__(scope, id)
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=constants.DEAD_LETTER_RETENTION,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=constants.QUEUE_VISIBILITY_TIMEOUT,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=constants.MAX_RECEIVE_COUNT
+            ),
+        )
+
+        code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc"])
+        layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", Fn.sub(constants.POWERTOOLS_LAYER))
+        common = {
+            settings.ENV_SPEC_PARAMETER: spec_parameter_name,
+            settings.ENV_DOCKER_HUB_SECRET: docker_hub_secret_name,
+            "POWERTOOLS_SERVICE_NAME": settings.SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": settings.METRICS_NAMESPACE,
+        }
+        self.planner = self._function(
+            "Planner",
+            code=code,
+            layer=layer,
+            handler=constants.PLANNER_HANDLER,
+            timeout=constants.PLANNER_TIMEOUT,
+            memory_size=constants.PLANNER_MEMORY_MB,
+            environment={**common, settings.ENV_QUEUE_URL: self.queue.queue_url},
+            description="Plans the mirror sync with HEAD requests and queues one message per image/tag",
+        )
+        self.copier = self._function(
+            "Copier",
+            code=code,
+            layer=layer,
+            handler=constants.COPIER_HANDLER,
+            timeout=constants.COPIER_TIMEOUT,
+            memory_size=constants.COPIER_MEMORY_MB,
+            environment=common,
+            description="Copies one image/tag per message into ECR",
+        )
+        self.copier.add_event_source(
+            sources.SqsEventSource(
+                self.queue,
+                batch_size=constants.COPIER_BATCH_SIZE,
+                report_batch_item_failures=True,
+                # Bounded so a large plan cannot stampede an upstream registry.
+                max_concurrency=config.sync.max_concurrency,
+            )
+        )
+        self.schedule = events.Rule(
+            self,
+            "Schedule",
+            description="Runs the mirror planner",
+            schedule=events.Schedule.expression(config.schedule),
+            targets=[targets.LambdaFunction(self.planner, retry_attempts=2)],
+        )
+
+    def _function(
+        self,
+        id: str,
+        *,
+        code: lambda_.Code,
+        layer: lambda_.ILayerVersion,
+        handler: str,
+        timeout: Duration,
+        memory_size: int,
+        environment: dict[str, str],
+        description: str,
+    ) -> lambda_.Function:
+        # An own role without AWSLambdaBasicExecutionRole: logs go only to this function's log group.
+        role = iam.Role(self, f"{id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        log_group = logs.LogGroup(self, f"{id}Logs", retention=constants.LOG_RETENTION)
+        log_group.grant_write(role)
+        function = lambda_.Function(
+            self,
+            id,
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.ARM_64,
+            code=code,
+            handler=handler,
+            layers=[layer],
+            role=role,
+            timeout=timeout,
+            memory_size=memory_size,
+            environment=environment,
+            description=description,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+        )
+        Validations.of(function).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-L1",
+                reason="Python 3.13 matches the public Powertools layer (python313-arm64) the functions use; "
+                "move both together.",
+            )
+        )
+        Validations.of(role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="X-Ray PutTraceSegments/PutTelemetryRecords and ecr:GetAuthorizationToken have no "
+                "resource-level permissions; every other statement is scoped to a resource.",
+            )
+        )
+        return function

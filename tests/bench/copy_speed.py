@@ -1,0 +1,67 @@
+"""Copy wall time, this engine vs `skopeo copy --all --preserve-digests`, same loopback registries.
+
+Each round copies the same source image into a fresh repository with each tool (alternating which
+goes first), so both upload every blob; the figure is the median of the rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lambdas.mirror.copy import copy_image
+from lambdas.mirror.registry import RegistryClient
+from tests.support.images import push_image
+from tests.support.registry import RegistryServer
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "multi-arch 2x(6 layers x 4 MiB) + attestations": dict(
+        kind="oci-index", platforms=("linux/amd64", "linux/arm64"), layers=6, layer_size=4 << 20,
+        attestations=True),
+    "single manifest, 3 layers x 48 MiB": dict(kind="docker-v2", layers=3, layer_size=48 << 20),
+    "multi-arch 4x(10 layers x 64 KiB)": dict(
+        kind="oci-index", platforms=("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le"), layers=10,
+        layer_size=64 << 10),
+}
+
+
+def _engine(source: RegistryServer, destination: RegistryServer, repository: str) -> float:
+    started = time.perf_counter()
+    copy_image(RegistryClient(source.host), "bench/app", RegistryClient(destination.host), repository, "v1",
+               workers=4)
+    return time.perf_counter() - started
+
+
+def _skopeo(source: RegistryServer, destination: RegistryServer, repository: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(["skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--src-tls-verify=false",
+                    "--dest-tls-verify=false", f"docker://{source.host}/bench/app:v1",
+                    f"docker://{destination.host}/{repository}:v1"], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def run(*, rounds: int = 5) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-copy-") as root:
+        for number, (name, shape) in enumerate(SCENARIOS.items()):
+            with RegistryServer(Path(root), name=f"source{number}") as source, \
+                    RegistryServer(Path(root), name=f"destination{number}") as destination:
+                push_image(source.host, "bench/app", "v1", seed=number, **shape)
+                times: dict[str, list[float]] = {"engine": [], "skopeo": []}
+                for i in range(rounds):
+                    order = (("engine", _engine), ("skopeo", _skopeo))
+                    for tool, copy in order if i % 2 == 0 else order[::-1]:
+                        times[tool].append(copy(source, destination, f"bench/{tool}-{i}"))
+                engine, skopeo = statistics.median(times["engine"]), statistics.median(times["skopeo"])
+                figures[name] = {"engine_s": engine, "skopeo_s": skopeo, "ratio": engine / skopeo}
+                print(f"{name:50s} engine {engine:6.3f} s   skopeo {skopeo:6.3f} s   "
+                      f"ratio {engine / skopeo:.2f}x (median of {rounds})", flush=True)
+    return figures
+
+
+if __name__ == "__main__":
+    run()

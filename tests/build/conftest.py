@@ -1,0 +1,90 @@
+"""Synthesize a small app holding only the build construct, cdk-nag on, as another CDK app would use it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk.assertions import Template
+from cdk_nag import AwsSolutionsChecks
+
+from lambdas.mirror.config import Config, load_config, parse_config
+from stacks.build import MirrorBuildProject
+
+REPO = Path(__file__).resolve().parents[2]
+STACK = "BuildTest"
+SECRET_NAME = "ecr-pullthroughcache/docker-hub"
+
+
+@dataclass
+class BuildApp:
+    config: Config
+    outdir: Path
+    data: dict[str, Any]
+    template: Template
+    ids: dict[str, str]  # project, image_repository, cache_repository -> logical id
+
+    @property
+    def refs(self) -> dict[str, str]:
+        """Stand-ins for the values CloudFormation fills in: repository names and ARNs, the log group."""
+        refs = {self.ids["image_repository"]: "images", self.ids["cache_repository"]: "images-cache",
+                self.ids["project"]: "mirror-build"}
+        for name, logical_id in self.ids.items():
+            refs[f"{logical_id}.Arn"] = f"arn:{name}"
+        refs |= {k: k for k, r in self.data["Resources"].items() if r["Type"] == "AWS::Logs::LogGroup"}
+        refs |= {f"{k}.Arn": f"arn:{k}" for k in refs if k.startswith("BuildLogs")}
+        return refs
+
+    @property
+    def assets(self) -> list[dict[str, Any]]:
+        """File assets (source path, bucket, key) as `cdk deploy` would publish them."""
+        manifest = json.loads((self.outdir / f"{STACK}.assets.json").read_text())
+        out = []
+        for entry in manifest["files"].values():
+            if entry["source"]["path"].endswith(".template.json"):
+                continue
+            for destination in entry["destinations"].values():
+                out.append({"path": self.outdir / entry["source"]["path"],
+                            "bucket": destination["bucketName"], "key": destination["objectKey"]})
+        return out
+
+
+def synth_build(outdir: Path, config: Config, *, registry_uri: str | None = None,
+                secret_arn: str | None = None) -> BuildApp:
+    app = App(outdir=str(outdir), context={"aws:cdk:bundling-stacks": []})
+    stack = Stack(app, STACK)
+    if secret_arn:
+        secret = secretsmanager.Secret.from_secret_complete_arn(stack, "DockerHub", secret_arn)
+    else:
+        secret = secretsmanager.Secret.from_secret_name_v2(stack, "DockerHub", SECRET_NAME)
+    registry_uri = registry_uri or f"{stack.account}.dkr.ecr.{stack.region}.{stack.url_suffix}"
+    build = MirrorBuildProject(stack, "Build", config=config, registry_uri=registry_uri, docker_hub_secret=secret)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    ids = {name: stack.resolve(stack.get_logical_id(construct.node.default_child))
+           for name, construct in (("project", build.project), ("image_repository", build.image_repository),
+                                   ("cache_repository", build.cache_repository))}
+    app.synth()  # raises on any unacknowledged cdk-nag finding
+    data = json.loads((outdir / f"{STACK}.template.json").read_text())
+    return BuildApp(config, outdir, data, Template.from_json(data), ids)
+
+
+@pytest.fixture(scope="session")
+def build_app(tmp_path_factory: pytest.TempPathFactory) -> BuildApp:
+    """The repository's mirror.yaml, Docker Hub credentials in Secrets Manager."""
+    return synth_build(tmp_path_factory.mktemp("build.out"), load_config(REPO / "mirror.yaml"))
+
+
+@pytest.fixture(scope="session")
+def ssm_build_app(tmp_path_factory: pytest.TempPathFactory) -> BuildApp:
+    """A team set up as in the blog posts: Docker Hub credentials in SSM SecureString parameters."""
+    config = parse_config({
+        "images": [{"source": "python", "tags": ["3.12-slim"]}],
+        "docker_hub_credentials": {"ssm_parameters": {"username": "/CodeBuild/DOCKER_HUB_ID",
+                                                      "token": "/CodeBuild/DOCKER_HUB_PASSWORD"}},
+    })
+    return synth_build(tmp_path_factory.mktemp("build-ssm.out"), config)

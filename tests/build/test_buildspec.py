@@ -1,0 +1,101 @@
+"""The synthesized buildspec's commands: shellcheck-clean, and the small behaviours each one promises."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.build import cfn, codebuild_local
+
+pytestmark = pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (.ci/run installs it)")
+
+
+def commands(app):
+    spec = cfn.buildspec(app.data)
+    return [c for phase in codebuild_local.PHASES for c in spec["phases"].get(phase, {}).get("commands", [])]
+
+
+def shellcheck(tmp_path, name, text, *options):
+    path = tmp_path / name
+    path.write_text(f"#!/bin/bash\n{text}\n")
+    return subprocess.run(["shellcheck", "--shell=bash", *options, str(path)], capture_output=True, text=True)
+
+
+def test_every_command_of_the_synthesized_buildspec_passes_shellcheck(build_app, ssm_build_app, tmp_path):
+    every = commands(build_app) + commands(ssm_build_app)
+    failures = [f"{c}\n{r.stdout}" for i, c in enumerate(every)
+                if (r := shellcheck(tmp_path, f"command{i}.sh", c, "--severity=error")).returncode]
+    assert not failures, "\n".join(failures)
+
+
+def test_the_commands_read_as_one_script_have_no_shellcheck_findings_at_all(build_app, tmp_path):
+    result = shellcheck(tmp_path, "buildspec.sh", "\n".join(commands(build_app)))
+    assert result.returncode == 0, result.stdout
+
+
+# --- behaviours, run in bash against stand-ins for docker and aws -------------------------------------
+
+
+def run_pre_build(app, tmp_path, env, *extra):
+    """The pre_build commands up to (not including) the logins, then `extra`."""
+    pre_build = cfn.buildspec(app.data)["phases"]["pre_build"]["commands"]
+    setup = pre_build[:next(i for i, c in enumerate(pre_build) if c.startswith("aws ecr"))]
+    spec = {"phases": {"pre_build": {"commands": [*setup, *extra]}}}
+    base = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "CODEBUILD_SRC_DIR": str(tmp_path),
+            **cfn.environment(app.data, app.refs)}
+    return codebuild_local.run(spec, {**base, **env}, tmp_path / "run")
+
+
+def test_the_image_tag_is_the_commits_short_sha(build_app, tmp_path):
+    result = run_pre_build(build_app, tmp_path, {"CODEBUILD_RESOLVED_SOURCE_VERSION": "0123456789abcdef"},
+                           'echo "tag=$IMAGE_TAG"')
+    assert "tag=0123456\n" in result.output
+
+
+def test_the_image_tag_falls_back_to_the_build_number_without_a_commit(build_app, tmp_path):
+    result = run_pre_build(build_app, tmp_path, {"CODEBUILD_BUILD_NUMBER": "42"}, 'echo "tag=$IMAGE_TAG"')
+    assert "tag=build-42\n" in result.output
+
+
+def test_per_build_overrides_win_over_the_defaults(build_app, tmp_path):
+    overrides = {"IMAGE_TAG": "v1.2.3", "IMAGE_REPO_NAME": "team/api", "CONTEXT_DIR": "services/api",
+                 "PLATFORMS": "linux/arm64", "CODEBUILD_RESOLVED_SOURCE_VERSION": "0123456789abcdef"}
+    result = run_pre_build(build_app, tmp_path, overrides,
+                           'echo "$IMAGE_REPO_URI:$IMAGE_TAG $DOCKERFILE $PLATFORMS $CACHE_REF"')
+    registry = f"{cfn.ACCOUNT}.dkr.ecr.{cfn.REGION}.amazonaws.com"
+    assert (f"{registry}/team/api:v1.2.3 services/api/Dockerfile linux/arm64 "
+            f"{registry}/images-cache:team-api\n") in result.output
+
+
+@pytest.fixture
+def recording_docker(tmp_path):
+    """A `docker` that records its arguments and what it read on stdin."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >> {tmp_path}/docker.args\ncat >> {tmp_path}/docker.stdin\n')
+    docker.chmod(0o755)
+    return tmp_path
+
+
+def docker_hub_login(app):
+    return next(c for c in cfn.buildspec(app.data)["phases"]["pre_build"]["commands"] if "DOCKER_HUB_TOKEN" in c)
+
+
+def test_docker_hub_login_sends_the_token_on_stdin_only(build_app, recording_docker):
+    env = {"DOCKER_HUB_USERNAME": "team", "DOCKER_HUB_TOKEN": "dckr_pat_secret"}
+    result = run_pre_build(build_app, recording_docker, env, docker_hub_login(build_app))
+    assert result.returncode == 0, result.output
+    assert (recording_docker / "docker.args").read_text() == "login --username team --password-stdin\n"
+    assert (recording_docker / "docker.stdin").read_text() == "dckr_pat_secret"
+    assert "dckr_pat_secret" not in result.output
+
+
+def test_a_placeholder_secret_gives_a_one_line_notice_and_no_login(build_app, recording_docker):
+    env = {"DOCKER_HUB_USERNAME": "REPLACE_ME", "DOCKER_HUB_TOKEN": "generated-by-cloudformation"}
+    result = run_pre_build(build_app, recording_docker, env, docker_hub_login(build_app))
+    assert result.returncode == 0
+    notices = [line for line in result.output.splitlines() if line.startswith("Notice:")]
+    assert len(notices) == 1 and "REPLACE_ME" in notices[0]
+    assert not (recording_docker / "docker.args").exists()

@@ -1,0 +1,90 @@
+"""Synthesize the app once per session, as `cdk synth` would (cdk-nag plugin on), into a tmp cloud assembly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App
+from aws_cdk.assertions import Template
+
+from app import build
+from lambdas.mirror.config import Config, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+STACK = "EcrMirror"
+
+
+@dataclass
+class Synthesized:
+    config: Config
+    outdir: Path
+    data: dict[str, Any]  # the template as the CLI would read it
+    template: Template
+
+    def logical_id(self, resource_type: str, **properties: Any) -> str:
+        """The one resource of a type whose properties include `properties`."""
+        found = [
+            key
+            for key, res in self.data["Resources"].items()
+            if res["Type"] == resource_type
+            and all(res.get("Properties", {}).get(k) == v for k, v in properties.items())
+        ]
+        assert len(found) == 1, f"{resource_type} {properties}: found {found}"
+        return found[0]
+
+    def by_path(self, path: str) -> str:
+        """Logical id of the resource at a construct path below the stack, e.g. `Sync/PlannerRole`."""
+        wanted = f"{STACK}/{path}/Resource"
+        found = [k for k, r in self.data["Resources"].items() if r.get("Metadata", {}).get("aws:cdk:path") == wanted]
+        assert len(found) == 1, f"{wanted}: found {found}"
+        return found[0]
+
+
+def synthesize(config: Config, outdir: Path) -> Synthesized:
+    # No bundling: the Lambda code is a plain directory asset and these machines have no Docker.
+    app = App(outdir=str(outdir), context={"aws:cdk:bundling-stacks": [], "aws:cdk:enable-path-metadata": True})
+    build(app, config)
+    app.synth()  # raises when cdk-nag reports an unacknowledged finding
+    data = json.loads((outdir / f"{STACK}.template.json").read_text())
+    return Synthesized(config, outdir, data, Template.from_json(data))
+
+
+@pytest.fixture(scope="session")
+def default_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The repository's own mirror.yaml."""
+    return synthesize(load_config(REPO / "mirror.yaml"), tmp_path_factory.mktemp("cdk.out"))
+
+
+# A team that already has its secrets: existing Docker Hub secret, SSM parameters for the build,
+# a credentialed GitHub rule and immutable tags.
+VARIANT = {
+    "images": [
+        {"source": "ghcr.io/org/app", "tags": ["1.0"]},
+        {"source": "registry.example.com:5000/team/base", "tag_regex": r"v\d+"},
+    ],
+    "schedule": "cron(0 3 * * ? *)",
+    "pull_through_cache": [
+        {"upstream": "docker-hub", "prefix": "hub"},
+        {
+            "upstream": "github-container-registry",
+            "prefix": "ghcr",
+            "credentials_secret": "ecr-pullthroughcache/github",
+        },
+    ],
+    "docker_hub_credentials": {
+        "secret_name": "ecr-pullthroughcache/team-hub",
+        "existing_secret": True,
+        "ssm_parameters": {"username": "/CodeBuild/DOCKER_HUB_ID", "token": "/CodeBuild/DOCKER_HUB_PASSWORD"},
+    },
+    "sync": {"quota_reserve": 50, "max_concurrency": 2},
+    "repositories": {"prefix": "cache", "tag_mutability": "IMMUTABLE", "untagged_expiry_days": 3},
+}
+
+
+@pytest.fixture(scope="session")
+def variant_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(parse_config(VARIANT, origin="variant.yaml"), tmp_path_factory.mktemp("cdk.out"))

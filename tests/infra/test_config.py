@@ -1,0 +1,134 @@
+"""mirror.yaml validation: every bad input fails with one line naming the file, the entry and the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lambdas.mirror.config import DEFAULT_SCHEDULE, ConfigError, load_config
+
+from .conftest import REPO
+
+GOOD_IMAGE = "  - source: python\n    tags: ['3.13-slim']\n"
+
+# name: (file content, where the message must point, what it must say)
+BAD_INPUTS = {
+    "malformed reference": (
+        "images:\n  - source: 'Python:Latest!'\n    tags: ['1']\n",
+        "images[0] (Python:Latest!).source",
+        "invalid",
+    ),
+    "invalid regex": (
+        "images:\n  - source: node\n    tag_regex: '22\\.(\\d+'\n",
+        "images[0] (node).tag_regex",
+        "invalid regex",
+    ),
+    "entry without tags or tag_regex": (
+        "images:\n  - source: python\n    platforms: [linux/amd64]\n",
+        "images[0] (python)",
+        "needs 'tags' or 'tag_regex'",
+    ),
+    "duplicate targets": (
+        "images:\n  - {source: gcr.io/a/one, tags: ['1'], target: mirror/shared}\n"
+        "  - {source: gcr.io/a/two, tags: ['1'], target: mirror/shared}\n",
+        "images[1] (gcr.io/a/two).target",
+        "also the target of images[0]",
+    ),
+    "unknown upstream": (
+        f"images:\n{GOOD_IMAGE}pull_through_cache:\n  - upstream: dockerhub\n",
+        "pull_through_cache[0].upstream",
+        "unknown upstream 'dockerhub'",
+    ),
+    "invalid schedule": (
+        f"images:\n{GOOD_IMAGE}schedule: every 6 hours\n",
+        "schedule",
+        "not an EventBridge",
+    ),
+    "cron without a question mark": (
+        f"images:\n{GOOD_IMAGE}schedule: cron(0 3 * * * *)\n",
+        "schedule",
+        "needs '?'",
+    ),
+    "invalid platform": (
+        "images:\n  - source: python\n    tags: ['3']\n    platforms: [linux/x86]\n",
+        "images[0] (python).platforms",
+        "'linux/x86' is not a platform",
+    ),
+    "illegal target name": (
+        "images:\n  - source: gcr.io/distroless/static\n    tags: [nonroot]\n    target: Mirror/Static\n",
+        "images[0] (gcr.io/distroless/static).target",
+        "not a legal ECR repository name",
+    ),
+    "unknown key in an entry": (
+        "images:\n  - source: python\n    tagz: ['3']\n",
+        "images[0] (python)",
+        "unknown key 'tagz'",
+    ),
+    "unknown top-level key": (
+        f"images:\n{GOOD_IMAGE}schedul: rate(1 hour)\n",
+        "top level",
+        "unknown key 'schedul'",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_names_the_file_the_entry_and_the_field(name: str, tmp_path: Path) -> None:
+    content, where, says = BAD_INPUTS[name]
+    path = tmp_path / "mirror.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {where}: "), message
+    assert says in message
+    assert "\n" not in message
+
+
+def test_a_file_with_only_images_is_valid_and_gets_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(f"images:\n{GOOD_IMAGE}")
+    config = load_config(path)
+    assert config.schedule == DEFAULT_SCHEDULE
+    assert [r.upstream for r in config.pull_through_cache] == ["docker-hub", "ecr-public", "quay", "k8s"]
+    assert config.docker_hub_credentials.secret_name == "ecr-pullthroughcache/docker-hub"
+    assert config.images[0].repository == "docker-hub/library/python"
+
+
+def run_app(config: Path, outdir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "CDK_OUTDIR": str(outdir),
+            "CDK_CONTEXT_JSON": f'{{"mirror:config": "{config}", "aws:cdk:bundling-stacks": []}}',
+        },
+    )
+
+
+def test_the_app_exits_1_with_one_clear_line_on_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(f"images:\n{GOOD_IMAGE}schedule: every 6 hours\n")
+    result = run_app(path, tmp_path / "out")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {path}: schedule: 'every 6 hours' is not an EventBridge 'rate(...)' or 'cron(...)' expression"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_app_synthesizes_a_minimal_file(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(f"images:\n{GOOD_IMAGE}")
+    result = run_app(path, tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "EcrMirror.template.json").is_file()

@@ -1,0 +1,106 @@
+"""SSM parameters: the contract consumers read and the spec the Lambdas read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk import App, Stack
+from aws_cdk.assertions import Capture, Template
+
+from lambdas.mirror.config import ConfigError, parse_config
+from stacks.contract import MirrorContract
+
+from .conftest import Synthesized
+
+REGISTRY = "${Registry}"
+
+
+def render(value: Any) -> str:
+    """A parameter value with deploy-time parts (the registry host) shown as ${Registry}."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        return "".join(render(part) for part in value["Fn::Join"][1])
+    assert value == {"Fn::Sub": "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}"}, value
+    return REGISTRY
+
+
+def parameter(app: Synthesized, name: str) -> dict[str, Any]:
+    found = app.template.find_resources("AWS::SSM::Parameter", {"Properties": {"Name": name}})
+    assert len(found) == 1, name
+    return next(iter(found.values()))["Properties"]
+
+
+def test_the_spec_parameter_holds_the_validated_config_the_lambdas_parse(default_app: Synthesized) -> None:
+    spec = parameter(default_app, "/ecr-mirror/spec")
+    assert spec["Type"] == "String"
+    assert spec["Value"] == default_app.config.to_json()
+    assert parse_config(json.loads(spec["Value"])) == default_app.config
+
+
+def test_the_lambdas_are_pointed_at_the_spec_parameter(default_app: Synthesized) -> None:
+    spec = default_app.logical_id("AWS::SSM::Parameter", Name="/ecr-mirror/spec")
+    for handler in ("mirror.handlers.planner.handler", "mirror.handlers.copier.handler"):
+        env = Capture()
+        default_app.template.has_resource_properties(
+            "AWS::Lambda::Function", {"Handler": handler, "Environment": {"Variables": env}}
+        )
+        assert env.as_object()["MIRROR_SPEC_PARAMETER"] == {"Ref": spec}
+
+
+def test_the_registry_uri_is_published(default_app: Synthesized) -> None:
+    assert render(parameter(default_app, "/ecr-mirror/registry-uri")["Value"]) == REGISTRY
+
+
+def test_the_cache_prefixes_are_published_by_upstream_registry(default_app: Synthesized) -> None:
+    prefixes = json.loads(parameter(default_app, "/ecr-mirror/pull-through-cache-prefixes")["Value"])
+    assert prefixes == {
+        "docker.io": "docker-hub",
+        "public.ecr.aws": "ecr-public",
+        "quay.io": "quay",
+        "registry.k8s.io": "k8s",
+    }
+
+
+def test_every_mirrored_image_is_published_with_its_ecr_uri(default_app: Synthesized) -> None:
+    images = json.loads(render(parameter(default_app, "/ecr-mirror/images")["Value"]))
+    assert images == {
+        "docker.io/library/python": f"{REGISTRY}/docker-hub/library/python",
+        "docker.io/library/node": f"{REGISTRY}/docker-hub/library/node",
+        "docker.io/moby/buildkit": f"{REGISTRY}/docker-hub/moby/buildkit",
+        "gcr.io/distroless/base-debian12": f"{REGISTRY}/mirror/gcr.io/distroless/base-debian12",
+        "mcr.microsoft.com/dotnet/runtime": f"{REGISTRY}/mirror/dotnet-runtime",
+    }
+
+
+def test_the_codebuild_project_name_and_arn_are_published(default_app: Synthesized) -> None:
+    project = default_app.logical_id("AWS::CodeBuild::Project")
+    assert parameter(default_app, "/ecr-mirror/codebuild-project-name")["Value"] == {"Ref": project}
+    assert parameter(default_app, "/ecr-mirror/codebuild-project-arn")["Value"] == {"Fn::GetAtt": [project, "Arn"]}
+
+
+def contract_template(images: list[dict[str, Any]]) -> Template:
+    stack = Stack(App(), "Contract")
+    MirrorContract(stack, "Contract", config=parse_config({"images": images}), registry_uri="r", project=None)
+    return Template.from_stack(stack)
+
+
+def many_images(count: int) -> list[dict[str, Any]]:
+    return [{"source": f"gcr.io/some-team/service-number-{n}", "tags": ["1.0", "1.1", "latest"]} for n in range(count)]
+
+
+def test_a_small_spec_is_a_standard_parameter(default_app: Synthesized) -> None:
+    assert parameter(default_app, "/ecr-mirror/spec")["Tier"] == "Standard"
+
+
+def test_a_spec_over_4_kb_becomes_an_advanced_parameter() -> None:
+    contract_template(many_images(60)).has_resource_properties(
+        "AWS::SSM::Parameter", {"Name": "/ecr-mirror/spec", "Tier": "Advanced"}
+    )
+
+
+def test_a_spec_over_8_kb_fails_synth_naming_the_parameter_and_the_limit() -> None:
+    with pytest.raises(ConfigError, match=r"SSM parameter /ecr-mirror/\w+: \d+ bytes, over the 8192-byte limit"):
+        contract_template(many_images(150))

@@ -1,0 +1,119 @@
+"""ECR: mirrored repositories, pull-through cache rules and their creation templates."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk.assertions import Capture, Match
+
+from .conftest import Synthesized
+
+
+def lifecycle_rules(text: str) -> list[dict]:
+    return json.loads(text)["rules"]
+
+
+def test_each_directly_mirrored_image_gets_a_scanned_encrypted_retained_repository(default_app: Synthesized) -> None:
+    direct = [image for image in default_app.config.images if image.via is None]
+    assert {i.repository for i in direct} == {"mirror/gcr.io/distroless/base-debian12", "mirror/dotnet-runtime"}
+    for image in direct:
+        lifecycle = Capture()
+        default_app.template.has_resource(
+            "AWS::ECR::Repository",
+            {
+                "Properties": {
+                    "RepositoryName": image.repository,
+                    "ImageScanningConfiguration": {"ScanOnPush": True},
+                    "EncryptionConfiguration": {"EncryptionType": "AES256"},
+                    "ImageTagMutability": "MUTABLE",
+                    "LifecyclePolicy": {"LifecyclePolicyText": lifecycle},
+                },
+                "DeletionPolicy": "Retain",
+                "UpdateReplacePolicy": "Retain",
+            },
+        )
+        [rule] = lifecycle_rules(lifecycle.as_string())
+        assert rule["selection"]["tagStatus"] == "untagged"
+        assert (rule["selection"]["countUnit"], rule["selection"]["countNumber"]) == ("days", 7)
+        assert rule["action"] == {"type": "expire"}
+
+
+def test_images_served_by_a_cache_rule_get_no_repository_of_the_stack(default_app: Synthesized) -> None:
+    # The cache creates docker-hub/library/python on first pull; a stack-owned one would collide.
+    repositories = default_app.template.find_resources("AWS::ECR::Repository")
+    names = {r["Properties"].get("RepositoryName") for r in repositories.values()}
+    assert not names & {"docker-hub/library/python", "docker-hub/library/node", "docker-hub/moby/buildkit"}
+
+
+def test_tag_mutability_and_expiry_follow_the_config(variant_app: Synthesized) -> None:
+    lifecycle = Capture()
+    variant_app.template.has_resource_properties(
+        "AWS::ECR::Repository",
+        {
+            "RepositoryName": "cache/registry.example.com-5000/team/base",
+            "ImageTagMutability": "IMMUTABLE",
+            "LifecyclePolicy": {"LifecyclePolicyText": lifecycle},
+        },
+    )
+    assert lifecycle_rules(lifecycle.as_string())[0]["selection"]["countNumber"] == 3
+
+
+def test_each_configured_upstream_gets_a_cache_rule_on_its_registry_url(default_app: Synthesized) -> None:
+    expected = {
+        "docker-hub": "registry-1.docker.io",
+        "ecr-public": "public.ecr.aws",
+        "quay": "quay.io",
+        "k8s": "registry.k8s.io",
+    }
+    for upstream, url in expected.items():
+        default_app.template.has_resource_properties(
+            "AWS::ECR::PullThroughCacheRule",
+            {"EcrRepositoryPrefix": upstream, "UpstreamRegistry": upstream, "UpstreamRegistryUrl": url},
+        )
+
+
+def test_the_docker_hub_rule_authenticates_with_the_stack_secret(default_app: Synthesized) -> None:
+    secret = default_app.logical_id("AWS::SecretsManager::Secret", Name="ecr-pullthroughcache/docker-hub")
+    default_app.template.has_resource_properties(
+        "AWS::ECR::PullThroughCacheRule",
+        {"UpstreamRegistry": "docker-hub", "CredentialArn": {"Ref": secret}},
+    )
+
+
+def test_anonymous_upstreams_have_no_credential(default_app: Synthesized) -> None:
+    for upstream in ("ecr-public", "quay", "k8s"):
+        default_app.template.has_resource_properties(
+            "AWS::ECR::PullThroughCacheRule", {"UpstreamRegistry": upstream, "CredentialArn": Match.absent()}
+        )
+
+
+def test_a_credentialed_upstream_uses_the_secret_it_names(variant_app: Synthesized) -> None:
+    arn = Capture()
+    variant_app.template.has_resource_properties(
+        "AWS::ECR::PullThroughCacheRule",
+        {
+            "UpstreamRegistry": "github-container-registry",
+            "EcrRepositoryPrefix": "ghcr",
+            "UpstreamRegistryUrl": "ghcr.io",
+            "CredentialArn": arn,
+        },
+    )
+    assert json.dumps(arn.as_object()).endswith(':secret:ecr-pullthroughcache/github"]]}')
+
+
+def test_each_cache_prefix_gets_a_creation_template(default_app: Synthesized) -> None:
+    for rule in default_app.config.pull_through_cache:
+        lifecycle = Capture()
+        default_app.template.has_resource_properties(
+            "AWS::ECR::RepositoryCreationTemplate",
+            {
+                "Prefix": rule.prefix,
+                "AppliedFor": ["PULL_THROUGH_CACHE"],
+                "EncryptionConfiguration": {"EncryptionType": "AES256"},
+                "ImageTagMutability": "MUTABLE",
+                "LifecyclePolicy": lifecycle,
+            },
+        )
+        [expiry] = lifecycle_rules(lifecycle.as_string())
+        assert expiry["selection"]["tagStatus"] == "untagged"
+        assert expiry["selection"]["countNumber"] == 7

@@ -1,0 +1,109 @@
+"""`python -m stacks.set_token` stores the Docker Hub token from stdin; tested against moto in server mode."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from stacks.set_token import main
+from tests.support.moto import REGION, fake_aws_environment, moto_server
+
+from .conftest import REPO
+
+# Looks like a Docker Hub personal access token; the tests prove it is never printed.
+TOKEN = "fake-docker-hub-token-Xq7v2LmN9sKfT4wYbZ1cRd8eHj3"
+SECRET = "ecr-pullthroughcache/docker-hub"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def client(endpoint: str):
+    client = boto3.client(
+        "secretsmanager",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    # As the stack leaves it: a placeholder username and a generated token.
+    client.create_secret(Name=SECRET, SecretString=json.dumps({"username": "REPLACE_ME", "accessToken": "x"}))
+    yield client
+    client.delete_secret(SecretId=SECRET, ForceDeleteWithoutRecovery=True)
+
+
+def stored(client) -> dict[str, str]:
+    return json.loads(client.get_secret_value(SecretId=SECRET)["SecretString"])
+
+
+def test_the_username_and_token_from_stdin_become_the_secret_value(client, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["--config", str(REPO / "mirror.yaml")], stdin=io.StringIO(f"alice\n{TOKEN}\n"), client=client)
+    assert status == 0
+    assert stored(client) == {"username": "alice", "accessToken": TOKEN}
+    out = capsys.readouterr()
+    assert "alice" in out.out and SECRET in out.out
+    assert TOKEN not in out.out + out.err
+
+
+def test_a_missing_token_stores_nothing(client, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["--config", str(REPO / "mirror.yaml")], stdin=io.StringIO("alice\n"), client=client)
+    assert status == 1
+    assert stored(client)["username"] == "REPLACE_ME"
+    assert "second line" in capsys.readouterr().err
+
+
+def test_a_secret_that_does_not_exist_yet_says_to_deploy_first(
+    endpoint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mirror.yaml"
+    config.write_text(
+        "images:\n  - {source: python, tags: ['3']}\n"
+        "docker_hub_credentials: {secret_name: ecr-pullthroughcache/absent}\n"
+    )
+    client = boto3.client(
+        "secretsmanager",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    status = main(["--config", str(config)], stdin=io.StringIO(f"alice\n{TOKEN}\n"), client=client)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "ecr-pullthroughcache/absent: ResourceNotFoundException" in err
+    assert "deploy the stack first" in err
+    assert TOKEN not in err
+
+
+def test_a_bad_config_fails_before_reading_the_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("images: []\n")
+    assert main(["--config", str(config)], stdin=io.StringIO(f"alice\n{TOKEN}\n"), client=object()) == 1
+    assert f"{config}: images:" in capsys.readouterr().err
+
+
+def test_the_command_line_stores_the_token_through_the_default_aws_client(client, endpoint: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stacks.set_token", "--config", "mirror.yaml", "--region", REGION],
+        input=f"bob\n{TOKEN}\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=fake_aws_environment(endpoint),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert stored(client) == {"username": "bob", "accessToken": TOKEN}
+    assert TOKEN not in result.stdout + result.stderr

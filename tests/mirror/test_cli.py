@@ -1,0 +1,153 @@
+"""`python -m lambdas.mirror plan|sync` against loopback registries: output, --json, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lambdas.mirror.cli import main
+from tests.support.images import push_image
+from tests.support.registry import RegistryServer
+
+from .support import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def hub(registry_factory: Callable[..., RegistryServer]) -> RegistryServer:
+    """Plays Docker Hub: `python` in the config resolves to library/python here."""
+    server = registry_factory("hub")
+    push_image(server.host, "library/python", "3.13-slim", attestations=True, seed=1)
+    push_image(server.host, "library/python", "3.12-slim", kind="docker-list", seed=2)
+    return server
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_plan_prints_each_tag_with_digests_action_and_cost_using_heads_only(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination = registry_factory("destination")
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim", "3.12-slim"],
+                                                  "platforms": ["linux/amd64"]})
+
+    code, out, _ = run("plan", "--config", str(cfg), "--registry", destination.host,
+                       "--upstream", f"docker.io={hub.host}")
+
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["SOURCE", "ROUTE", "SOURCE", "DIGEST", "DEST", "DIGEST", "ACTION", "COST", "NOTE"]
+    assert lines[1].split() == ["docker.io/library/python:3.13-slim", "direct",
+                                hub_digest(hub, "3.13-slim")[7:19], "-", "copy", "3"]
+    assert lines[-1] == "2 to copy (6 manifest GETs), 0 up to date, 0 deferred, 0 failed"
+    assert hub.manifest_gets() == []
+
+
+def hub_digest(hub: RegistryServer, tag: str) -> str:
+    from lambdas.mirror.registry import RegistryClient
+
+    info = RegistryClient(hub.host).head_manifest("library/python", tag)
+    assert info is not None
+    return info.digest
+
+
+def test_sync_json_summary_then_an_unchanged_resync_skips_everything(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination = registry_factory("destination")
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tag_regex": r"3\.1[23]-slim"})
+    argv = ("sync", "--config", str(cfg), "--registry", destination.host, "--upstream", f"docker.io={hub.host}",
+            "--json")
+
+    code, out, _ = run(*argv)
+    first = json.loads(out)
+    gets = len(hub.manifest_gets())
+    code_again, out_again, _ = run(*argv)
+    again = json.loads(out_again)
+
+    assert (code, first["copied"], first["failed"]) == (0, 2, 0)
+    assert first["bytes"] > 0 and {i["repository"] for i in first["items"]} == {"docker-hub/library/python"}
+    assert (code_again, again["copied"], again["skipped"]) == (0, 0, 2)
+    assert len(hub.manifest_gets()) == gets
+
+
+def test_sync_exits_non_zero_when_an_image_fails_and_still_copies_the_rest(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination = registry_factory("destination")
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim", "no-such-tag"]})
+
+    code, out, _ = run("sync", "--config", str(cfg), "--registry", destination.host,
+                       "--upstream", f"docker.io={hub.host}")
+
+    assert code == 1
+    assert "failed docker.io/library/python:no-such-tag: tag not found at the source" in out
+    assert "copied docker.io/library/python:3.13-slim sha256:" in out
+
+
+def test_sync_on_a_terminal_shows_progress_in_place(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination = registry_factory("destination")
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim"]})
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    code = main(["sync", "--config", str(cfg), "--registry", destination.host, "--upstream", f"docker.io={hub.host}"],
+                out=out, err=io.StringIO())
+
+    assert code == 0 and "\r\033[K" in out.getvalue()
+
+
+def test_a_cache_mapping_routes_rule_images_through_that_cache(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination, proxy = registry_factory("destination"), registry_factory("proxy", proxy={"remoteurl": hub.url})
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim"]})
+
+    code, out, _ = run("sync", "--config", str(cfg), "--registry", destination.host, "--json",
+                       "--upstream", f"docker.io={hub.host}", "--cache", f"docker-hub={proxy.host}")
+
+    (item,) = json.loads(out)["items"]
+    assert (code, item["route"], item["status"]) == (0, "cache:docker-hub", "copied")
+    assert [r for r in destination.requests() if r.method == "PUT"] == []  # the cache holds it, not --registry
+
+
+def test_bad_config_is_one_line_naming_file_entry_and_field_with_exit_2(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["1"], "platforms": ["linux/sparc"]})
+
+    code, out, err = run("plan", "--config", str(cfg), "--registry", "127.0.0.1:9")
+
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: {cfg}: images[0] (python).platforms: 'linux/sparc' is not a platform")
+
+
+def test_cache_for_a_prefix_without_a_rule_is_a_usage_error(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["1"]})
+
+    code, _, err = run("plan", "--config", str(cfg), "--registry", "127.0.0.1:9", "--cache", "nope=127.0.0.1:9")
+
+    assert code == 2 and "no pull_through_cache rule with prefix 'nope'" in err
+
+
+def test_module_entry_point_runs_as_python_dash_m(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination = registry_factory("destination")
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.12-slim"]})
+
+    done = subprocess.run([sys.executable, "-m", "lambdas.mirror", "sync", "--config", str(cfg), "--registry",
+                           destination.host, "--upstream", f"docker.io={hub.host}", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["copied"] == 1

@@ -1,0 +1,55 @@
+"""ECR login, PTC cache state and Docker Hub credentials against moto in server mode."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import boto3
+import pytest
+
+from lambdas.mirror.ecr import cached_digest_reader, docker_hub_credentials, login, registry_client
+
+
+def test_login_names_the_account_registry_and_decodes_the_token(aws: str) -> None:
+    credentials = login()
+
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    assert credentials.host == f"{account}.dkr.ecr.us-east-1.amazonaws.com"
+    assert credentials.username == "AWS" and credentials.password
+    assert credentials.password not in repr(credentials)
+
+
+def test_registry_client_speaks_https_to_ecr_with_basic_credentials(aws: str) -> None:
+    client, credentials = registry_client(boto3.client("ecr"))
+
+    assert client.base == f"https://{credentials.host}"
+
+
+def test_cached_digest_reads_the_ptc_repository_without_pulling(aws: str) -> None:
+    ecr = boto3.client("ecr")
+    repository = f"docker-hub/library/{uuid.uuid4().hex[:8]}"
+    ecr.create_repository(repositoryName=repository)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                      "digest": "sha256:" + "1" * 64, "size": 1}, "layers": []})
+    digest = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="3.13-slim")["image"][
+        "imageId"]["imageDigest"]
+    cached_digest = cached_digest_reader(ecr)
+
+    assert cached_digest(repository, "3.13-slim") == digest
+    assert cached_digest(repository, "3.12-slim") is None
+    assert cached_digest("docker-hub/library/never-pulled", "1") is None
+
+
+@pytest.mark.parametrize(("secret", "expected"), [
+    ({"username": "REPLACE_ME", "accessToken": "REPLACE_ME"}, None),
+    ({"username": "mirror-bot", "accessToken": "dckr_pat_abc"}, ("mirror-bot", "dckr_pat_abc")),
+    ({"username": "mirror-bot"}, None),
+])
+def test_docker_hub_credentials_come_from_the_secret_unless_it_holds_the_placeholder(
+        aws: str, secret: dict[str, str], expected: tuple[str, str] | None) -> None:
+    name = f"ecr-pullthroughcache/{uuid.uuid4().hex[:8]}"
+    boto3.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(secret))
+
+    assert docker_hub_credentials(name) == expected

@@ -1,0 +1,145 @@
+"""Planning and copying against real loopback registries (CNCF distribution) through Endpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from lambdas.mirror.endpoints import connect
+from lambdas.mirror.plan import Action, plan
+from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.sync import run_tasks
+from tests.support.faults import FaultProxy
+from tests.support.images import push_image
+from tests.support.limiter import Limiter
+from tests.support.registry import RegistryServer
+
+from .support import config
+
+PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+
+
+def test_unchanged_resync_makes_no_manifest_get_at_the_source(
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    source, destination = registry_factory("source"), registry_factory("destination")
+    for n, kind in enumerate(("oci-index", "docker-list", "oci-manifest", "docker-v2")):
+        push_image(source.host, "team/app", f"v{n}", kind=kind, attestations=kind == "oci-index", seed=n)
+    cfg = config({"source": f"{source.host}/team/app", "tag_regex": "v[0-9]+"})
+    endpoints = connect(destination.host)
+    first = run_tasks(plan(cfg, endpoints).tasks(), endpoints)
+    assert [o.status for o in first] == ["copied"] * 4
+    gets_before = len(source.manifest_gets())
+
+    again = plan(cfg, connect(destination.host))
+
+    assert [i.action for i in again.items] == [Action.SKIP] * 4
+    assert len(source.manifest_gets()) - gets_before == 0
+
+
+def test_tag_regex_and_platform_filter_copy_only_matching_tags_and_platforms(
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    source, destination = registry_factory("source"), registry_factory("destination")
+    for n, tag in enumerate(("1.0", "1.1", "1.1-rc", "2.0")):
+        push_image(source.host, "team/app", tag, platforms=PLATFORMS, attestations=True, seed=n)
+    cfg = config({"source": f"{source.host}/team/app", "tag_regex": r"1\.\d+", "platforms": ["linux/arm64"]})
+    repository = cfg.images[0].repository
+
+    outcomes = run_tasks(plan(cfg, connect(destination.host)).tasks(), connect(destination.host))
+
+    assert sorted(o.task.tag for o in outcomes if o.status == "copied") == ["1.0", "1.1"]
+    client = RegistryClient(destination.host)
+    assert sorted(client.list_tags(repository)) == ["1.0", "1.1"]
+    index = json.loads(client.get_manifest(repository, "1.0")[0])
+    platforms = [m["platform"] for m in index["manifests"]]
+    assert {"architecture": "arm64", "os": "linux"} in platforms and len(platforms) == 2  # arm64 + its attestation
+    gets_before = len(source.manifest_gets())
+    assert [i.action for i in plan(cfg, connect(destination.host)).items] == [Action.SKIP] * 2
+    assert len(source.manifest_gets()) == gets_before
+
+
+def test_a_changed_platform_filter_copies_again(registry_factory: Callable[..., RegistryServer]) -> None:
+    source, destination = registry_factory("source"), registry_factory("destination")
+    push_image(source.host, "team/app", "1.0", platforms=PLATFORMS)
+    image = {"source": f"{source.host}/team/app", "tags": ["1.0"], "platforms": ["linux/arm64"]}
+    run_tasks(plan(config(image), connect(destination.host)).tasks(), connect(destination.host))
+
+    (item,) = plan(config({**image, "platforms": ["linux/amd64"]}), connect(destination.host)).items
+
+    assert item.action is Action.COPY
+
+
+def test_another_mirrored_repository_lends_its_blobs_by_cross_repository_mount(
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    source, destination = registry_factory("source"), registry_factory("destination")
+    push_image(source.host, "team/base", "1", kind="docker-v2", seed=7)
+    push_image(source.host, "team/copy", "1", kind="docker-v2", seed=7)  # same layers, another repository
+    cfg = config({"source": f"{source.host}/team/base", "tags": ["1"]},
+                 {"source": f"{source.host}/team/copy", "tags": ["1"]})
+
+    base, copy = run_tasks(plan(cfg, connect(destination.host)).tasks(), connect(destination.host))
+
+    assert (base.blobs_copied, base.blobs_mounted) == (3, 0)
+    assert (copy.blobs_copied, copy.blobs_mounted) == (0, 3)
+
+
+def test_image_under_a_cache_rule_is_warmed_through_the_cache_which_then_serves_it_alone(
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    hub, destination = registry_factory("hub"), registry_factory("destination")
+    push_image(hub.host, "library/python", "3.13-slim", platforms=PLATFORMS, attestations=True)
+    proxy = registry_factory("proxy", proxy={"remoteurl": hub.url})
+    cfg = config({"source": "python", "tags": ["3.13-slim"], "platforms": ["linux/amd64"]})
+    endpoints = connect(destination.host, upstreams={"docker.io": hub.host}, caches={"docker-hub": proxy.host})
+
+    (item,) = plan(cfg, endpoints).items
+    (outcome,) = run_tasks([item.task], endpoints)
+
+    assert (item.task.via, outcome.status) == ("docker-hub", "copied")
+    assert outcome.blobs_copied == 3 + 3  # amd64's and its attestation's layers and configs; no other platform's
+    assert len(hub.manifest_gets("library/python")) == 3  # index, amd64, its attestation
+    hub.stop()
+    cached = RegistryClient(proxy.host)
+    body, _ = cached.get_manifest("library/python", item.task.source_digest or "")
+    amd64 = next(m for m in json.loads(body)["manifests"] if m["platform"]["architecture"] == "amd64")
+    assert cached.get_manifest("library/python", amd64["digest"])[1].digest == amd64["digest"]
+
+
+def test_a_429_storm_defers_the_upstream_and_nothing_is_retried(
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    source, destination = registry_factory("source"), registry_factory("destination")
+    for tag in ("a", "b", "c"):
+        push_image(source.host, "team/app", tag, kind="oci-manifest", seed=ord(tag))
+    storm = FaultProxy(source.host).start()
+    try:
+        cfg = config({"source": f"{storm.host}/team/app", "tags": ["a", "b", "c"]})
+        tasks = plan(cfg, connect(destination.host)).tasks()
+        storm.add("status", "/manifests/", method="*", status=429, times=-1, headers={"Retry-After": "120"})
+        seen = len(storm.seen)
+
+        outcomes = run_tasks(tasks, connect(destination.host))
+        throttled = [s for s in storm.seen[seen:] if "/manifests/" in s.path]
+        replanned = plan(cfg, connect(destination.host), workers=1)
+    finally:
+        storm.stop()
+
+    assert [(o.status, o.retry_after) for o in outcomes] == [("deferred", 120.0)] * 3
+    assert len(throttled) == 1  # the first GET; Retry-After is not slept through, nothing asked again
+    assert [i.action for i in replanned.items] == [Action.DEFERRED] * 3
+    assert RegistryClient(destination.host).head_manifest(cfg.images[0].repository, "a") is None
+
+
+def test_docker_hub_quota_budget_keeps_the_reserve_and_defers_the_rest(
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    hub, destination = registry_factory("hub"), registry_factory("destination")
+    for n in range(8):
+        push_image(hub.host, "team/tool", f"t{n}", kind="docker-v2", seed=n)
+    cfg = config({"source": "team/tool", "tag_regex": "t[0-9]"}, sync={"quota_reserve": 3})
+    with Limiter(hub.host, anonymous_limit=8) as limiter:
+        endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
+        planned = plan(cfg, endpoints)
+        outcomes = run_tasks(planned.tasks(), endpoints)
+        pulls = [p for p in limiter.pulls() if p.status == 200]
+
+    assert planned.counts() == {"copy": 5, "deferred": 3}
+    assert planned.quotas["docker.io"].remaining == 8
+    assert [o.status for o in outcomes] == ["copied"] * 5
+    assert len(pulls) == 5

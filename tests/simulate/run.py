@@ -1,0 +1,303 @@
+"""Run one simulated day in one mode and measure it.
+
+Time is simulated: a ManualClock, which the limiter counts by, jumps from event to event (upstream
+tag bumps, scheduled syncs, build starts), and each event's requests run at once over real loopback
+HTTP. So Docker Hub's real 6-hour window applies unscaled, and the day takes as long as its requests.
+
+A build "pulls" its bases as a Docker client resolving them does: for each distinct base image of
+the Dockerfile (redirect.find_images: FROM, COPY --from=<image>, ARGs substituted), a manifest GET
+by tag, then, for an index, a GET of the build platform's manifest, then GETs of its config and
+layers (a fresh CodeBuild host has no layer cache). The first 429 fails the build; nothing is
+retried, as `docker build` does not retry. Clients are the engine's RegistryClient.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from codebuild.redirect import MirrorMap, find_images, normalize, parse_dockerfile
+from codebuild.redirect import plan as redirect_plan
+from lambdas.mirror.endpoints import connect
+from lambdas.mirror.errors import RegistryError, TooManyRequests
+from lambdas.mirror.manifests import parse_manifest, platform_matches
+from lambdas.mirror.plan import plan as plan_sync
+from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.settings import SERVICE_NAME
+from lambdas.mirror.sync import run_tasks
+from tests.support.limiter import ManualClock
+
+from .fleet import Build, Day
+from .world import MIRROR_USER, PTC_PREFIX, Limits, World, mirror_config, mirror_map, seeded
+
+_RATE = re.compile(r"rate\((\d+) (minute|hour|day)s?\)")
+_UNIT = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+class Mode(StrEnum):
+    DIRECT = "direct"
+    LOGGED_IN = "logged in"
+    MIRRORED = "mirrored"
+
+
+@dataclass(frozen=True)
+class Bases:
+    """How a build reaches one base image: registry host, repository there, tag, and credentials."""
+
+    host: str
+    repository: str
+    reference: str
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class Result:
+    mode: Mode
+    builds: int = 0
+    failed_429: int = 0
+    failed_other: int = 0
+    upstream_gets: int = 0  # counted manifest GETs at "Docker Hub" during the day, every identity
+    upstream_bytes: int = 0  # body bytes "Docker Hub" served during the day (manifests and blobs)
+    throttled: int = 0  # 429 responses
+    prefill_gets: int = 0  # mirrored: the mirror's first fill, before the day starts
+    prefill_bytes: int = 0
+    expected_gets: int | None = None  # mirrored: manifests the bumps made the mirror need
+    staleness: list[tuple[str, float | None]] = field(default_factory=list)  # (image, seconds or None)
+    syncs: list[tuple[float, Counter[str]]] = field(default_factory=list)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, cumulative GETs, failed builds)
+    errors: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def schedule_period(expression: str) -> float:
+    match = _RATE.fullmatch(expression)
+    if not match:
+        raise ValueError(f"the simulation runs rate(...) schedules only, not {expression!r}")
+    return int(match[1]) * _UNIT[match[2]]
+
+
+def pull(client: RegistryClient, repository: str, reference: str, platform: str) -> None:
+    """Resolve and download one base image as a Docker client would; raises what the registry says."""
+    body, info = client.get_manifest(repository, reference)
+    manifest = parse_manifest(body, info.media_type, info.digest)
+    if manifest.is_index:
+        child = next((c for c in manifest.children if not c.is_attestation and platform_matches(c.platform, platform)),
+                     None)
+        if child is None:
+            raise RegistryError(f"{repository}:{reference} has no {platform} image")
+        body, info = client.get_manifest(repository, child.digest)
+        manifest = parse_manifest(body, info.media_type, info.digest)
+    for blob in manifest.blobs:
+        client.open_blob(repository, blob.digest, blob.size).read_all()
+
+
+def base_images(build: Build) -> list[str]:
+    """The images the build's Dockerfile pulls, as written (after ARG substitution), each once."""
+    images, _ = find_images(parse_dockerfile(build.dockerfile), {})
+    return list(dict.fromkeys(use.written for use in images))
+
+
+class Fleet:
+    """Runs builds against the world in one mode."""
+
+    def __init__(self, world: World, mode: Mode, accounts: Sequence[tuple[str, str]] = ()) -> None:
+        self.world = world
+        self.mode = mode
+        self.accounts = list(accounts)
+        self.map: MirrorMap | None = None  # mirrored mode: what the build's redirect step is given
+
+    def route(self, build: Build) -> list[Bases]:
+        hub = self.world.hub.limiter.host
+        if self.mode is Mode.MIRRORED:
+            return self._mirrored(build)
+        credentials: tuple[str | None, str | None] = (None, None)
+        if self.mode is Mode.LOGGED_IN:
+            # Teams share accounts by service: one account when there is one (the seeds' setup).
+            credentials = self.accounts[hash_service(build.service) % len(self.accounts)]
+        out = []
+        for written in base_images(build):
+            ref = normalize(written)
+            out.append(Bases(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials))
+        return out
+
+    def _mirrored(self, build: Build) -> list[Bases]:
+        mirror = self.world.mirror
+        assert mirror is not None and self.map is not None
+        redirects, _ = redirect_plan(build.dockerfile, self.map, {})
+        out = []
+        for redirect in redirects:
+            if redirect.target is None:  # not covered: the build goes to Docker Hub anonymously
+                ref = normalize(redirect.written)
+                out.append(Bases(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest"))
+                continue
+            ref = normalize(redirect.target)
+            repository = ref.repository
+            host = ref.registry
+            # ECR keeps the PTC prefix in the repository name; the stand-in serves Docker Hub's paths.
+            if repository.startswith(PTC_PREFIX + "/"):
+                host, repository = mirror.cache.host, repository.removeprefix(PTC_PREFIX + "/")
+            out.append(Bases(host, repository, ref.digest or ref.tag or "latest"))
+        return out
+
+    def build(self, build: Build) -> str | None:
+        """Pull every base; None on success, else "429" or the error."""
+        clients: dict[tuple[str, str | None], RegistryClient] = {}
+        try:
+            for base in self.route(build):
+                key = (base.host, base.username)
+                if key not in clients:  # a fresh CodeBuild container: new client, new tokens
+                    clients[key] = RegistryClient(base.host, username=base.username, password=base.password,
+                                                  pool_size=2, max_retry_wait=0)
+                pull(clients[key], base.repository, base.reference, build.platform)
+        except TooManyRequests:
+            return "429"
+        except RegistryError as err:
+            return str(err)
+        finally:
+            for client in clients.values():
+                client.http.clear()
+        return None
+
+
+def hash_service(service: str) -> int:
+    return sum(service.encode())  # stable across runs, unlike hash()
+
+
+class _Secrets:
+    """The engine's Docker Hub secret provider, holding the mirror account in memory."""
+
+    def __init__(self, username: str, token: str) -> None:
+        self.value = {"username": username, "accessToken": token}
+
+    def get(self, name: str, transform: str | None = None, max_age: int = 0) -> dict[str, str]:
+        return self.value
+
+
+def simulate(day: Day, mode: Mode, *, template: Path | None = None, limits: Limits = Limits(), accounts: int = 1,
+             schedule: str = "rate(6 hours)", progress: Callable[[str], None] | None = None) -> Result:
+    """One mode over the day; every server is started here and stopped before returning.
+
+    `template` is a `seeded(day)` directory, to share one seeding between modes.
+    """
+    started = time.monotonic()
+    engine_log = logging.getLogger(SERVICE_NAME)  # the engine logs every copy; failures land in Result
+    level = engine_log.level
+    engine_log.setLevel(logging.ERROR)
+    try:
+        with ExitStack() as stack:
+            if template is None:
+                template = stack.enter_context(seeded(day))
+            result = _simulate(day, mode, template, limits=limits, accounts=accounts, schedule=schedule,
+                               progress=progress)
+    finally:
+        engine_log.setLevel(level)
+    result.wall_seconds = time.monotonic() - started
+    return result
+
+
+def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts: int, schedule: str,
+              progress: Callable[[str], None] | None) -> Result:
+    clock = ManualClock(start=-3600.0)
+    team_accounts = [(f"team{n + 1}" if accounts > 1 else "ci", f"dckr_pat_team{n + 1}") for n in range(accounts)]
+    users = dict(team_accounts) if mode is Mode.LOGGED_IN else {}
+    result = Result(mode)
+    with World(clock, template, limits=limits, users=users, mirror=mode is Mode.MIRRORED) as world:
+        fleet = Fleet(world, mode, team_accounts)
+        sync = None
+        if mode is Mode.MIRRORED:
+            sync = _Sync(world, day, schedule)
+            fleet.map = sync.map
+            sync.run(clock, result)  # the mirror was running before this day: its first fill
+            usage = world.hub.limiter.usage()
+            result.prefill_gets = sum(u.manifest_gets for u in usage.values())
+            result.prefill_bytes = sum(u.bytes_served for u in usage.values())
+        events = _events(day, mode, schedule)
+        bumped: list[tuple[float, str, set[str]]] = []
+        for when, kind, item in events:
+            clock.set(when)
+            if kind == "bump":
+                world.hub.bump(item)
+                if mode is Mode.MIRRORED:
+                    bumped.append((when, item.image.name, world.hub.manifests_to_mirror(item.image)))
+            elif kind == "sync":
+                assert sync is not None
+                sync.run(clock, result)
+            else:
+                outcome = fleet.build(item)
+                result.builds += 1
+                if outcome == "429":
+                    result.failed_429 += 1
+                elif outcome is not None:
+                    result.failed_other += 1
+                    result.errors.append(f"build {item.number} ({item.service}): {outcome}")
+            usage = world.hub.limiter.usage()
+            gets = sum(u.manifest_gets for u in usage.values()) - result.prefill_gets
+            result.timeline.append((when, gets, result.failed_429 + result.failed_other))
+            if progress and kind == "build" and item.number % 100 == 0:
+                progress(f"{mode}: {item.number} builds, {result.failed_429} failed with 429, {gets} upstream GETs")
+        usage = world.hub.limiter.usage()
+        result.upstream_gets = sum(u.manifest_gets for u in usage.values()) - result.prefill_gets
+        result.upstream_bytes = sum(u.bytes_served for u in usage.values()) - result.prefill_bytes
+        result.throttled = sum(u.throttled for u in usage.values())
+        if mode is Mode.MIRRORED:
+            _staleness(world, bumped, result)
+    return result
+
+
+def _events(day: Day, mode: Mode, schedule: str) -> list[tuple[float, str, object]]:
+    """Bumps, then syncs, then builds, at equal times; in time order."""
+    events: list[tuple[float, int, str, object]] = [(b.time, 0, "bump", b) for b in day.bumps]
+    if mode is Mode.MIRRORED:
+        period = schedule_period(schedule)
+        end = max([b.time for b in day.builds] + [b.time for b in day.bumps] + [0.0])
+        runs = int(end // period) + 1
+        events += [(n * period, 1, "sync", None) for n in range(runs)]
+    events += [(b.time, 2, "build", b) for b in day.builds]
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [(t, kind, item) for t, _, kind, item in events]
+
+
+class _Sync:
+    """The scheduled planner and copier, in process: the engine's plan() and run_tasks()."""
+
+    def __init__(self, world: World, day: Day, schedule: str) -> None:
+        mirror = world.mirror
+        assert mirror is not None
+        self.config = mirror_config(list(day.images), schedule)
+        self.map = mirror_map(self.config, mirror.ecr.host)
+        self.endpoints = connect(mirror.ecr.host, upstreams={"docker.io": world.hub.limiter.host},
+                                 caches={PTC_PREFIX: mirror.cache.host}, docker_hub_secret="simulation",
+                                 secrets=_Secrets(MIRROR_USER, mirror.password))
+
+    def run(self, clock: ManualClock, result: Result) -> None:
+        plan = plan_sync(self.config, self.endpoints)
+        outcomes = run_tasks(plan.tasks(), self.endpoints)
+        counts = Counter(str(item.action) for item in plan.items)
+        counts.update(f"task {o.status}" for o in outcomes)
+        for outcome in outcomes:
+            if outcome.status != "copied":
+                result.errors.append(f"sync at {clock():.0f}s: {outcome.task.ref}: {outcome.status} {outcome.error}")
+        result.syncs.append((clock(), counts))
+
+
+def _staleness(world: World, bumped: list[tuple[float, str, set[str]]], result: Result) -> None:
+    """Per bump: time until the mirror account had fetched every manifest the new tag needs."""
+    fetched: dict[str, float] = {}
+    for pull_ in world.hub.limiter.pulls():
+        if pull_.identity == MIRROR_USER and pull_.status == 200 and pull_.digest:
+            fetched.setdefault(pull_.digest, pull_.time)
+    expected = 0
+    for when, name, digests in bumped:
+        expected += len(digests)
+        times = [fetched.get(d) for d in digests]
+        done = None if any(t is None or t < when for t in times) else max(t for t in times if t is not None)
+        result.staleness.append((name, None if done is None else done - when))
+    result.expected_gets = expected
