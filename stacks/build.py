@@ -1,6 +1,7 @@
 """A ready-made CodeBuild project: logins built in, Dockerfiles unchanged, bases from the mirror, cache in ECR.
 
 Importable by other CDK apps: `MirrorBuildProject(self, "Build", config=..., registry_uri=..., docker_hub_secret=...)`.
+The buildspec is in stacks/buildspec.py; the redirect module it fetches is codebuild/redirect.py (an S3 asset).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class MirrorBuildProject(Construct):
         self.cache_repository = ecr.Repository(
             self, "CacheRepository",
             removal_policy=RemovalPolicy.DESTROY,
-            empty_on_delete=False,
+            empty_on_delete=True,  # cache only: every entry can be rebuilt
             lifecycle_rules=[
                 ecr.LifecycleRule(
                     rule_priority=1, description="cache manifests a newer export replaced",
@@ -168,7 +169,7 @@ class MirrorBuildProject(Construct):
             project.add_to_role_policy(iam.PolicyStatement(
                 actions=["kms:Decrypt"],
                 resources=[stack.format_arn(service="kms", resource="key", resource_name="*")],
-                conditions={"StringEquals": {"kms:ViaService": f"ssm.{stack.region}.amazonaws.com"}},
+                conditions={"StringEquals": {"kms:ViaService": f"ssm.{stack.region}.{stack.url_suffix}"}},
             ))
         else:
             secret.grant_read(project)
@@ -196,7 +197,7 @@ class MirrorBuildProject(Construct):
         Validations.of(self.project).acknowledge(Acknowledgment(
             id="AwsSolutions-CB3", reason="Privileged mode is required to run the Docker daemon for image builds.",
         ))
+        role = self.project.role
+        assert role is not None  # the project creates its own role
         for finding, reason in wildcards.items():
-            Validations.of(self.project.role).acknowledge(  # type: ignore[arg-type]
-                Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason)
-            )
+            Validations.of(role).acknowledge(Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason))

@@ -14,7 +14,7 @@ COPIER_TIMEOUT = Duration.minutes(15)
 PLANNER_MEMORY_MB = 512
 COPIER_MEMORY_MB = 1024  # more memory buys more network and CPU for sha256 of streamed layers
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
-# Public Powertools layer (account 017000801446); the CDK app pins the version it was tested with.
+# Public Powertools layer (account 017000801446); 27 is the newest version we could verify, bump it here.
 POWERTOOLS_LAYER = (
     "arn:${AWS::Partition}:lambda:${AWS::Region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-arm64:27"
 )

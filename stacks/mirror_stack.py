@@ -47,11 +47,11 @@ class MirrorStack(Stack):
         registry.grant_read(sync.planner)
         registry.grant_mirror(sync.copier)
         sync.queue.grant_send_messages(sync.planner)
+        iam.Grant.add_to_principal(
+            grantee=sync.planner, actions=["ssm:GetParameter"], resource_arns=[contract.spec.parameter_arn]
+        )
         for function in (sync.planner, sync.copier):
             secret.grant_read(function)
-            iam.Grant.add_to_principal(
-                grantee=function, actions=["ssm:GetParameter"], resource_arns=[contract.spec.parameter_arn]
-            )
 
         CfnOutput(self, "RegistryUri", value=registry.uri, description="ECR registry host of the mirror")
         CfnOutput(

@@ -58,23 +58,29 @@ def copy_blob(source: RegistryClient, source_repository: str, destination: Regis
     if destination.has_blob(destination_repository, blob.digest):
         tally.add(blobs_skipped=1)
         return
-    for repository in mount_from:
-        if repository != destination_repository and destination.has_blob(repository, blob.digest):
-            if destination.mount_blob(destination_repository, blob.digest, repository):
-                tally.add(blobs_mounted=1)
-                return
-            break
+    location = None
+    candidates = [r for r in mount_from if r != destination_repository]
+    # One candidate: mount straight away, and upload into the session a refused mount opens.
+    # Several: find one that holds the blob first (destination HEADs are cheap).
+    mount = candidates[0] if len(candidates) == 1 else next(
+        (r for r in candidates if destination.has_blob(r, blob.digest)), None)
+    if mount is not None:
+        location = destination.start_upload(destination_repository, mount=blob.digest, from_repository=mount)
+        if location is None:
+            tally.add(blobs_mounted=1)
+            return
     for attempt in range(1, BLOB_ATTEMPTS + 1):
         reader = source.open_blob(source_repository, blob.digest, blob.size)
         try:
             destination.upload_blob(destination_repository, blob.digest, blob.size,
-                                    _watched(reader.chunks(), blob, progress))
+                                    _watched(reader.chunks(), blob, progress), location=location)
         except RegistryError as err:
             if attempt == BLOB_ATTEMPTS or not _retryable(err):
                 raise
             continue
         finally:
             reader.close()
+            location = None  # a session that saw a failed request is not reused
         tally.add(bytes_copied=blob.size, blobs_copied=1)
         return
 

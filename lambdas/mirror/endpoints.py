@@ -99,13 +99,17 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
             return clients[key]
 
     overrides = dict(upstreams or {})
+    sources: dict[str, RegistryClient] = {}
 
     def source(registry: str) -> RegistryClient:
-        host = overrides.get(registry) or (DOCKER_HUB_API if registry == DOCKER_HUB else registry)
-        credentials = None
-        if registry == DOCKER_HUB and docker_hub_secret:
-            credentials = ecr_adapter.docker_hub_credentials(docker_hub_secret, provider=secrets)
-        return client(host, credentials)
+        # Credentials are read once per source registry and endpoints (a warm Lambda keeps both).
+        if registry not in sources:
+            host = overrides.get(registry) or (DOCKER_HUB_API if registry == DOCKER_HUB else registry)
+            credentials = None
+            if registry == DOCKER_HUB and docker_hub_secret:
+                credentials = ecr_adapter.docker_hub_credentials(docker_hub_secret, provider=secrets)
+            sources[registry] = client(host, credentials)
+        return sources[registry]
 
     cache_map = {prefix: Cache(client(host), keeps_prefix=False, trusts_blob_heads=False)
                  for prefix, host in (caches or {}).items()}

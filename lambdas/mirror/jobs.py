@@ -25,6 +25,15 @@ def _sqs(sqs: Any) -> Any:
     return boto3.client("sqs")
 
 
+def queue_url_from_arn(arn: str) -> str | None:
+    """`arn:aws:sqs:us-east-1:123456789012:name` -> its queue URL (the copier's event names the queue)."""
+    parts = arn.split(":")
+    if len(parts) != 6 or parts[2] != "sqs":
+        return None
+    suffix = "amazonaws.com.cn" if parts[1] == "aws-cn" else "amazonaws.com"
+    return f"https://sqs.{parts[3]}.{suffix}/{parts[4]}/{parts[5]}"
+
+
 def enqueue(tasks: Sequence[Task], queue_url: str, *, sqs: Any = None) -> int:
     """One message per task, sent ten at a time; raises if SQS refused any."""
     client = _sqs(sqs)
@@ -61,9 +70,7 @@ def run_message(body: str, endpoints: Endpoints, *, receipt_handle: str | None =
     except TooManyRequests as err:
         record_failure(deferred=True)
         if err.retry_after and queue_url and receipt_handle:
-            # Honour Retry-After: the message stays invisible that long instead of the queue's default.
-            _sqs(sqs).change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle,
-                                                VisibilityTimeout=min(int(err.retry_after) + 1, MAX_VISIBILITY))
+            _delay(queue_url, receipt_handle, err.retry_after, sqs)
         logger.warning(f"throttled copying {task.ref}; back on the queue", extra={"retry_after": err.retry_after})
         raise
     except Exception:
@@ -72,3 +79,12 @@ def run_message(body: str, endpoints: Endpoints, *, receipt_handle: str | None =
         raise
     record_copy(outcome.bytes_copied)
     return outcome.as_dict()
+
+
+def _delay(queue_url: str, receipt_handle: str, seconds: float, sqs: Any) -> None:
+    """Honour Retry-After: the message stays invisible that long instead of the queue's default."""
+    try:
+        _sqs(sqs).change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle,
+                                            VisibilityTimeout=min(int(seconds) + 1, MAX_VISIBILITY))
+    except Exception as err:  # noqa: BLE001 - the message still returns, after the queue's own timeout
+        logger.warning(f"could not delay the message by Retry-After: {err}")

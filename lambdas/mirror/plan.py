@@ -271,7 +271,7 @@ class _Planner:
         task = replace(task, source_digest=info.digest)
         try:
             current, up_to_date, children = self.destination_state(image, task, info.media_type)
-        except (RegistryError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - registry or AWS API (ECR DescribeImages): fail this tag only
             return Probe(PlanItem(task, Action.FAILED, f"destination check failed: {err}"), remaining, limit)
         task = replace(task, destination_digest=current)
         if up_to_date:

@@ -172,8 +172,9 @@ class RegistryClient:
 
     def __init__(self, host: str, *, username: str | None = None, password: str | None = None,
                  timeout: float = 60, pool_size: int = 16, max_retry_wait: float = 60.0,
-                 connection_retries: int = 2) -> None:
+                 connection_retries: int = 2, chunked_upload: bool = False) -> None:
         self.host = host
+        self.chunked_upload = chunked_upload
         self.base = base_url(host)
         self.timeout = urllib3.Timeout(connect=min(timeout, 10.0), read=timeout)
         self.max_retry_wait = max_retry_wait
@@ -361,42 +362,52 @@ class RegistryClient:
         raise RegistryError(f"GET blob {repository}@{digest}: more than {_MAX_REDIRECTS} redirects")
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
-        """Cross-repository mount; False when the registry declined (it then opened an upload)."""
-        response = self.request(
-            "POST", f"/v2/{repository}/blobs/uploads/", kind="mount", idempotent=True,
-            scopes=[(repository, "pull,push"), (from_repository, "pull")],
-            fields=[("mount", digest), ("from", from_repository)])
-        if response.status == 201:
+        """Cross-repository mount; False when the registry declined (the upload it opened is cancelled)."""
+        location = self.start_upload(repository, mount=digest, from_repository=from_repository)
+        if location is None:
             return True
-        if response.status == 202:
-            self._cancel(response.headers.get("Location"), repository)
-            return False
-        raise self._fail(response, f"mount {digest} from {from_repository} into {repository}")
+        self._cancel(location, repository)
+        return False
 
-    def upload_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
-        """POST, one streaming PATCH with Content-Length, then PUT ?digest= to commit.
-
-        One PATCH of the whole blob meets ECR's part-size rules; if `chunks` raises (digest
-        mismatch, lost source), the upload is abandoned and cancelled, never committed.
-        """
-        scopes = [(repository, "pull,push")]
-        # Starting an upload session has no effect until committed, so a retry is safe.
-        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", kind="upload", scopes=scopes,
-                                idempotent=True, headers={"Content-Length": "0"})
+    def start_upload(self, repository: str, *, mount: str | None = None,
+                     from_repository: str | None = None) -> str | None:
+        """Open an upload session and return its URL; with `mount`, None when the blob got mounted."""
+        mounting = mount is not None and from_repository is not None
+        scopes = [(repository, "pull,push")] + ([(from_repository or "", "pull")] if mounting else [])
+        # An upload session has no effect until committed, so retrying its creation is safe.
+        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", kind="mount" if mounting else "upload",
+                                scopes=scopes, idempotent=True, headers={"Content-Length": "0"},
+                                fields=[("mount", mount or ""), ("from", from_repository or "")] if mounting else None)
+        if response.status == 201 and mounting:
+            return None
         if response.status != 202:
             raise self._fail(response, f"start upload to {repository}")
-        location = self._location(response)
+        return self._location(response)
+
+    def upload_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes], *,
+                    location: str | None = None) -> None:
+        """Stream a blob in: POST (unless `location` is an open session), then one request with the
+        whole body and Content-Length: a PUT ?digest= (monolithic, as containerd pushes; the default)
+        or, with `chunked_upload`, a PATCH then an empty PUT ?digest= (one part of any size, within
+        ECR's part-size rules). If `chunks` raises (digest mismatch, lost source) the request is
+        abandoned mid-body and the session cancelled: nothing is committed.
+        """
+        scopes = [(repository, "pull,push")]
+        location = location or self.start_upload(repository)
+        assert location is not None
+        body_headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        separator = "&" if "?" in location else "?"
         try:
-            if size:
-                response = self.request("PATCH", location, kind="upload", scopes=scopes, body=chunks,
-                                        headers={"Content-Type": "application/octet-stream",
-                                                 "Content-Length": str(size)})
-                if response.status != 202:
+            if not self.chunked_upload:
+                response = self.request("PUT", f"{location}{separator}digest={urllib.parse.quote(digest)}",
+                                        kind="upload", scopes=scopes, body=chunks, headers=body_headers)
+                if response.status not in (201, 204):
                     raise self._fail(response, f"upload {digest} to {repository}")
-                location = self._location(response)
-            else:
-                for _ in chunks:  # an empty blob: still verify it hashes right
-                    pass
+                return
+            response = self.request("PATCH", location, kind="upload", scopes=scopes, body=chunks, headers=body_headers)
+            if response.status != 202:
+                raise self._fail(response, f"upload {digest} to {repository}")
+            location = self._location(response)
         except BaseException:
             self._cancel(location, repository)
             raise

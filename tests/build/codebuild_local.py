@@ -74,14 +74,17 @@ def script(spec: Mapping[str, Any], exported_file: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(spec: Mapping[str, Any], env: Mapping[str, str], workdir: Path, *, timeout: float = 300) -> Result:
-    """Run the buildspec in bash with exactly `env` (plus what CodeBuild itself sets there)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    exported_file = workdir / "exported.env"
+def run(spec: Mapping[str, Any], env: Mapping[str, str], source: Path, *, scratch: Path | None = None,
+        timeout: float = 300) -> Result:
+    """Run the buildspec in bash with `env` plus what CodeBuild sets itself; `source` is the primary source."""
+    scratch = scratch or source.parent / f"{source.name}.codebuild"
+    scratch.mkdir(parents=True, exist_ok=True)
+    exported_file = scratch / "exported.env"
     exported_file.unlink(missing_ok=True)
-    path = workdir / "buildspec.sh"
+    path = scratch / "buildspec.sh"
     path.write_text(script(spec, exported_file))
-    process = subprocess.run(["bash", str(path)], env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    env = {**env, "CODEBUILD_SRC_DIR": str(source)}
+    process = subprocess.run(["bash", str(path)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
     exported = {}
     if exported_file.exists():

@@ -8,7 +8,8 @@ import pytest
 
 from tests.build import cfn, codebuild_local
 
-pytestmark = pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (.ci/run installs it)")
+needs_shellcheck = pytest.mark.skipif(shutil.which("shellcheck") is None,
+                                      reason="shellcheck not installed (.ci/run installs it)")
 
 
 def commands(app):
@@ -22,6 +23,7 @@ def shellcheck(tmp_path, name, text, *options):
     return subprocess.run(["shellcheck", "--shell=bash", *options, str(path)], capture_output=True, text=True)
 
 
+@needs_shellcheck
 def test_every_command_of_the_synthesized_buildspec_passes_shellcheck(build_app, ssm_build_app, tmp_path):
     every = commands(build_app) + commands(ssm_build_app)
     failures = [f"{c}\n{r.stdout}" for i, c in enumerate(every)
@@ -29,6 +31,7 @@ def test_every_command_of_the_synthesized_buildspec_passes_shellcheck(build_app,
     assert not failures, "\n".join(failures)
 
 
+@needs_shellcheck
 def test_the_commands_read_as_one_script_have_no_shellcheck_findings_at_all(build_app, tmp_path):
     result = shellcheck(tmp_path, "buildspec.sh", "\n".join(commands(build_app)))
     assert result.returncode == 0, result.stdout
@@ -42,9 +45,8 @@ def run_pre_build(app, tmp_path, env, *extra):
     pre_build = cfn.buildspec(app.data)["phases"]["pre_build"]["commands"]
     setup = pre_build[:next(i for i, c in enumerate(pre_build) if c.startswith("aws ecr"))]
     spec = {"phases": {"pre_build": {"commands": [*setup, *extra]}}}
-    base = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "CODEBUILD_SRC_DIR": str(tmp_path),
-            **cfn.environment(app.data, app.refs)}
-    return codebuild_local.run(spec, {**base, **env}, tmp_path / "run")
+    base = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", **cfn.environment(app.data, app.refs)}
+    return codebuild_local.run(spec, {**base, **env}, tmp_path)
 
 
 def test_the_image_tag_is_the_commits_short_sha(build_app, tmp_path):

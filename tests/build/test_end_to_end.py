@@ -19,6 +19,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from lambdas.mirror.config import load_config
 from tests.build import cfn, codebuild_local
 from tests.build.conftest import REPO, BuildApp, synth_build
 from tests.support.moto import REGION, fake_aws_environment, moto_server
@@ -53,6 +55,14 @@ COPY --from={other}/tools/lint:1 /tool /srv/tool
 """
 
 
+def aws(env: dict[str, str], service: str):
+    """A boto3 client for moto, with the same dummy credentials the AWS CLI gets."""
+    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                    aws_session_token=env["AWS_SESSION_TOKEN"], region_name=REGION)
+    return session.client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
+
+
 @dataclass
 class World:
     tmp: Path
@@ -66,7 +76,9 @@ class World:
     def podman(self, root: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         command = ["podman", "--root", str(self.tmp / root / "root"), "--runroot", str(self.tmp / root / "run"),
                    "--storage-driver", "vfs", "--events-backend", "none", *args]
-        return subprocess.run(command, env=self.env, input=stdin, capture_output=True, check=True)
+        result = subprocess.run(command, env=self.env, input=stdin, capture_output=True)
+        assert result.returncode == 0, f"{' '.join(args)}: {result.stderr.decode(errors='replace')}"
+        return result
 
     def publish(self, files: dict[str, str], *destinations: str) -> None:
         """Build a tiny image from scratch holding `files` and push it to each destination."""
@@ -84,18 +96,21 @@ class World:
     def run_build(self, name: str, **overrides: str) -> codebuild_local.Result:
         """One CodeBuild build on a fresh host: podman storage of its own, nothing cached locally."""
         host = self.tmp / name
+        host.mkdir()
+        (host / "auth.json").write_text('{"auths": {}}')
         env = {**self.env, "SHIM_PODMAN_ROOT": str(host / "root"), "SHIM_PODMAN_RUNROOT": str(host / "run"),
                "REGISTRY_AUTH_FILE": str(host / "auth.json"), "TMPDIR": str(self.tmp / "tmp")}
         spec = cfn.buildspec(self.app.data, self.app.refs)
         with_secrets = codebuild_local.environment(
             spec, cfn.environment(self.app.data, self.app.refs), overrides,
-            secretsmanager=boto3.client("secretsmanager", endpoint_url=self.env["AWS_ENDPOINT_URL"],
-                                        region_name=REGION),
+            secretsmanager=aws(self.env, "secretsmanager"),
         )
         return codebuild_local.run(spec, {**env, **with_secrets}, self.source, timeout=180)
 
     def skopeo(self, *args: str) -> bytes:
-        return subprocess.run(["skopeo", *args], env=self.env, capture_output=True, check=True).stdout
+        result = subprocess.run(["skopeo", *args], env=self.env, capture_output=True)
+        assert result.returncode == 0, f"skopeo {' '.join(args)}: {result.stderr.decode(errors='replace')}"
+        return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +125,14 @@ def world(tmp_path_factory: pytest.TempPathFactory):
             bin_dir = tmp / "bin"
             bin_dir.mkdir()
             shim = bin_dir / "docker"
-            shim.write_text(f'#!/bin/sh\nexec "{REPO / ".venv/bin/python"}" "{Path(__file__).with_name("docker_shim.py")}" "$@"\n')
+            shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).with_name("docker_shim.py")}" "$@"\n')
             shim.chmod(0o755)
+            (tmp / "setup-auth.json").write_text('{"auths": {}}')
             registries_conf = tmp / "registries.conf"
             registries_conf.write_text(
                 f'[[registry]]\nprefix = "docker.io"\nlocation = "{hub.host}"\ninsecure = true\n')
             env |= {
-                "PATH": f"{bin_dir}:{REPO / '.venv/bin'}:{env['PATH']}",
+                "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{env['PATH']}",  # docker shim, then the aws CLI
                 "CONTAINERS_REGISTRIES_CONF": str(registries_conf),
                 "REGISTRY_AUTH_FILE": str(tmp / "setup-auth.json"),
                 "SHIM_DOCKER_HUB": hub.host,
@@ -124,10 +140,11 @@ def world(tmp_path_factory: pytest.TempPathFactory):
                 "CODEBUILD_BUILD_NUMBER": "7",
                 "TMPDIR": str(tmp / "tmp"),
             }
-            secret_arn = boto3.client("secretsmanager", endpoint_url=endpoint, region_name=REGION).create_secret(
+            secret_arn = aws(env, "secretsmanager").create_secret(
                 Name="ecr-pullthroughcache/docker-hub", SecretString=json.dumps(CREDENTIALS))["ARN"]
-            app = synth_build(tmp / "cdk.out", _config(), registry_uri=ecr.host, secret_arn=secret_arn)
-            s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+            config = load_config(REPO / "mirror.yaml")
+            app = synth_build(tmp / "cdk.out", config, registry_uri=ecr.host, secret_arn=secret_arn)
+            s3 = aws(env, "s3")
             for asset in app.assets:  # what `cdk deploy` publishes
                 bucket = cfn.resolve({"Fn::Sub": asset["bucket"]})
                 s3.create_bucket(Bucket=bucket)
@@ -148,12 +165,6 @@ def world(tmp_path_factory: pytest.TempPathFactory):
         for server in servers:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _config():
-    from lambdas.mirror.config import load_config
-
-    return load_config(REPO / "mirror.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +246,7 @@ def test_without_the_redirect_the_same_base_would_come_from_docker_hub(world, fi
 def image_files(world: World, reference: str) -> dict[str, bytes]:
     """Every regular file of an image's layers (later layers win), read with skopeo, no container engine."""
     target = world.tmp / "inspect" / reference.rsplit(":", 1)[1]
+    target.parent.mkdir(exist_ok=True)
     world.skopeo("copy", "--src-tls-verify=false", f"docker://{reference}", f"dir:{target}")
     manifest = json.loads((target / "manifest.json").read_text())
     files: dict[str, bytes] = {}

@@ -162,3 +162,30 @@ def test_counters_show_one_connection_pool_serving_everything(source: RegistrySe
     assert clients[0].counters[("GET", "manifest")] == 3
     assert clients[0].counters[("GET", "blob")] == 6
     assert clients[1].counters[("PUT", "manifest")] == 3
+
+
+def test_chunked_upload_mode_patches_then_commits(source: RegistryServer, destination: RegistryServer) -> None:
+    digest = push_image(source.host, "team/app", "v1", kind="oci-manifest", layer_size=2 << 20, seed=16)
+    target = RegistryClient(destination.host, chunked_upload=True)
+    result = copy_image(RegistryClient(source.host), "team/app", target, "mirror/app", "v1")
+    assert result.destination_digest == digest
+    assert target.counters[("PATCH", "upload")] == 3
+    assert missing_content(destination.host, "mirror/app", "v1") == []
+
+
+def test_a_refused_mount_falls_back_to_uploading_into_the_opened_session(
+        source: RegistryServer, destination: RegistryServer, clients: Clients) -> None:
+    digest = push_image(source.host, "team/app", "v1", kind="docker-v2", seed=17)
+    result = copy_image(clients[0], "team/app", clients[1], "mirror/app", "v1", mount_from=["mirror/empty"])
+    assert result.destination_digest == digest and (result.blobs_copied, result.blobs_mounted) == (3, 0)
+    assert clients[1].counters[("POST", "mount")] == 3 and clients[1].counters[("POST", "upload")] == 0
+    assert missing_content(destination.host, "mirror/app", "v1") == []
+
+
+def test_platform_filter_rewrites_a_docker_manifest_list_too(source: RegistryServer, destination: RegistryServer,
+                                                             clients: Clients) -> None:
+    digest = push_image(source.host, "team/app", "v1", kind="docker-list", seed=18)
+    result = copy_image(clients[0], "team/app", clients[1], "mirror/app", "v1", platforms=["linux/amd64"])
+    assert result.destination_digest != digest
+    assert recorded_source_digest(clients[1], "mirror/app", "v1", platforms=["linux/amd64"]) == digest
+    assert skopeo_inspect(destination.host, "mirror/app", "v1").returncode == 0

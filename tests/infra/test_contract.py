@@ -40,14 +40,13 @@ def test_the_spec_parameter_holds_the_validated_config_the_lambdas_parse(default
     assert parse_config(json.loads(spec["Value"])) == default_app.config
 
 
-def test_the_lambdas_are_pointed_at_the_spec_parameter(default_app: Synthesized) -> None:
+def test_the_planner_is_pointed_at_the_spec_parameter(default_app: Synthesized) -> None:
     spec = default_app.logical_id("AWS::SSM::Parameter", Name="/ecr-mirror/spec")
-    for handler in ("mirror.handlers.planner.handler", "mirror.handlers.copier.handler"):
-        env = Capture()
-        default_app.template.has_resource_properties(
-            "AWS::Lambda::Function", {"Handler": handler, "Environment": {"Variables": env}}
-        )
-        assert env.as_object()["MIRROR_SPEC_PARAMETER"] == {"Ref": spec}
+    env = Capture()
+    default_app.template.has_resource_properties(
+        "AWS::Lambda::Function", {"Handler": "mirror.handlers.planner.handler", "Environment": {"Variables": env}}
+    )
+    assert env.as_object()["MIRROR_SPEC_PARAMETER"] == {"Ref": spec}
 
 
 def test_the_registry_uri_is_published(default_app: Synthesized) -> None:

@@ -127,12 +127,13 @@ def test_each_lambda_logs_to_its_own_log_group_with_retention(default_app: Synth
         assert function["LoggingConfig"] == {"LogGroup": {"Ref": logs}}
 
 
-def test_the_planner_is_given_the_queue_url(default_app: Synthesized) -> None:
+def test_both_lambdas_are_given_the_queue_url(default_app: Synthesized) -> None:
     queue = default_app.by_path("Sync/Queue")
-    default_app.template.has_resource_properties(
-        "AWS::Lambda::Function",
-        {"Handler": PLANNER, "Environment": {"Variables": Match.object_like({"MIRROR_QUEUE_URL": {"Ref": queue}})}},
-    )
+    for handler in (PLANNER, COPIER):
+        default_app.template.has_resource_properties(
+            "AWS::Lambda::Function",
+            {"Handler": handler, "Environment": {"Variables": Match.object_like({"MIRROR_QUEUE_URL": {"Ref": queue}})}},
+        )
 
 
 def test_the_copier_drains_the_queue_with_partial_batch_failures_and_bounded_concurrency(
@@ -215,9 +216,7 @@ def test_the_copier_pushes_mirrored_repos_and_pulls_through_the_cache_prefixes(d
         assert resources_for(app, role, action) == cache_repos(app)
     assert resources_for(app, role, "sqs:ReceiveMessage") == {arn(app.by_path("Sync/Queue"))}
     assert resources_for(app, role, "sqs:SendMessage") == set()
-    spec = app.logical_id("AWS::SSM::Parameter", Name="/ecr-mirror/spec")
-    [spec_arn] = resources_for(app, role, "ssm:GetParameter")
-    assert ref(spec) in spec_arn
+    assert resources_for(app, role, "ssm:GetParameter") == set()
     assert resources_for(app, role, "secretsmanager:GetSecretValue") == {
         ref(app.logical_id("AWS::SecretsManager::Secret"))
     }

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import boto3
 import pytest
 
+from lambdas.mirror.config import parse_config
 from lambdas.mirror.ecr import cached_digest_reader, docker_hub_credentials, login, registry_client
+from lambdas.mirror.endpoints import connect
+from lambdas.mirror.plan import plan
+from tests.support.images import push_image
+from tests.support.limiter import AUTHENTICATED_LIMIT, Limiter
+from tests.support.registry import RegistryServer
 
 
 def test_login_names_the_account_registry_and_decodes_the_token(aws: str) -> None:
@@ -53,3 +60,18 @@ def test_docker_hub_credentials_come_from_the_secret_unless_it_holds_the_placeho
     boto3.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(secret))
 
     assert docker_hub_credentials(name) == expected
+
+
+def test_docker_hub_is_asked_with_the_secret_credentials_so_the_quota_is_the_account_s(
+        aws: str, registry_factory: Callable[..., RegistryServer]) -> None:
+    hub, destination = registry_factory("hub"), registry_factory("destination")
+    push_image(hub.host, "library/python", "3.13-slim", kind="docker-v2")
+    name = f"ecr-pullthroughcache/{uuid.uuid4().hex[:8]}"
+    boto3.client("secretsmanager").create_secret(
+        Name=name, SecretString=json.dumps({"username": "mirror-bot", "accessToken": "dckr_pat_abc"}))
+    cfg = parse_config({"images": [{"source": "python", "tags": ["3.13-slim"]}]})
+
+    with Limiter(hub.host, users={"mirror-bot": "dckr_pat_abc"}) as limiter:
+        result = plan(cfg, connect(destination.host, upstreams={"docker.io": limiter.host}, docker_hub_secret=name))
+
+    assert result.quotas["docker.io"].limit == AUTHENTICATED_LIMIT

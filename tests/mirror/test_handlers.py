@@ -4,6 +4,7 @@ loopback registries for the images."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,22 +71,23 @@ def deployed(aws: str, monkeypatch: pytest.MonkeyPatch,
     return {"source": source, "destination": destination, "queue_url": queue_url, "spec": spec}
 
 
-def receive_all(queue_url: str) -> list[dict[str, Any]]:
+def receive_all(queue_url: str, visibility: int = 60) -> list[dict[str, Any]]:
     sqs, messages = boto3.client("sqs"), []
     while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages")
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                    VisibilityTimeout=visibility).get("Messages")
         if not batch:
             return messages
         messages.extend(batch)
 
 
-def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+def sqs_event(messages: list[dict[str, Any]], arn: str = "arn:aws:sqs:us-east-1:123456789012:mirror") -> dict[str, Any]:
     return {"Records": [{
         "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
         "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000",
                        "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1700000000001"},
         "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:mirror", "awsRegion": "us-east-1",
+        "eventSourceARN": arn, "awsRegion": "us-east-1",
     } for m in messages]}
 
 
@@ -121,7 +123,8 @@ def test_copier_reports_exactly_the_bad_message_as_a_batch_item_failure(
 
 
 def test_a_throttled_copy_returns_to_the_queue_delayed_by_retry_after(
-        deployed: dict[str, Any], fault_storm: Any) -> None:
+        deployed: dict[str, Any], fault_storm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_QUEUE_URL)  # as the stack deploys the copier: the event names the queue
     storm = fault_storm(deployed["source"].host)
     storm.add("status", "/manifests/", method="*", status=429, times=-1, headers={"Retry-After": "300"})
     throttled = Task(f"{storm.host}/team/app", "1.0", "mirror/throttled/app")
@@ -129,12 +132,17 @@ def test_a_throttled_copy_returns_to_the_queue_delayed_by_retry_after(
     sqs, queue_url = boto3.client("sqs"), deployed["queue_url"]
     message_id = sqs.send_message(QueueUrl=queue_url, MessageBody=throttled.to_json())["MessageId"]
     sqs.send_message(QueueUrl=queue_url, MessageBody=fine.to_json())
-    messages = receive_all(queue_url)
+    messages = receive_all(queue_url, visibility=1)
+    arn = boto3.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
 
-    response = copier.handler(sqs_event(messages), Context(function_name="ecr-mirror-copier"))
+    response = copier.handler(sqs_event(messages, arn), Context(function_name="ecr-mirror-copier"))
 
     assert response == {"batchItemFailures": [{"itemIdentifier": message_id}]}
     assert len([s for s in storm.seen if "/manifests/" in s.path]) == 1
+    time.sleep(1.5)  # the queue's own timeout (1 s here) has passed; Retry-After (300 s) has not
+    assert [m["MessageId"] for m in receive_all(queue_url)] == [m["MessageId"] for m in messages
+                                                                 if m["MessageId"] != message_id]
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics")

@@ -8,7 +8,7 @@ import pytest
 
 from lambdas.mirror.endpoints import Endpoints
 from lambdas.mirror.errors import TooManyRequests
-from lambdas.mirror.jobs import enqueue, run_message
+from lambdas.mirror.jobs import enqueue, queue_url_from_arn, run_message
 from lambdas.mirror.plan import Task
 
 
@@ -48,3 +48,9 @@ def test_a_throttled_task_is_hidden_for_retry_after_then_fails_the_message() -> 
                     receipt_handle="rh-1", queue_url="https://queue", sqs=sqs)
 
     assert sqs.visibility == [{"QueueUrl": "https://queue", "ReceiptHandle": "rh-1", "VisibilityTimeout": 91}]
+
+
+def test_the_queue_url_follows_from_the_event_source_arn() -> None:
+    assert queue_url_from_arn("arn:aws:sqs:eu-west-1:123456789012:EcrMirror-Queue") == (
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/EcrMirror-Queue")
+    assert queue_url_from_arn("arn:aws:sns:eu-west-1:123456789012:topic") is None

@@ -133,6 +133,7 @@ class Day:
     builds: tuple[Build, ...]
     bumps: tuple[Bump, ...]
     images: tuple[Image, ...] = field(default=CATALOG)
+    length: float = DAY
 
 
 def plan_day(builds: int = 500, *, seed: int = 7, arm_share: float = 0.15, bumps: int | None = None,
@@ -157,7 +158,7 @@ def plan_day(builds: int = 500, *, seed: int = 7, arm_share: float = 0.15, bumps
     by_name = {image.name: image for image in images}
     chosen = [(hours, name) for hours, name in BUMPS if name in by_name][:bumps]
     moved = tuple(Bump(hours * length / 24, by_name[name], seed=1000 + i) for i, (hours, name) in enumerate(chosen))
-    return Day(fleet, moved, images)
+    return Day(fleet, moved, images, length)
 
 
 def uses(dockerfile: str) -> list[str]:

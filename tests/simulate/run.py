@@ -58,6 +58,16 @@ class Bases:
     password: str | None = None
 
 
+@dataclass(frozen=True)
+class Staleness:
+    """One upstream tag bump, seen from the mirror; None: not by the end of the simulation."""
+
+    image: str
+    bumped_at: float
+    served_after: float | None  # until the mirror fetched the new top manifest (and serves the new tag)
+    complete_after: float | None  # until it held every manifest it mirrors for the new tag
+
+
 @dataclass
 class Result:
     mode: Mode
@@ -70,7 +80,8 @@ class Result:
     prefill_gets: int = 0  # mirrored: the mirror's first fill, before the day starts
     prefill_bytes: int = 0
     expected_gets: int | None = None  # mirrored: manifests the bumps made the mirror need
-    staleness: list[tuple[str, float | None]] = field(default_factory=list)  # (image, seconds or None)
+    staleness: list[Staleness] = field(default_factory=list)
+    mirror_fetches: Counter[str] = field(default_factory=Counter)  # digest -> the mirror's GETs of it in the day
     syncs: list[tuple[float, Counter[str]]] = field(default_factory=list)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, cumulative GETs, failed builds)
     errors: list[str] = field(default_factory=list)
@@ -220,13 +231,14 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
             result.prefill_gets = sum(u.manifest_gets for u in usage.values())
             result.prefill_bytes = sum(u.bytes_served for u in usage.values())
         events = _events(day, mode, schedule)
-        bumped: list[tuple[float, str, set[str]]] = []
+        bumped: list[tuple[float, str, str, set[str]]] = []
         for when, kind, item in events:
             clock.set(when)
             if kind == "bump":
                 world.hub.bump(item)
                 if mode is Mode.MIRRORED:
-                    bumped.append((when, item.image.name, world.hub.manifests_to_mirror(item.image)))
+                    top, needed = world.hub.manifests_to_mirror(item.image)
+                    bumped.append((when, item.image.name, top, needed))
             elif kind == "sync":
                 assert sync is not None
                 sync.run(clock, result)
@@ -253,13 +265,12 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
 
 
 def _events(day: Day, mode: Mode, schedule: str) -> list[tuple[float, str, object]]:
-    """Bumps, then syncs, then builds, at equal times; in time order."""
+    """Bumps, then syncs, then builds, at equal times; in time order. Syncs run from midnight to
+    midnight inclusive: the next day's first run shows how stale the day's last bump got."""
     events: list[tuple[float, int, str, object]] = [(b.time, 0, "bump", b) for b in day.bumps]
     if mode is Mode.MIRRORED:
         period = schedule_period(schedule)
-        end = max([b.time for b in day.builds] + [b.time for b in day.bumps] + [0.0])
-        runs = int(end // period) + 1
-        events += [(n * period, 1, "sync", None) for n in range(runs)]
+        events += [(n * period, 1, "sync", None) for n in range(int(day.length // period) + 1)]
     events += [(b.time, 2, "build", b) for b in day.builds]
     events.sort(key=lambda e: (e[0], e[1]))
     return [(t, kind, item) for t, _, kind, item in events]
@@ -288,16 +299,21 @@ class _Sync:
         result.syncs.append((clock(), counts))
 
 
-def _staleness(world: World, bumped: list[tuple[float, str, set[str]]], result: Result) -> None:
-    """Per bump: time until the mirror account had fetched every manifest the new tag needs."""
+def _staleness(world: World, bumped: list[tuple[float, str, str, set[str]]], result: Result) -> None:
+    """Per bump: when the mirror account first fetched the new tag's top manifest (from then on the
+    mirror serves the new image), and when it held every manifest the mirror keeps for it."""
     fetched: dict[str, float] = {}
     for pull_ in world.hub.limiter.pulls():
         if pull_.identity == MIRROR_USER and pull_.status == 200 and pull_.digest:
             fetched.setdefault(pull_.digest, pull_.time)
+            if pull_.time >= 0:
+                result.mirror_fetches[pull_.digest] += 1
     expected = 0
-    for when, name, digests in bumped:
+    for when, name, top, digests in bumped:
         expected += len(digests)
         times = [fetched.get(d) for d in digests]
-        done = None if any(t is None or t < when for t in times) else max(t for t in times if t is not None)
-        result.staleness.append((name, None if done is None else done - when))
+        complete = None if any(t is None or t < when for t in times) else max(t for t in times if t is not None)
+        served = fetched.get(top)
+        result.staleness.append(Staleness(name, when, None if served is None else served - when,
+                                          None if complete is None else complete - when))
     result.expected_gets = expected

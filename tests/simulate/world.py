@@ -83,22 +83,23 @@ class Hub:
         if staged.status != 200 or moved.status != 201:
             raise RuntimeError(f"bump of {bump.image.name}: HTTP {staged.status}, {moved.status}")
 
-    def manifests_to_mirror(self, image: Image, platforms: tuple[str, ...] = MIRRORED_PLATFORMS) -> set[str]:
+    def manifests_to_mirror(self, image: Image,
+                            platforms: tuple[str, ...] = MIRRORED_PLATFORMS) -> tuple[str, set[str]]:
         """Digests of what the mirror must hold for the tag as it is now: the top manifest and, for
         an index, each mirrored platform's manifest and the attestation manifest describing it.
-        Read from the registry behind the limiter, so it costs no pull."""
+        Read from the registry behind the limiter, so it costs no pull. Returns (top digest, all)."""
         http = urllib3.PoolManager(retries=False)
         url = f"{self.registry.url}/v2/{image.repository}/manifests/{image.tag}"
         response = http.request("GET", url, headers={"Accept": _ACCEPT})
         digest = response.headers["Docker-Content-Digest"]
         if not image.multi_platform:
-            return {digest}
+            return digest, {digest}
         entries = response.json()["manifests"]
         kept = {e["digest"] for e in entries
                 if f"{e['platform']['os']}/{e['platform']['architecture']}" in platforms}
         attestations = {e["digest"] for e in entries
                         if (e.get("annotations") or {}).get("vnd.docker.reference.digest") in kept}
-        return {digest, *kept, *attestations}
+        return digest, {digest, *kept, *attestations}
 
 
 def mirror_config(images: list[Image], schedule: str) -> Config:

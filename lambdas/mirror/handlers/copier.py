@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..jobs import run_message
+from ..jobs import queue_url_from_arn, run_message
 from ..observability import logger, metrics, tracer
 from .environment import copier_settings, endpoints_for
 
@@ -18,8 +18,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     settings = copier_settings()
+    queue_url = settings.queue_url or queue_url_from_arn(record.event_source_arn)
     return run_message(record.body, endpoints_for(settings), receipt_handle=record.receipt_handle,
-                       queue_url=settings.queue_url)
+                       queue_url=queue_url)
 
 
 @logger.inject_lambda_context(clear_state=True)
