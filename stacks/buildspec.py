@@ -3,7 +3,8 @@
 Every command is bash (env.shell) and is checked by shellcheck in tests/build on the synthesized template.
 Project environment variables (set by MirrorBuildProject, overridable per build) feed it:
 MIRROR_REGISTRY, MIRROR_MAP, BUILDKIT_IMAGE, IMAGE_REPO_NAME, CACHE_REPO_NAME, REDIRECT_BUCKET, REDIRECT_KEY,
-CONTAINER_NAME, PLATFORMS, DOCKERFILE, CONTEXT_DIR, IMAGE_TAG, TAG_LATEST, BUILD_ARGS.
+CONTAINER_NAME, PLATFORMS, CONTEXT_DIR, TAG_LATEST; and, unset unless a build sets them, IMAGE_TAG, DOCKERFILE,
+BUILD_ARGS, CACHE_TAG. Docker Hub credentials come from the `env` section (Secrets Manager or Parameter Store).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ BUILDER_NAME = "mirror"
 
 # One command per line, so CodeBuild's log shows each step as it runs.
 SETUP = [
-    # Per-build values: overrides win, then the commit's short sha, then the build number.
     'WORK_DIR="$(mktemp -d)"',
     'IMAGE_REPO_URI="$MIRROR_REGISTRY/$IMAGE_REPO_NAME"',
-    'CACHE_REF="$MIRROR_REGISTRY/$CACHE_REPO_NAME:${CACHE_TAG:-${IMAGE_REPO_NAME//[^a-zA-Z0-9_.-]/-}}"',
+    # One cache tag per image repository, so builds of different images never evict each other's cache.
+    'CACHE_TAG="${CACHE_TAG:-${IMAGE_REPO_NAME//[^a-zA-Z0-9_.-]/-}}"',
+    'CACHE_REF="$MIRROR_REGISTRY/$CACHE_REPO_NAME:${CACHE_TAG:0:128}"',
+    # The tag: a per-build override wins, then the commit's short sha, then the build number.
     'SOURCE_SHA="${CODEBUILD_RESOLVED_SOURCE_VERSION:-}"',
     'IMAGE_TAG="${IMAGE_TAG:-${SOURCE_SHA:0:7}}"',
     'IMAGE_TAG="${IMAGE_TAG:-build-${CODEBUILD_BUILD_NUMBER:-0}}"',

@@ -43,8 +43,22 @@ _PREFIX = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
 _CRON = re.compile(r"cron\((\S+ ){5}\S+\)")
 _OS = {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "aix", "illumos", "plan9"}
-_ARCH = {"amd64", "arm64", "arm", "386", "ppc64le", "ppc64", "s390x", "riscv64", "mips64le", "mips64",
-         "mipsle", "mips", "loong64", "wasm"}
+_ARCH = {
+    "amd64",
+    "arm64",
+    "arm",
+    "386",
+    "ppc64le",
+    "ppc64",
+    "s390x",
+    "riscv64",
+    "mips64le",
+    "mips64",
+    "mipsle",
+    "mips",
+    "loong64",
+    "wasm",
+}
 _VARIANT = re.compile(r"v[5-9]|v8\.[0-9]")
 _SSM_NAME = re.compile(r"/?[a-zA-Z0-9_.\-/]{1,1011}")
 
@@ -127,8 +141,17 @@ class Config:
         creds = self.docker_hub_credentials
         data: dict[str, Any] = {
             "images": [
-                {k: v for k, v in (("source", i.source), ("tags", list(i.tags)), ("tag_regex", i.tag_regex),
-                                   ("platforms", list(i.platforms)), ("target", i.target)) if v}
+                {
+                    k: v
+                    for k, v in (
+                        ("source", i.source),
+                        ("tags", list(i.tags)),
+                        ("tag_regex", i.tag_regex),
+                        ("platforms", list(i.platforms)),
+                        ("target", i.target),
+                    )
+                    if v
+                }
                 for i in self.images
             ],
             "schedule": self.schedule,
@@ -140,7 +163,10 @@ class Config:
             "repositories": asdict(self.repositories),
         }
         if creds.ssm_username and creds.ssm_token:
-            data["docker_hub_credentials"]["ssm_parameters"] = {"username": creds.ssm_username, "token": creds.ssm_token}
+            data["docker_hub_credentials"]["ssm_parameters"] = {
+                "username": creds.ssm_username,
+                "token": creds.ssm_token,
+            }
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -198,7 +224,8 @@ class _Parser:
         if data is None:
             raise self.fail("images", "the file is empty; it needs at least an 'images:' list")
         top = self.mapping(
-            data, "top level",
+            data,
+            "top level",
             {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories"},
         )
         repositories = self.repositories(top.get("repositories", {}))
@@ -235,7 +262,9 @@ class _Parser:
         raw = self.mapping(value, where, {"secret_name", "existing_secret", "ssm_parameters"})
         name = raw.get("secret_name", DEFAULT_SECRET)
         if not isinstance(name, str) or not name.startswith(SECRET_PREFIX) or len(name) <= len(SECRET_PREFIX):
-            raise self.fail(f"{where}.secret_name", f"must start with {SECRET_PREFIX!r} (ECR pull-through cache requires it)")
+            raise self.fail(
+                f"{where}.secret_name", f"must start with {SECRET_PREFIX!r} (ECR pull-through cache requires it)"
+            )
         existing = raw.get("existing_secret", False)
         if not isinstance(existing, bool):
             raise self.fail(f"{where}.existing_secret", "must be true or false")
@@ -245,7 +274,9 @@ class _Parser:
             params = self.mapping(ssm, f"{where}.ssm_parameters", {"username", "token"})
             for key in ("username", "token"):
                 if not isinstance(params.get(key), str) or not _SSM_NAME.fullmatch(params[key]):
-                    raise self.fail(f"{where}.ssm_parameters.{key}", "must be an SSM parameter name like /CodeBuild/DOCKER_HUB_ID")
+                    raise self.fail(
+                        f"{where}.ssm_parameters.{key}", "must be an SSM parameter name like /CodeBuild/DOCKER_HUB_ID"
+                    )
             user, token = params["username"], params["token"]
         return Credentials(name, existing, user, token)
 
@@ -263,7 +294,9 @@ class _Parser:
                 raise self.fail(f"{where}.upstream", f"unknown upstream {upstream!r} (known: {', '.join(UPSTREAMS)})")
             prefix = raw.get("prefix", upstream)
             if not isinstance(prefix, str) or not 2 <= len(prefix) <= 30 or not _PREFIX.fullmatch(prefix):
-                raise self.fail(f"{where}.prefix", f"{prefix!r} is not a legal ECR repository prefix (2-30 of a-z 0-9 . _ -)")
+                raise self.fail(
+                    f"{where}.prefix", f"{prefix!r} is not a legal ECR repository prefix (2-30 of a-z 0-9 . _ -)"
+                )
             secret = raw.get("credentials_secret")
             if upstream == "docker-hub" and secret is None:
                 secret = credentials.secret_name
@@ -289,7 +322,11 @@ class _Parser:
             where = f"images[{i}]" + (f" ({source})" if isinstance(source, str) else "")
             image = self.image(item, where, rules, repos)
             if image.repository in seen:
-                raise self.fail(f"{where}.target", f"repository {image.repository!r} is also the target of {seen[image.repository]}; merge the entries")
+                raise self.fail(
+                    f"{where}.target",
+                    f"repository {image.repository!r} is also the target of {seen[image.repository]}; "
+                    "merge the entries",
+                )
             seen[image.repository] = where
             images.append(image)
         return tuple(images)
@@ -323,7 +360,11 @@ class _Parser:
         target = raw.get("target")
         if target is not None:
             if rule is not None:
-                raise self.fail(f"{where}.target", f"the pull-through cache rule {rule.upstream!r} places this image at {rule.prefix}/{ref.repository}; remove 'target'")
+                raise self.fail(
+                    f"{where}.target",
+                    f"the pull-through cache rule {rule.upstream!r} places this image at "
+                    f"{rule.prefix}/{ref.repository}; remove 'target'",
+                )
             if not isinstance(target, str) or not 2 <= len(target) <= 256 or not _ECR_NAME.fullmatch(target):
                 raise self.fail(f"{where}.target", f"{target!r} is not a legal ECR repository name")
             repository = target
@@ -333,7 +374,9 @@ class _Parser:
             repository = default_repository(ref, repos.prefix)
         for rule_ in rules:
             if rule is None and repository.startswith(rule_.prefix + "/"):
-                raise self.fail(f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule_.prefix!r}")
+                raise self.fail(
+                    f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule_.prefix!r}"
+                )
         return Image(source, tags, regex, platforms, target, repository, rule.prefix if rule else None)
 
     def platform(self, value: str, where: str) -> None:

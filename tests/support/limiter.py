@@ -336,11 +336,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         manifest = _MANIFEST.match(path)
         if not manifest or self.command not in ("GET", "HEAD"):
-            self._forward(caller, lambda status: {})
+            self._forward(caller, lambda status, digest: {})
             return
         if self.command == "HEAD":
             self.limiter.record_head(caller)
-            self._forward(caller, lambda status: self._rate_headers(caller, *self.limiter.peek(caller)))
+            self._forward(caller, lambda status, digest: self._rate_headers(caller, *self.limiter.peek(caller)))
             return
         stamp = self.limiter.admit_get(caller)
         if stamp is None:
@@ -349,13 +349,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(429, TOO_MANY_REQUESTS_BODY, self._rate_headers(caller, limit, 0), caller)
             return
 
-        def settle(status: int) -> dict[str, str]:
+        def settle(status: int, digest: str | None) -> dict[str, str]:
+            # Recorded before the answer goes out, so a client that has it can read the counters.
             if not 200 <= status < 300:
                 self.limiter.give_back(caller, stamp)  # only a manifest actually served is a pull
+            self.limiter.record_get(caller, manifest["name"], manifest["reference"], status, digest)
             return self._rate_headers(caller, *self.limiter.peek(caller))
 
-        status, digest = self._forward(caller, settle)
-        self.limiter.record_get(caller, manifest["name"], manifest["reference"], status, digest)
+        self._forward(caller, settle)
 
     def _client_address(self) -> str:
         forwarded = self.headers.get(CLIENT_IP_HEADER)
@@ -401,9 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
             if caller:
                 self.limiter.record_bytes(caller, len(body))
+            self.wfile.write(body)
 
     def _drain_body(self) -> None:
         for _ in self._request_body():
@@ -428,10 +429,10 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= len(chunk)
                 yield chunk
 
-    def _forward(self, caller: _Caller, extra: Callable[[int], dict[str, str]]) -> tuple[int, str | None]:
-        """Send the request on to the registry and stream its answer back; returns (status, digest).
+    def _forward(self, caller: _Caller, extra: Callable[[int, str | None], dict[str, str]]) -> None:
+        """Send the request on to the registry and stream its answer back.
 
-        `extra` gives headers to add once the registry's status is known.
+        `extra(status, digest)` gives headers to add once the registry has answered.
         """
         # A list, not a dict: Go clients send one Accept header per media type.
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP]
@@ -458,27 +459,23 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in response.getheaders():
                 if name.lower() not in _HOP_BY_HOP:
                     self.send_header(name, value)
-            for name, value in extra(response.status).items():
+            for name, value in extra(response.status, response.getheader("Docker-Content-Digest")).items():
                 self.send_header(name, value)
             stream_chunked = length is None and self.command != "HEAD" and response.status not in (204, 304)
             if stream_chunked:
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            sent = 0
             if self.command != "HEAD":
                 while chunk := response.read(_CHUNK):
+                    self.limiter.record_bytes(caller, len(chunk))
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if stream_chunked else chunk)
-                    sent += len(chunk)
                 if stream_chunked:
                     self.wfile.write(b"0\r\n\r\n")
-            self.limiter.record_bytes(caller, sent)
-            return response.status, response.getheader("Docker-Content-Digest")
         except (ConnectionError, TimeoutError, http.client.HTTPException):
             if not answered:
-                extra(502)
+                extra(502, None)
                 self._send(502, b'{"errors":[{"code":"UNAVAILABLE","message":"registry unreachable"}]}', {}, None)
             self.close_connection = True
-            return 502, None
         finally:
             upstream.close()
 
