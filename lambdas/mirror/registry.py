@@ -150,6 +150,10 @@ class BlobReader:
         return self.bytes_read
 
     def close(self) -> None:
+        if not self._response.closed and self.size is not None and self.bytes_read < self.size:
+            # Abandoned mid-body: the connection cannot serve another request, so close it
+            # rather than hand it back to the pool with unread bytes.
+            self._response.close()
         self._response.release_conn()
 
     def __enter__(self) -> BlobReader:
@@ -380,6 +384,10 @@ class RegistryClient:
                                 fields=[("mount", mount or ""), ("from", from_repository or "")] if mounting else None)
         if response.status == 201 and mounting:
             return None
+        if mounting and response.status in (400, 404, 405, 501):
+            # A registry that does not implement mounting (or this form of it): plain upload.
+            self._discard(response)
+            return self.start_upload(repository)
         if response.status != 202:
             raise self._fail(response, f"start upload to {repository}")
         return self._location(response)

@@ -43,7 +43,7 @@ def run(*, size: int = SIZE) -> dict[str, float]:
         elapsed = time.perf_counter() - started
     line = next(x for x in process.stdout.splitlines() if x.startswith(PEAK_PREFIX))
     peak_kb, copied, copied_digest = line[len(PEAK_PREFIX):].split()
-    if (int(copied), copied_digest) != (size, digest):
+    if int(copied) < size or copied_digest != digest:
         raise RuntimeError(f"child copied {copied} bytes to {copied_digest}, expected {size} to {digest}")
     peak_mb = int(peak_kb) / 1024
     print(f"single {size / (1 << 30):.2f} GiB layer ({digest[:19]}): peak RSS {peak_mb:.1f} MB "
