@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 from .errors import DigestMismatch, RegistryError, TooManyRequests
@@ -13,6 +14,8 @@ from .registry import RegistryClient
 # A dropped connection or a 5xx mid-stream restarts the blob from its first byte, this many times in all.
 BLOB_ATTEMPTS = 3
 _PROGRESS_STEP = 8 << 20
+_PREFETCH_DEPTH = 4  # chunks of registry.CHUNK_SIZE read ahead per blob: bounded memory
+_PREFETCH_MIN = 4 << 20  # below this, a helper thread costs more than it saves
 
 # progress(blob digest, bytes moved so far, blob size); called from worker threads.
 Progress = Callable[[str, int, int], None]
@@ -42,7 +45,49 @@ def _retryable(err: RegistryError) -> bool:
     return err.status is None or err.status >= 500
 
 
-def _watched(chunks: Iterator[bytes], blob: Descriptor, progress: Progress | None) -> Iterator[bytes]:
+def _prefetched(chunks: Iterator[bytes], depth: int = _PREFETCH_DEPTH) -> Generator[bytes, None, None]:
+    """Read ahead on a helper thread, so the source download overlaps the destination upload.
+
+    At most `depth` chunks wait in memory; an error on the reading side (lost connection, digest
+    mismatch) is raised here, in the uploader, before the chunk that would complete the blob.
+    """
+    pipe: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                pipe.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(None)
+        except BaseException as err:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            put(err)
+
+    reader = threading.Thread(target=read, name="blob-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = pipe.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _watched(chunks: Iterator[bytes], blob: Descriptor, progress: Progress | None) -> Generator[bytes, None, None]:
     done, reported = 0, 0
     for chunk in chunks:
         done += len(chunk)
@@ -71,14 +116,21 @@ def copy_blob(source: RegistryClient, source_repository: str, destination: Regis
             return
     for attempt in range(1, BLOB_ATTEMPTS + 1):
         reader = source.open_blob(source_repository, blob.digest, blob.size)
+        read = reader.chunks()
+        ahead = _prefetched(read) if blob.size >= _PREFETCH_MIN else None
+        watched = _watched(ahead or read, blob, progress)
         try:
-            destination.upload_blob(destination_repository, blob.digest, blob.size,
-                                    _watched(reader.chunks(), blob, progress), location=location)
+            destination.upload_blob(destination_repository, blob.digest, blob.size, watched, location=location)
         except RegistryError as err:
             if attempt == BLOB_ATTEMPTS or not _retryable(err):
                 raise
             continue
         finally:
+            # Outermost first: closing the read-ahead stops and joins its thread before the
+            # response it reads from is closed.
+            for stage in (watched, ahead, read):
+                if stage is not None:
+                    stage.close()
             reader.close()
             location = None  # a session that saw a failed request is not reused
         tally.add(bytes_copied=blob.size, blobs_copied=1)

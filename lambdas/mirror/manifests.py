@@ -9,6 +9,7 @@ unknown/unknown and the annotations `vnd.docker.reference.type: attestation-mani
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
 ATTESTATION = "attestation-manifest"
 # Written into an index the platform filter rewrote: where it came from and what was kept.
+# Digests end up in URL paths: accept only well-formed ones of the algorithms registries use.
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 SOURCE_DIGEST_ANNOTATION = "io.github.ecr-mirror.source-digest"
 PLATFORMS_ANNOTATION = "io.github.ecr-mirror.platforms"
 
@@ -67,7 +70,7 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
         digest, size, media_type = raw["digest"], raw["size"], raw.get("mediaType", "")
     except KeyError as err:
         raise ManifestError(f"{where}: descriptor without {err.args[0]}") from None
-    if not isinstance(digest, str) or ":" not in digest or not isinstance(size, int) or size < 0:
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest) or not isinstance(size, int) or size < 0:
         raise ManifestError(f"{where}: bad digest or size in descriptor {raw!r:.200}")
     platform = raw.get("platform")
     text = None

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -117,7 +117,7 @@ class BlobReader:
         self.bytes_read = 0
         self._hash = hashlib.new(digest.split(":", 1)[0])
 
-    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Generator[bytes, None, None]:
         try:
             while True:
                 try:

@@ -3,6 +3,7 @@ incomplete or wrong content, and a re-run converges."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -38,9 +39,14 @@ def test_a_connection_dropped_mid_blob_is_resumed_from_the_start(
     assert missing_content(destination.host, "mirror/app", "v1") == []
 
 
+# Below and above the size from which blobs are read ahead on a helper thread.
+SIZES = pytest.mark.parametrize("layer_size", [256 << 10, 6 << 20], ids=["small", "read-ahead"])
+
+
+@SIZES
 def test_a_source_that_keeps_dropping_fails_and_leaves_no_tag(
-        source: RegistryServer, destination: RegistryServer, fault_proxy: Proxy) -> None:
-    digest = push_image(source.host, "team/app", "v1", layer_size=256 << 10, seed=31)
+        source: RegistryServer, destination: RegistryServer, fault_proxy: Proxy, layer_size: int) -> None:
+    digest = push_image(source.host, "team/app", "v1", layer_size=layer_size, seed=31)
     proxy = fault_proxy(source.host)
     proxy.add("drop", BLOB, times=-1)
     client = RegistryClient(proxy.host)
@@ -50,9 +56,10 @@ def test_a_source_that_keeps_dropping_fails_and_leaves_no_tag(
     _converges(proxy, client, destination, digest)
 
 
+@SIZES
 def test_a_corrupted_blob_is_never_committed(source: RegistryServer, destination: RegistryServer,
-                                             fault_proxy: Proxy) -> None:
-    digest = push_image(source.host, "team/app", "v1", kind="docker-v2", layers=1, seed=32)
+                                             fault_proxy: Proxy, layer_size: int) -> None:
+    digest = push_image(source.host, "team/app", "v1", kind="docker-v2", layers=1, layer_size=layer_size, seed=32)
     proxy = fault_proxy(source.host)
     proxy.add("corrupt", BLOB, times=-1)
     client = RegistryClient(proxy.host)
@@ -159,3 +166,14 @@ def test_rate_limit_headers_are_read_from_a_head(source: RegistryServer, fault_p
     assert info is not None and info.digest == digest
     assert info.rate_limit == RateLimit(limit=100, remaining=76, source="192.0.2.1")
     assert len(source.manifest_gets()) == 0
+
+
+def test_a_destination_resetting_mid_upload_restarts_the_blob_without_leaking_threads(
+        source: RegistryServer, destination: RegistryServer, fault_proxy: Proxy) -> None:
+    digest = push_image(source.host, "team/app", "v1", kind="oci-manifest", layers=1, layer_size=6 << 20, seed=42)
+    proxy = fault_proxy(destination.host)
+    proxy.add("reset", "/blobs/uploads/", method="PUT", times=1)
+    result = copy_image(RegistryClient(source.host), "team/app", RegistryClient(proxy.host), "mirror/app", "v1")
+    assert result.destination_digest == digest and [s.fault for s in proxy.seen].count("reset") == 1
+    assert missing_content(destination.host, "mirror/app", "v1") == []
+    assert not [t for t in threading.enumerate() if t.name == "blob-read" or t.name.startswith("copy")]

@@ -49,7 +49,9 @@ How the figures are counted:
   The manifests the day's bumps made the mirror need are, per bumped tag, the index and, per
   mirrored platform ({platforms}), the image manifest and its attestation manifest: {expected} here,
   against {gets} GETs spent; every other check the mirror made was a HEAD.
-- *Upstream bytes*: bytes of manifests and blobs "Docker Hub" served during the day.
+- *Upstream bytes*: bytes of manifests and blobs "Docker Hub" served during the day. The stand-in
+  fetches each new blob twice (once to store it, once to stream it to its client), so the mirrored
+  figure is about twice what one fetch per blob would take.
 - *Staleness*: from a bump to the mirror serving the new tag (its first upstream GET of the new
   index, whether a sync or a build's pull through the cache caused it), and to it holding every
   mirrored platform; the latter is bounded by the schedule. ECR's own pull-through cache may

@@ -48,7 +48,7 @@ class Mode(StrEnum):
 
 
 @dataclass(frozen=True)
-class Bases:
+class Base:
     """How a build reaches one base image: registry host, repository there, tag, and credentials."""
 
     host: str
@@ -125,7 +125,7 @@ class Fleet:
         self.accounts = list(accounts)
         self.map: MirrorMap | None = None  # mirrored mode: what the build's redirect step is given
 
-    def route(self, build: Build) -> list[Bases]:
+    def route(self, build: Build) -> list[Base]:
         hub = self.world.hub.limiter.host
         if self.mode is Mode.MIRRORED:
             return self._mirrored(build)
@@ -136,10 +136,10 @@ class Fleet:
         out = []
         for written in base_images(build):
             ref = normalize(written)
-            out.append(Bases(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials))
+            out.append(Base(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials))
         return out
 
-    def _mirrored(self, build: Build) -> list[Bases]:
+    def _mirrored(self, build: Build) -> list[Base]:
         mirror = self.world.mirror
         assert mirror is not None and self.map is not None
         redirects, _ = redirect_plan(build.dockerfile, self.map, {})
@@ -147,7 +147,7 @@ class Fleet:
         for redirect in redirects:
             if redirect.target is None:  # not covered: the build goes to Docker Hub anonymously
                 ref = normalize(redirect.written)
-                out.append(Bases(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest"))
+                out.append(Base(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest"))
                 continue
             ref = normalize(redirect.target)
             repository = ref.repository
@@ -155,7 +155,7 @@ class Fleet:
             # ECR keeps the PTC prefix in the repository name; the stand-in serves Docker Hub's paths.
             if repository.startswith(PTC_PREFIX + "/"):
                 host, repository = mirror.cache.host, repository.removeprefix(PTC_PREFIX + "/")
-            out.append(Bases(host, repository, ref.digest or ref.tag or "latest"))
+            out.append(Base(host, repository, ref.digest or ref.tag or "latest"))
         return out
 
     def build(self, build: Build) -> str | None:
@@ -227,6 +227,7 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
             sync = _Sync(world, day, schedule)
             fleet.map = sync.map
             sync.run(clock, result)  # the mirror was running before this day: its first fill
+            world.hub.limiter.wait_idle()
             usage = world.hub.limiter.usage()
             result.prefill_gets = sum(u.manifest_gets for u in usage.values())
             result.prefill_bytes = sum(u.bytes_served for u in usage.values())
@@ -255,6 +256,7 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
             result.timeline.append((when, gets, result.failed_429 + result.failed_other))
             if progress and kind == "build" and item.number % 100 == 0:
                 progress(f"{mode}: {item.number} builds, {result.failed_429} failed with 429, {gets} upstream GETs")
+        world.hub.limiter.wait_idle()
         usage = world.hub.limiter.usage()
         result.upstream_gets = sum(u.manifest_gets for u in usage.values()) - result.prefill_gets
         result.upstream_bytes = sum(u.bytes_served for u in usage.values()) - result.prefill_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable
 
@@ -202,3 +203,42 @@ def test_a_get_of_a_missing_manifest_costs_no_pull(
     assert missing.headers["ratelimit-remaining"] == "100;w=21600"
     assert limiter.quota("127.0.0.1").remaining == 100
     assert [p.status for p in limiter.pulls()] == [404]
+
+
+def test_repeated_accept_headers_reach_the_registry_so_go_clients_get_oci_indexes(
+        registry: RegistryServer, limiter_factory: Callable[..., Limiter]) -> None:
+    # Given an OCI index, and a token for it
+    push_image(registry.host, "library/python", "3.13", kind="oci-index")
+    limiter = limiter_factory()
+    token = urllib3.PoolManager().request("GET", f"{limiter.url}/token").json()["token"]
+
+    # When a client sends one Accept header per media type, as distribution's Go client does
+    connection = http.client.HTTPConnection(limiter.host, timeout=10)
+    connection.putrequest("GET", "/v2/library/python/manifests/3.13")
+    connection.putheader("Authorization", f"Bearer {token}")
+    connection.putheader("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+    connection.putheader("Accept", "application/vnd.oci.image.index.v1+json")
+    connection.endheaders()
+    response = connection.getresponse()
+
+    # Then the registry sees both and serves the index
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "application/vnd.oci.image.index.v1+json"
+    connection.close()
+
+
+def test_pushes_stream_through_uncounted_including_chunked_uploads(
+        registry: RegistryServer, limiter_factory: Callable[..., Limiter]) -> None:
+    # Given a user pushing through the limiter
+    limiter = limiter_factory(users={"ci-team": "token"})
+    pusher = Pusher(limiter.host, username="ci-team", password="token")
+
+    # When it pushes an image, and a blob as a chunked upload
+    push_image(limiter.host, "acme/app", "1", username="ci-team", password="token")
+    digest, size = pusher.blob_stream("acme/app", iter([b"a" * 100_000, b"b" * 5]))
+
+    # Then the registry behind holds them, and no pull was counted
+    assert size == 100_005
+    assert Pusher(registry.host).has_blob("acme/app", digest)
+    assert Pusher(registry.host).get_manifest("acme/app", "1")
+    assert sum(u.manifest_gets for u in limiter.usage().values()) == 0

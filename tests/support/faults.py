@@ -1,9 +1,9 @@
 """A fault-injecting HTTP proxy on loopback, in front of a test registry.
 
-Rules match a method and a path regex and fire a number of times: drop the connection halfway
-through a response body, corrupt a byte of it, answer a status of our choosing (5xx, or 429 with
-Retry-After), or replace a manifest with malformed JSON. The Host header passes through, so the
-registry's Location headers point back at the proxy.
+Rules match a method and a path regex and fire a number of times: reset the connection before
+reading a request, drop it halfway through a response body, corrupt a byte of it, answer a status
+of our choosing (5xx, or 429 with Retry-After), or replace a manifest with malformed JSON. The
+Host header passes through, so the registry's Location headers point back at the proxy.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import re
 import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +24,9 @@ CHUNK = 1 << 16
 
 @dataclass
 class Fault:
-    action: str  # "drop" | "corrupt" | "status" | "malformed" | "headers" (add `headers` to the response)
+    # "drop" | "corrupt" | "status" | "malformed" | "headers" (add `headers` to the response)
+    # | "reset" (close the connection at once, without reading the request body)
+    action: str
     path: str  # regex searched in the request path
     method: str = "GET"
     times: int = 1  # how many matching requests it affects; negative: every one
@@ -124,6 +127,12 @@ class FaultProxy:
 
             def _relay(self) -> None:
                 fault = proxy._take(self.command, self.path)
+                if fault and fault.action == "reset":
+                    self._record(0, fault)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return None
                 if fault and fault.action == "status":
                     for _ in self._body_chunks():
                         pass

@@ -162,6 +162,8 @@ class Limiter:
         self._usage: dict[str, Usage] = defaultdict(Usage)
         self._pulls: list[Pull] = []
         self._tokens: dict[str, str | None] = {}
+        self._active = 0
+        self._last_seen = time.monotonic()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.host = ""
@@ -212,6 +214,23 @@ class Limiter:
         limit = self.authenticated_limit if authenticated else self.anonymous_limit
         with self._lock:
             return Quota(identity, authenticated, limit, max(0, limit - self._counter.used(identity)))
+
+    def wait_idle(self, quiet: float = 0.1, timeout: float = 5.0) -> bool:
+        """Wait (real time) until no request has been in flight for `quiet` seconds: a pull-through
+        cache keeps fetching blobs in the background after it answered its client."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                idle = self._active == 0 and time.monotonic() - self._last_seen >= quiet
+            if idle:
+                return True
+            time.sleep(quiet / 4)
+        return False
+
+    def busy(self, delta: int) -> None:
+        with self._lock:
+            self._active += delta
+            self._last_seen = time.monotonic()
 
     def reset(self) -> None:
         """Forget counts and history (tokens stay valid)."""
@@ -317,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
     def limiter(self) -> Limiter:
         return self.server.limiter
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass  # the simulation makes thousands of requests; counters say what happened
 
     def do_GET(self) -> None:
@@ -326,6 +345,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = do_GET
 
     def _handle(self) -> None:
+        self.limiter.busy(+1)
+        try:
+            self._dispatch()
+        finally:
+            self.limiter.busy(-1)
+
+    def _dispatch(self) -> None:
         path = urlsplit(self.path).path
         if path == "/token":
             self._token()
