@@ -352,7 +352,7 @@ class _Parser:
             try:
                 re.compile(regex)
             except re.error as err:
-                raise self.fail(f"{where}.tag_regex", f"invalid regex {regex!r}: {err}") from None
+                raise self.fail(f"{where}.tag_regex", f"invalid regex '{regex}': {err}") from None
         platforms = self.string_list(raw.get("platforms"), f"{where}.platforms")
         for platform in platforms:
             self.platform(platform, f"{where}.platforms")
