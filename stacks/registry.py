@@ -19,6 +19,12 @@ PULL_ACTIONS = [*READ_ACTIONS, "ecr:BatchCheckLayerAvailability", "ecr:GetDownlo
 PUSH_ACTIONS = ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
 # A pull through a cache prefix creates the repository and imports the upstream image on first use.
 CACHE_FILL_ACTIONS = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
+# The copier moves a cached tag to the digest it just warmed (ECR would take up to 24 h): a manifest
+# PUT only, since every blob and child manifest arrived through the cache; no layer uploads.
+CACHE_TAG_ACTIONS = ["ecr:PutImage"]
+# ECR: with tag immutability "Amazon ECR may not be able to update the cached images", and the
+# copier could not move a tag either; so cache repositories are MUTABLE whatever the config says.
+CACHE_TAG_MUTABILITY = "MUTABLE"
 
 
 def _construct_id(name: str) -> str:
@@ -105,7 +111,7 @@ class MirrorRegistry(Construct):
                 encryption_configuration=ecr.CfnRepositoryCreationTemplate.EncryptionConfigurationProperty(
                     encryption_type="AES256"
                 ),
-                image_tag_mutability=settings.tag_mutability,
+                image_tag_mutability=CACHE_TAG_MUTABILITY,
                 lifecycle_policy=lifecycle_policy,
             )
 
@@ -127,12 +133,12 @@ class MirrorRegistry(Construct):
         self._acknowledge_prefixes(grantee)
 
     def grant_mirror(self, grantee: iam.IGrantable) -> None:
-        """Copy images: pull and push mirrored repos; pull (and so fill) the cache prefixes."""
+        """Copy images: pull and push mirrored repos; pull (and so fill) the cache prefixes and move their tags."""
         self._grant_login(grantee)
         if self.repositories:
             self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
         if self.prefixes:
-            self._grant(grantee, PULL_ACTIONS + CACHE_FILL_ACTIONS, self.prefix_arns())
+            self._grant(grantee, PULL_ACTIONS + CACHE_FILL_ACTIONS + CACHE_TAG_ACTIONS, self.prefix_arns())
         self._acknowledge_prefixes(grantee)
 
     def _grant_login(self, grantee: iam.IGrantable) -> None:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from .config import Config, ConfigError, load_config
-from .endpoints import Endpoints, connect
+from .endpoints import Endpoints, connect, parse_cache
 from .observability import logger
 from .plan import Action, Plan, PlanItem, Task, plan
 from .sync import Outcome, Progress, run_tasks
@@ -40,9 +40,11 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--upstream", metavar="REGISTRY=HOST[:PORT]", type=_mapping, action="append", default=[],
                         help="reach a source registry elsewhere, e.g. docker.io=127.0.0.1:5001 (repeatable)")
     common.add_argument("--cache", metavar="PREFIX=HOST[:PORT]", type=_mapping, action="append", default=[],
-                        help="a registry acting as the pull-through cache of a config rule's prefix, serving "
-                             "repositories without the prefix (repeatable); without it, and with --registry, "
-                             "images under a rule are copied directly")
+                        help="a registry acting as the pull-through cache of a config rule's prefix: HOST[:PORT] "
+                             "serves the upstream's paths (distribution's proxy mode), HOST[:PORT]/PREFIX lays "
+                             "repositories out as ECR does, under the prefix, and gets its tags moved by the "
+                             "copier (repeatable); without it, and with --registry, images under a rule are "
+                             "copied directly")
     common.add_argument("--docker-hub-secret", metavar="NAME",
                         help="Secrets Manager secret with Docker Hub username/accessToken (default: anonymous)")
     common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -69,10 +71,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         print(f"error: {error}", file=err)
         return EXIT_USAGE
     prefixes = {rule.prefix for rule in config.pull_through_cache}
-    for prefix, _ in args.cache:
+    for prefix, value in args.cache:
         if prefix not in prefixes:
             print(f"error: --cache {prefix}=...: {args.config} has no pull_through_cache rule with prefix "
                   f"{prefix!r} (have: {', '.join(sorted(prefixes)) or 'none'})", file=err)
+            return EXIT_USAGE
+        try:
+            parse_cache(prefix, value)
+        except ValueError as error:
+            print(f"error: --{error}", file=err)
             return EXIT_USAGE
     with _quiet_logs(err, verbose=args.verbose):
         try:

@@ -11,13 +11,31 @@ from the source's, and the rewrite records where it came from in its annotations
 (the filter). `recorded_source_digest` reads them back with one destination GET (free), so the
 planner can compare it with a source HEAD and skip unchanged filtered images without a source GET.
 Single-platform manifests are copied as they are; a filter does not apply to them.
+
+Pull-through caches (ECR): "When a cached image is pulled through the Amazon ECR private registry
+URI, Amazon ECR checks the remote repository up to once per 24 hours to verify whether the cached
+image is the latest version. This timer is based off the last pull of the cached image." (ECR user
+guide). Pulling `<prefix>/<repo>:<tag>` after the upstream tag moved therefore returns the stale
+cached image for up to 24 hours, and warming by tag changes nothing. `refresh_through_cache` takes
+the digest D the planner saw at the source instead:
+1. warm by digest: GET `<prefix>/<repo>@D` through the cache. A digest it lacks it fetches from the
+   upstream with the rule's credentials (for an index, every manifest the index lists), then the
+   selected child manifests and every blob the cache does not report holding are pulled through as
+   in `warm_through_cache`; a platform filter limits only what we pull, never the index bytes.
+2. read where the cache's tag points (`Cache.tag_digest`: DescribeImages in ECR, never a GET of the
+   tag, which would be the stale image). Already D: done.
+3. else PUT the exact bytes of D (the full upstream index, as ECR caches it) as the tag in the cache
+   repository, digest-exact; the tag moves now instead of within 24 hours. A tag that moved to a
+   third digest since planning (ECR's own refresh, or a newer task) is left alone, so a task that
+   waited in the queue never moves a tag back.
+Without a planned digest (an old message) the cache is warmed by tag, as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from .blobs import Progress, Tally, copy_blob, warm_blob
@@ -32,10 +50,12 @@ from .manifests import (
     rewrite_index,
     select,
 )
+from .observability import logger
 from .reference import DIGEST_RE
 from .registry import RegistryClient, compute_digest
 
-__all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest", "warm_through_cache"]
+__all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest", "refresh_through_cache",
+           "warm_through_cache"]
 
 _MAX_DEPTH = 4  # an index of indexes is legal but rare; deeper nesting is refused
 T = TypeVar("T")
@@ -157,9 +177,19 @@ def warm_through_cache(cache: RegistryClient, repository: str, reference: str, *
     """Pull the selected manifests, and every blob the cache does not report holding, through a
     pull-through cache so it stores them; bytes are verified and discarded.
 
-    `skip_cached=False` reads every blob: for caches whose blob HEAD asks upstream (the CNCF
-    registry in proxy mode answers 200 for blobs it has not stored yet).
+    `reference` a tag: what the cache holds for it, which in ECR may be up to 24 hours stale (see
+    the module docstring); a digest: exactly that image. `skip_cached=False` reads every blob: for
+    caches whose blob HEAD asks upstream (the CNCF registry in proxy mode answers 200 for blobs it
+    has not stored yet).
     """
+    top, tally = _warm(cache, repository, reference, platforms, workers, skip_cached)
+    return CopyResult(
+        source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
+        blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
+
+
+def _warm(cache: RegistryClient, repository: str, reference: str, platforms: Sequence[str], workers: int,
+          skip_cached: bool) -> tuple[Manifest, Tally]:
     body, info = cache.get_manifest(repository, reference)
     top = parse_manifest(body, info.media_type, info.digest)
     children = select(top, platforms) if top.is_index else ()
@@ -172,9 +202,31 @@ def warm_through_cache(cache: RegistryClient, repository: str, reference: str, *
             warm_blob(cache, repository, blob, skip_cached=skip_cached, tally=tally)
 
         _run_all(pool, pull, _unique_blobs(images))
-    return CopyResult(
+    return top, tally
+
+
+def refresh_through_cache(cache: RegistryClient, repository: str, tag: str, digest: str, *,
+                          tag_digest: Callable[[], str | None], planned_tag_digest: str | None = None,
+                          platforms: Sequence[str] = (), workers: int = 4, skip_cached: bool = True) -> CopyResult:
+    """Warm `repository@digest` through the cache, then point the cache's `tag` at it (module docstring).
+
+    `tag_digest` reads where the cache's tag points without a stale pull; `planned_tag_digest` is
+    what it pointed at when planned (None: unknown). `manifests_put` is 1 when the tag was moved.
+    """
+    top, tally = _warm(cache, repository, digest, platforms, workers, skip_cached)
+    result = CopyResult(
         source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
         blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
+    current = tag_digest()
+    if current == top.digest:
+        return result
+    if planned_tag_digest is not None and current not in (planned_tag_digest, None):
+        # Moved by someone else since planning (ECR's own check, or a newer task): not ours to undo.
+        logger.info(f"{repository}:{tag} moved to {current} since planning; left as is",
+                    extra={"planned": planned_tag_digest, "warmed": top.digest})
+        return replace(result, destination_digest=current)
+    cache.put_manifest(repository, tag, top.body, top.media_type)
+    return replace(result, manifests_put=1)
 
 
 def recorded_source_digest(destination: RegistryClient, repository: str, tag: str, *,

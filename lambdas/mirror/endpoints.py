@@ -38,8 +38,9 @@ class Cache:
     ECR keeps the rule's prefix in the repository name (`docker-hub/library/python`) on the
     destination registry itself; a stand-alone proxy (distribution in proxy mode) serves the
     upstream's own paths. `cached_digest` tells what the cache holds without making it fetch from
-    its upstream; None means the cache cannot be asked, so every run warms it (cheap when warm: the
-    cache answers from its store and the upstream sees only tag HEADs).
+    its upstream (ECR: DescribeImages); None means the cache cannot be asked at planning time, so
+    every run warms it (cheap when warm: the cache answers from its store and the upstream sees
+    only tag HEADs).
     """
 
     client: Any
@@ -47,9 +48,30 @@ class Cache:
     cached_digest: CachedDigest | None = None
     # A stand-alone proxy answers blob HEADs from its upstream, so "has it" proves nothing there.
     trusts_blob_heads: bool = True
+    # ECR fetches every manifest an index lists when it fetches the index, whatever we then pull;
+    # distribution's proxy fetches only the manifests asked for.
+    fetches_whole_index: bool = True
 
     def repository(self, prefix: str, source_repository: str) -> str:
         return f"{prefix}/{source_repository}" if self.keeps_prefix else source_repository
+
+    def tag_digest(self, repository: str, tag: str) -> str | None:
+        """The digest the cache's tag points at now. `cached_digest` when it has one; else a HEAD,
+        which a cache may answer after checking its upstream: ask only once the digest you expect
+        is stored, so that check costs no upstream pull."""
+        if self.cached_digest is not None:
+            return self.cached_digest(repository, tag)
+        info = self.client.head_manifest(repository, tag)
+        return str(info.digest) if info is not None else None
+
+
+def parse_cache(prefix: str, value: str) -> tuple[str, bool]:
+    """`HOST[:PORT]` (a proxy serving the upstream's paths) or `HOST[:PORT]/PREFIX` (a registry
+    laid out like ECR, the rule's repositories under PREFIX/) -> (host, keeps_prefix)."""
+    host, _, path = value.partition("/")
+    if path and path.strip("/") != prefix:
+        raise ValueError(f"cache {prefix}={value}: the path after the host must be the prefix {prefix!r}")
+    return host, bool(path)
 
 
 class Endpoints:
@@ -80,7 +102,9 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     """Real clients. `destination` None means the caller's ECR, whose PTC rules are the caches.
 
     `upstreams` overrides where a source registry is reached (`docker.io` -> `127.0.0.1:5001`);
-    `caches` maps a PTC prefix to a stand-alone pull-through cache registry. `max_retry_wait` 0:
+    `caches` maps a PTC prefix to a stand-alone pull-through cache registry (`parse_cache`: the
+    upstream's paths, or `HOST/PREFIX` for ECR's layout, whose tags the copier moves itself, see
+    `copy.refresh_through_cache`). `max_retry_wait` 0:
     a 429 raises at once, whatever its Retry-After, so the caller defers instead of sleeping.
     """
     from . import ecr as ecr_adapter
@@ -111,8 +135,12 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
             sources[registry] = client(host, credentials)
         return sources[registry]
 
-    cache_map = {prefix: Cache(client(host), keeps_prefix=False, trusts_blob_heads=False)
-                 for prefix, host in (caches or {}).items()}
+    cache_map = {}
+    for prefix, value in (caches or {}).items():
+        host, keeps_prefix = parse_cache(prefix, value)
+        # ECR's layout means ECR's behaviour: stored blobs answer HEADs, an index arrives whole.
+        cache_map[prefix] = Cache(client(host), keeps_prefix=keeps_prefix, trusts_blob_heads=keeps_prefix,
+                                  fetches_whole_index=keeps_prefix)
     if destination:
         return Endpoints(client(destination), sources=source, caches=cache_map)
     ecr_client, login = ecr_adapter.registry_client(ecr, pool_size=pool_size, max_retry_wait=max_retry_wait)

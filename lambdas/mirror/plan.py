@@ -1,6 +1,11 @@
 """Copy planning: expand each image into tags, route it, compare digests with HEADs only, and keep
 the manifest GETs the plan will cause within what the upstream's rate limit has left.
 
+Pull-through caches: the planner reads the cache's tag without a pull (ECR: DescribeImages) and
+queues a warm when it differs from the source digest; the copier warms that digest and moves the
+tag (`copy.refresh_through_cache`), so the next run skips. ECR fetches every manifest of a new index,
+so a cache warm costs the whole index whatever the platform filter.
+
 Platform filters: when `platforms` drops entries from an index, the destination gets a smaller
 index whose digest differs from the source's; the engine records the source index digest next to
 it (`recorded_source_digest`), and planning compares against that, so a filtered image is
@@ -277,7 +282,10 @@ class _Planner:
         if up_to_date:
             note = "up to date" if current == info.digest else "up to date (filtered index of the source digest)"
             return Probe(PlanItem(task, Action.SKIP, note), remaining, limit)
-        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children))
+        cache = self.endpoints.cache(task.via) if task.via else None
+        # A cache that fetches a whole index (ECR) spends a GET per listed manifest, filter or not.
+        platforms = () if cache is not None and cache.fetches_whole_index else image.platforms
+        task = replace(task, cost=estimate_cost(info.media_type, platforms, children))
         reason = "warm the cache" if task.via else ("new" if current is None else "changed")
         return Probe(PlanItem(task, Action.COPY, reason), remaining, limit)
 

@@ -1,4 +1,5 @@
-"""Run planned tasks: copy directly into the destination, or warm a pull-through cache.
+"""Run planned tasks: copy directly into the destination, or warm a pull-through cache (by the
+planned digest, then move the cache's tag: `copy.refresh_through_cache` says why).
 
 A 429 is not retried here: the task fails with `Throttled` carrying the server's Retry-After, so
 the SQS message returns to the queue (the copier delays it by that much) or the CLI reports it as
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .endpoints import Endpoints
@@ -51,7 +53,7 @@ class Outcome:
 @tracer.capture_method(capture_response=False)
 def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Progress | None = None) -> Outcome:
     """Copy or warm one image/tag. Raises TooManyRequests (and any other engine error) to the caller."""
-    from .copy import copy_image, warm_through_cache
+    from .copy import copy_image, refresh_through_cache, warm_through_cache
 
     ref = task.ref
     started = time.monotonic()
@@ -59,8 +61,17 @@ def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Pr
         cache = endpoints.cache(task.via)
         if cache is None:
             raise RegistryError(f"no pull-through cache serves prefix {task.via!r}")
-        result = warm_through_cache(cache.client, cache.repository(task.via, ref.repository), task.tag,
-                                    platforms=task.platforms, workers=workers, skip_cached=cache.trusts_blob_heads)
+        repository = cache.repository(task.via, ref.repository)
+        if task.source_digest:
+            # By digest, then move the tag: a pull by tag may get ECR's cached image, up to 24 h stale.
+            result = refresh_through_cache(
+                cache.client, repository, task.tag, task.source_digest,
+                tag_digest=partial(cache.tag_digest, repository, task.tag),
+                planned_tag_digest=task.destination_digest, platforms=task.platforms, workers=workers,
+                skip_cached=cache.trusts_blob_heads)
+        else:
+            result = warm_through_cache(cache.client, repository, task.tag, platforms=task.platforms,
+                                        workers=workers, skip_cached=cache.trusts_blob_heads)
     else:
         result = copy_image(endpoints.source(ref.registry), ref.repository, endpoints.destination, task.repository,
                             task.tag, platforms=task.platforms, mount_from=task.mount_from, workers=workers,

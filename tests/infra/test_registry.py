@@ -117,3 +117,15 @@ def test_each_cache_prefix_gets_a_creation_template(default_app: Synthesized) ->
         [expiry] = lifecycle_rules(lifecycle.as_string())
         assert expiry["selection"]["tagStatus"] == "untagged"
         assert expiry["selection"]["countNumber"] == 7
+
+
+def test_cache_creation_templates_are_mutable_even_when_the_config_asks_for_immutable_tags(
+    variant_app: Synthesized,
+) -> None:
+    # ECR may not update cached images with immutable tags, and the copier moves cached tags itself.
+    assert variant_app.config.repositories.tag_mutability == "IMMUTABLE"
+    for rule in variant_app.config.pull_through_cache:
+        variant_app.template.has_resource_properties(
+            "AWS::ECR::RepositoryCreationTemplate",
+            {"Prefix": rule.prefix, "AppliedFor": ["PULL_THROUGH_CACHE"], "ImageTagMutability": "MUTABLE"},
+        )

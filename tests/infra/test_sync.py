@@ -208,7 +208,7 @@ def test_the_planner_reads_ecr_and_the_spec_and_fills_the_queue(default_app: Syn
 
 def test_the_copier_pushes_mirrored_repos_and_pulls_through_the_cache_prefixes(default_app: Synthesized) -> None:
     app, role = default_app, "Sync/CopierRole"
-    for action in PUSH:
+    for action in PUSH - {"ecr:PutImage"}:
         assert resources_for(app, role, action) == mirror_repos(app)
     for action in PULL:
         assert resources_for(app, role, action) == mirror_repos(app) | cache_repos(app)
@@ -220,6 +220,16 @@ def test_the_copier_pushes_mirrored_repos_and_pulls_through_the_cache_prefixes(d
     assert resources_for(app, role, "secretsmanager:GetSecretValue") == {
         ref(app.logical_id("AWS::SecretsManager::Secret"))
     }
+
+
+def test_the_copier_moves_tags_in_the_cache_prefixes_with_put_image_and_uploads_no_layers_there(
+    default_app: Synthesized,
+) -> None:
+    # ECR refreshes a cached tag up to 24 h late; the copier PUTs the warmed digest as the tag.
+    app, role = default_app, "Sync/CopierRole"
+    assert resources_for(app, role, "ecr:PutImage") == mirror_repos(app) | cache_repos(app)
+    for action in PUSH - {"ecr:PutImage"}:
+        assert not resources_for(app, role, action) & cache_repos(app)
 
 
 def test_each_role_writes_only_its_own_log_group(default_app: Synthesized) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from lambdas.mirror.cli import main
+from lambdas.mirror.registry import RegistryClient
 from tests.support.images import push_image
+from tests.support.ptc import PullThroughCache
 from tests.support.registry import RegistryServer
 
 from .support import write_config
@@ -54,8 +56,6 @@ def test_plan_prints_each_tag_with_digests_action_and_cost_using_heads_only(
 
 
 def hub_digest(hub: RegistryServer, tag: str) -> str:
-    from lambdas.mirror.registry import RegistryClient
-
     info = RegistryClient(hub.host).head_manifest("library/python", tag)
     assert info is not None
     return info.digest
@@ -120,6 +120,40 @@ def test_a_cache_mapping_routes_rule_images_through_that_cache(
     (item,) = json.loads(out)["items"]
     assert (code, item["route"], item["status"]) == (0, "cache:docker-hub", "copied")
     assert [r for r in destination.requests() if r.method == "PUT"] == []  # the cache holds it, not --registry
+
+
+def test_a_cache_laid_out_as_ecr_gets_a_moved_tag_in_one_sync_and_later_syncs_pull_nothing_upstream(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer],
+        ptc_factory: Callable[..., PullThroughCache]) -> None:
+    destination, ptc = registry_factory("destination"), ptc_factory(hub.host)
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim"]})
+    argv = ("sync", "--config", str(cfg), "--registry", destination.host, "--json",
+            "--upstream", f"docker.io={hub.host}", "--cache", f"docker-hub={ptc.host}/docker-hub")
+    assert run(*argv)[0] == 0
+    new = push_image(hub.host, "library/python", "3.13-slim", attestations=True, seed=7)
+    gets = len(hub.manifest_gets())
+
+    code, out, _ = run(*argv)
+
+    (item,) = json.loads(out)["items"]
+    assert (code, item["route"], item["status"], item["manifests_put"]) == (0, "cache:docker-hub", "copied", 1)
+    assert RegistryClient(ptc.storage.host).head_manifest("docker-hub/library/python", "3.13-slim").digest == new
+    assert len(hub.manifest_gets()) - gets == 5  # the new index, 2 platform manifests, 2 attestations
+    # A stand-alone cache cannot be asked without a pull at planning time, so each sync warms it: for free
+    gets = len(hub.manifest_gets())
+    code, out, _ = run(*argv)
+    (item,) = json.loads(out)["items"]
+    assert (code, item["status"], item["manifests_put"]) == (0, "copied", 0)
+    assert len(hub.manifest_gets()) == gets
+
+
+def test_a_cache_path_other_than_its_prefix_is_a_usage_error(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["1"]})
+
+    code, _, err = run("plan", "--config", str(cfg), "--registry", "127.0.0.1:9",
+                       "--cache", "docker-hub=127.0.0.1:9/hub")
+
+    assert code == 2 and "the path after the host must be the prefix 'docker-hub'" in err
 
 
 def test_bad_config_is_one_line_naming_file_entry_and_field_with_exit_2(tmp_path: Path) -> None:

@@ -191,6 +191,19 @@ def test_image_under_a_cache_rule_is_warmed_through_the_cache_when_one_serves_th
     assert destination.calls == [] and proxy.calls == []
 
 
+def test_a_filtered_index_warmed_through_ecr_costs_the_whole_index_which_ecr_fetches() -> None:
+    hub, destination, proxy = FakeRegistry(), FakeRegistry(), FakeRegistry()
+    hub.put("library/python", "3.13-slim", index(6), OCI_INDEX)
+    image = {"source": "python", "tags": ["3.13-slim"], "platforms": ["linux/amd64"]}
+
+    ecr, proxy_mode = Cache(proxy, keeps_prefix=True), Cache(proxy, keeps_prefix=False, fetches_whole_index=False)
+
+    costs = [plan(config(image), endpoints(destination, {"docker.io": hub}, {"docker-hub": cache}),
+                  recorded=no_record).items[0].task.cost for cache in (ecr, proxy_mode)]
+
+    assert costs == [1 + DEFAULT_INDEX_CHILDREN, 1 + 2]
+
+
 def test_cache_that_cannot_be_asked_is_warmed_every_run() -> None:
     hub, destination, proxy = FakeRegistry(), FakeRegistry(), FakeRegistry()
     hub.put("library/python", "3.13-slim", b"py")
