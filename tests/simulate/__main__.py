@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lambdas.mirror.config import load_config
 
-from .fleet import MIRRORED_PLATFORMS, plan_day
+from .fleet import MIRRORED_PLATFORMS, OFFICIAL_PLATFORMS, plan_day
 from .report import chart, markdown_table, table
 from .run import Mode, Result, simulate
 from .world import Limits, seeded
@@ -32,30 +32,47 @@ sliding {window:.0f}-hour window, {anonymous} anonymous / {authenticated} authen
 
 {table}
 
-![cumulative upstream pulls and failed builds over the day](simulation.png)
+![upstream pulls, failed builds, and time until builds got each bumped tag](simulation.png)
 
 - **direct**: builds pull anonymously from Docker Hub, as CodeBuild does out of the box.
 - **logged in**: the seeds' fix, `docker login` first; {account_note}
 - **mirrored**: the engine (`plan` + `run_tasks`, the planner and copier Lambdas' logic) runs on
-  mirror.yaml's schedule (`{schedule}`), warming the Docker Hub pull-through cache with the mirror's
-  account; builds resolve their bases through `codebuild/redirect.py` to ECR. The PTC stand-in is
-  docker-registry in proxy mode, which fetches a manifest from upstream the first time it is asked
-  for it and then serves it from its store (it revalidates a tag with a free HEAD).
+  mirror.yaml's schedule (`{schedule}`) with the mirror's Docker Hub account, against an ECR-like
+  Docker Hub pull-through cache (`tests/support/ptc.py`). Builds resolve their bases through
+  `codebuild/redirect.py` to `<ecr>/docker-hub/<path>` and pull them from that cache. As ECR
+  documents, the cache checks a cached tag upstream at most once per 24 hours and serves what it
+  holds in between, fetches a digest it lacks together with every manifest its index lists, and
+  accepts pushes. The planner reads the cache's tags without pulling them (ECR: DescribeImages; here
+  the stand-in's storage) and HEADs Docker Hub; for a moved tag the copier pulls the new digest
+  through the cache and then puts it as the cache's tag (`copy.refresh_through_cache`).
+- **mirrored, warm by tag only**: the same, but each task's planned digest is dropped, so the copier
+  warms `docker-hub/<path>:<tag>`, as the engine did before that fix. Within the cache's 24 hours
+  that pull returns the image the cache holds, so the scheduled syncs change nothing; the tag moves
+  when the cache's own check comes due on some pull.
 
 How the figures are counted:
 - *Failed with 429*: builds whose manifest GET got 429; a build stops at its first 429 (no retries).
 - *Upstream manifest GETs*: manifest GETs "Docker Hub" answered 200, from every identity, from 00:00
-  to the mirror's 24:00 run. For the mirror, "+N first fill" is its initial warm-up before the day.
-  The manifests the day's bumps made the mirror need are, per bumped tag, the index and, per
-  mirrored platform ({platforms}), the image manifest and its attestation manifest: {expected} here,
-  against {gets} GETs spent; every other check the mirror made was a HEAD.
+  to the mirror's 24:00 run. For the mirror, "+N first fill" is its initial warm-up before the day,
+  at 23:00 the day before, in {fill_runs} planner runs (the planner budgets an index it has not seen
+  at 17 manifest GETs, so the budget deferred part of the first fill to a second run). For a bumped
+  tag the cache fetches the new index and every manifest it lists, as ECR does, whatever platforms
+  the mirror keeps ({platforms}): for an official image, {official} platforms and their
+  {official} attestation manifests, {official_gets} GETs. That is {expected} manifests for the day's bumps, against
+  {gets} GETs spent (warm by tag only: {gets_by_tag}); every other check by the mirror or the cache was a HEAD.
 - *Upstream bytes*: bytes of manifests and blobs "Docker Hub" served during the day. The stand-in
-  fetches each new blob twice (once to store it, once to stream it to its client), so the mirrored
-  figure is about twice what one fetch per blob would take.
-- *Staleness*: from a bump to the mirror serving the new tag (its first upstream GET of the new
-  index, whether a sync or a build's pull through the cache caused it), and to it holding every
-  mirrored platform; the latter is bounded by the schedule. ECR's own pull-through cache may
-  revalidate tags less often than the stand-in, so in AWS the scheduled sync bounds both.
+  fetches, once, every blob of every manifest it fetches (all platforms); ECR fetches layers as
+  they are pulled, so the mirrored figures are above what ECR would fetch.
+- *Bumped tag reaches builds after*: per upstream tag bump, the time until the cache's tag named
+  the new digest (from then on every build pulling the tag got the new image; median and max over
+  the day's {bumps} bumps), and how many builds resolved a bumped tag after its bump and still got
+  the old image. Mirrored, a tag moves at the first scheduled sync after its bump (or earlier, if a
+  build's pull happens to be the cache's due check), so staleness is bounded by the schedule.
+  Warm by tag only, it moves at the cache's next check: the stand-in checks a tag when it is
+  pulled at least 24 hours after its previous check (its reading of ECR's "up to once per 24
+  hours ... based off the last pull"). Here every tag was last checked at the first fill, 23:00 the
+  day before, so all came due at 23:00 (a build's pull, or the 24:00 sync); a tag that moves just
+  after the cache checked it stays stale for up to 24 hours.
 - Assumptions: builds start at random times weighted to working hours; a build pulls each distinct
   base once (index, then its platform's manifest, config and layers), as a fresh CodeBuild host with
   no layer cache does; the day starts with an empty Docker Hub window for every identity.
@@ -81,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulating {len(day.builds)} builds, {len(day.bumps)} upstream tag bumps, mirror schedule {schedule}",
           flush=True)
     with seeded(day) as template:
-        for mode in (Mode.DIRECT, Mode.LOGGED_IN, Mode.MIRRORED):
+        for mode in (Mode.DIRECT, Mode.LOGGED_IN, Mode.MIRRORED, Mode.MIRRORED_BY_TAG):
             result = simulate(day, mode, template=template, limits=limits, accounts=options.accounts,
                               schedule=schedule, progress=lambda line: print(f"  {line}", flush=True))
             print(f"  {mode}: done in {result.wall_seconds:.0f} s", flush=True)
@@ -95,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(options.out)
     png = chart(results, out / "simulation.png", accounts=options.accounts, bumps=[b.time for b in day.bumps],
                 limits=(limits.anonymous, limits.authenticated))
-    mirrored = results[-1]
+    by_mode = {r.mode: r for r in results}
+    mirrored, by_tag = by_mode[Mode.MIRRORED], by_mode[Mode.MIRRORED_BY_TAG]
     accounts_note = ("one account shared by every team (as the seeds store one DOCKER_HUB_ID in SSM), so "
                      f"all builds count against its {limits.authenticated} pulls per window."
                      if options.accounts == 1 else
@@ -108,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         bumps=len(day.bumps), window=limits.window / 3600, anonymous=limits.anonymous,
         authenticated=limits.authenticated, table=markdown_table(results, options.accounts),
         account_note=accounts_note, schedule=schedule, platforms=", ".join(MIRRORED_PLATFORMS),
-        expected=mirrored.expected_gets, gets=mirrored.upstream_gets,
+        expected=mirrored.expected_gets, gets=mirrored.upstream_gets, gets_by_tag=by_tag.upstream_gets,
+        official=len(OFFICIAL_PLATFORMS), official_gets=1 + 2 * len(OFFICIAL_PLATFORMS),
+        fill_runs=sum(when < 0 for when, _ in mirrored.syncs),
     ))
     print(f"\nchart: {png}\ntable: {out / 'simulation.md'}\n{wall:.0f} s")
-    failed = any(r.failed_other for r in results) or mirrored.failed_429 or any(
-        s.complete_after is None for s in mirrored.staleness)
+    failed = any(r.failed_other or r.errors for r in results) or mirrored.failed_429 or any(
+        s.served_after is None for s in mirrored.staleness)
     return 1 if failed else 0
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .run import Mode, Result
 
-COLUMNS = ("Mode", "Builds", "Failed with 429", "Upstream manifest GETs", "Upstream bytes", "Staleness after a bump")
+COLUMNS = ("Mode", "Builds", "Failed with 429", "Upstream manifest GETs", "Upstream bytes",
+           "Bumped tag reaches builds after")
 
 
 def size(count: int) -> str:
@@ -29,27 +30,30 @@ def label(result: Result, accounts: int) -> str:
         return "direct (anonymous, one shared IP)"
     if result.mode is Mode.LOGGED_IN:
         return f"logged in ({accounts} Docker Hub account{'s' if accounts > 1 else ''})"
-    return "mirrored (ECR mirror + PTC)"
+    if result.mode is Mode.MIRRORED:
+        return "mirrored (this project: warm by digest, move the tag)"
+    return "mirrored, warm by tag only (without the retag fix)"
 
 
 def staleness(result: Result) -> str:
-    if result.mode is not Mode.MIRRORED or not result.staleness:
+    if not result.mode.mirrored:
+        return "at once (pulled upstream)"
+    if not result.staleness:
         return "n/a"
     served = [s.served_after for s in result.staleness]
-    complete = [s.complete_after for s in result.staleness]
-    if any(c is None for c in complete):
-        return f"{sum(c is None for c in complete)} bump(s) not mirrored by the end"
+    stale = sum(s.stale_builds for s in result.staleness)
+    if any(s is None for s in served):
+        return f"{sum(s is None for s in served)} of {len(served)} bumps never; {stale} builds got the old image"
     known = [s for s in served if s is not None]
-    return (f"serves new tag: median {hours(statistics.median(known))}; all platforms: median "
-            f"{hours(statistics.median(c for c in complete if c is not None))}, max "
-            f"{hours(max(c for c in complete if c is not None))}")
+    return (f"median {hours(statistics.median(known))}, max {hours(max(known))}; "
+            f"{stale} builds got the old image")
 
 
 def rows(results: Sequence[Result], accounts: int) -> list[tuple[str, ...]]:
     out = []
     for r in results:
         gets = str(r.upstream_gets)
-        if r.mode is Mode.MIRRORED:
+        if r.mode.mirrored:
             gets += f" (+{r.prefill_gets} first fill)"
         failed = f"{r.failed_429} ({100 * r.failed_429 / max(r.builds, 1):.0f}%)"
         if r.failed_other:
@@ -76,29 +80,49 @@ def markdown_table(results: Sequence[Result], accounts: int) -> str:
 
 def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequence[float],
           limits: tuple[int, int]) -> Path:
-    """Cumulative upstream pulls (top) and failed builds (bottom) over the simulated day, per mode."""
+    """Cumulative upstream pulls and failed builds over the simulated day, per mode; below, for the
+    mirrored modes, each bumped tag's time from the bump until builds got the new image."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {Mode.DIRECT: "#d62728", Mode.LOGGED_IN: "#ff7f0e", Mode.MIRRORED: "#2ca02c"}
-    figure, (pulls, failures) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, constrained_layout=True)
+    colors = {Mode.DIRECT: "#d62728", Mode.LOGGED_IN: "#ff7f0e", Mode.MIRRORED: "#2ca02c",
+              Mode.MIRRORED_BY_TAG: "#1f77b4"}
+    styles = {Mode.MIRRORED_BY_TAG: "--"}
+    figure, (pulls, failures, stale) = plt.subplots(3, 1, figsize=(9, 8.5), sharex=True, constrained_layout=True,
+                                                    gridspec_kw={"height_ratios": (3, 2, 2)})
     for result in results:
         t = [0.0] + [when / 3600 for when, _, _ in result.timeline]
         name = label(result, accounts)
-        pulls.step(t, [0] + [g for _, g, _ in result.timeline], where="post", color=colors[result.mode], label=name)
-        failures.step(t, [0] + [f for _, _, f in result.timeline], where="post", color=colors[result.mode],
-                      label=name)
-    for axis in (pulls, failures):
+        style = {"color": colors[result.mode], "linestyle": styles.get(result.mode, "-"), "label": name}
+        pulls.step(t, [0] + [g for _, g, _ in result.timeline], where="post", **style)
+        failures.step(t, [0] + [f for _, _, f in result.timeline], where="post", **style)
+    mirrored = [r for r in results if r.mode.mirrored and r.staleness]
+    for offset, result in enumerate(mirrored):
+        for row, bump in enumerate(result.staleness):
+            end = (bump.served_after if bump.served_after is not None else 24 * 3600 - bump.bumped_at) / 3600
+            stale.barh(row - 0.2 + 0.4 * offset, end, left=bump.bumped_at / 3600, height=0.35,
+                       color=colors[result.mode], hatch="//" if result.mode in styles else None,
+                       label=label(result, accounts) if row == 0 else None)
+    if mirrored:
+        names = [s.image for s in mirrored[0].staleness]
+        stale.set_yticks(range(len(names)), names, fontsize=8)
+        stale.invert_yaxis()
+        for when, _ in mirrored[0].syncs:
+            if when >= 0:
+                stale.axvline(when / 3600, color="#2ca02c", linestyle="--", linewidth=0.8)
+        stale.legend(loc="lower left", fontsize=8)
+    for axis in (pulls, failures, stale):
         for when in bumps:
             axis.axvline(when / 3600, color="grey", linestyle=":", linewidth=0.8)
         axis.grid(alpha=0.3)
     pulls.set_ylabel("upstream manifest GETs\n(Docker Hub pulls, cumulative)")
     failures.set_ylabel("builds failed with 429\n(cumulative)")
-    failures.set_xlabel("simulated hour of the day (dotted: upstream tag bumps)")
-    failures.set_xlim(0, 24)
-    failures.set_xticks(range(0, 25, 3))
+    stale.set_ylabel("bump until builds\nget the new image")
+    stale.set_xlabel("simulated hour of the day (dotted: upstream tag bumps; dashed green: scheduled syncs)")
+    stale.set_xlim(0, 24)
+    stale.set_xticks(range(0, 25, 3))
     pulls.set_title(f"{results[0].builds} builds from one IP; limits {limits[0]} anonymous, "
                     f"{limits[1]} authenticated pulls per 6 h", fontsize=11)
     pulls.legend(loc="upper left", fontsize=9)

@@ -9,6 +9,12 @@ the Dockerfile (redirect.find_images: FROM, COPY --from=<image>, ARGs substitute
 by tag, then, for an index, a GET of the build platform's manifest, then GETs of its config and
 layers (a fresh CodeBuild host has no layer cache). The first 429 fails the build; nothing is
 retried, as `docker build` does not retry. Clients are the engine's RegistryClient.
+
+Mirrored, the builds pull `<ecr>/docker-hub/<path>` from the ECR-like pull-through cache
+(world.py), which checks a tag upstream at most once per 24 hours; the scheduled sync warms the
+bumped digest and moves the cache's tag (`copy.refresh_through_cache`). `Mode.MIRRORED_BY_TAG`
+runs the same engine with the tasks' source digests dropped, so the copier warms by tag, as it did
+before that fix, to show what ECR's 24 hours do then.
 """
 
 from __future__ import annotations
@@ -19,13 +25,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 from codebuild.redirect import MirrorMap, find_images, normalize, parse_dockerfile
 from codebuild.redirect import plan as redirect_plan
-from lambdas.mirror.endpoints import connect
+from lambdas.mirror.endpoints import Endpoints, connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches
 from lambdas.mirror.plan import plan as plan_sync
@@ -34,7 +40,7 @@ from lambdas.mirror.settings import SERVICE_NAME
 from lambdas.mirror.sync import run_tasks
 from tests.support.limiter import ManualClock
 
-from .fleet import Build, Day
+from .fleet import Build, Bump, Day
 from .world import MIRROR_USER, PTC_PREFIX, Limits, World, mirror_config, mirror_map, seeded
 
 _RATE = re.compile(r"rate\((\d+) (minute|hour|day)s?\)")
@@ -45,6 +51,11 @@ class Mode(StrEnum):
     DIRECT = "direct"
     LOGGED_IN = "logged in"
     MIRRORED = "mirrored"
+    MIRRORED_BY_TAG = "mirrored, warm by tag"  # without the retag fix: ECR's 24 h decide
+
+    @property
+    def mirrored(self) -> bool:
+        return self in (Mode.MIRRORED, Mode.MIRRORED_BY_TAG)
 
 
 @dataclass(frozen=True)
@@ -60,12 +71,14 @@ class Base:
 
 @dataclass(frozen=True)
 class Staleness:
-    """One upstream tag bump, seen from the mirror; None: not by the end of the simulation."""
+    """One upstream tag bump, seen by the builds."""
 
     image: str
     bumped_at: float
-    served_after: float | None  # until the mirror fetched the new top manifest (and serves the new tag)
-    complete_after: float | None  # until it held every manifest it mirrors for the new tag
+    old: str  # the tag's digest before the bump
+    new: str  # and after
+    served_after: float | None  # until the cache's tag named `new` (every later pull gets it); None: never
+    stale_builds: int  # builds after the bump that still got `old`
 
 
 @dataclass
@@ -79,8 +92,9 @@ class Result:
     throttled: int = 0  # 429 responses
     prefill_gets: int = 0  # mirrored: the mirror's first fill, before the day starts
     prefill_bytes: int = 0
-    expected_gets: int | None = None  # mirrored: manifests the bumps made the mirror need
+    expected_gets: int | None = None  # mirrored: manifests the cache fetches for the bumped tags
     staleness: list[Staleness] = field(default_factory=list)
+    resolved: list[tuple[float, str, str]] = field(default_factory=list)  # mirrored: (t, repo:tag, digest) per base
     mirror_fetches: Counter[str] = field(default_factory=Counter)  # digest -> the mirror's GETs of it in the day
     syncs: list[tuple[float, Counter[str]]] = field(default_factory=list)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, cumulative GETs, failed builds)
@@ -95,10 +109,12 @@ def schedule_period(expression: str) -> float:
     return int(match[1]) * _UNIT[match[2]]
 
 
-def pull(client: RegistryClient, repository: str, reference: str, platform: str) -> None:
-    """Resolve and download one base image as a Docker client would; raises what the registry says."""
+def pull(client: RegistryClient, repository: str, reference: str, platform: str) -> str:
+    """Resolve and download one base image as a Docker client would; raises what the registry says.
+    Returns the digest the reference resolved to."""
     body, info = client.get_manifest(repository, reference)
     manifest = parse_manifest(body, info.media_type, info.digest)
+    resolved = info.digest
     if manifest.is_index:
         child = next((c for c in manifest.children if not c.is_attestation and platform_matches(c.platform, platform)),
                      None)
@@ -108,6 +124,7 @@ def pull(client: RegistryClient, repository: str, reference: str, platform: str)
         manifest = parse_manifest(body, info.media_type, info.digest)
     for blob in manifest.blobs:
         client.open_blob(repository, blob.digest, blob.size).read_all()
+    return resolved
 
 
 def base_images(build: Build) -> list[str]:
@@ -124,10 +141,11 @@ class Fleet:
         self.mode = mode
         self.accounts = list(accounts)
         self.map: MirrorMap | None = None  # mirrored mode: what the build's redirect step is given
+        self.resolved: list[tuple[float, str, str]] = []  # (t, repository:reference, digest) of each base
 
     def route(self, build: Build) -> list[Base]:
         hub = self.world.hub.limiter.host
-        if self.mode is Mode.MIRRORED:
+        if self.mode.mirrored:
             return self._mirrored(build)
         credentials: tuple[str | None, str | None] = (None, None)
         if self.mode is Mode.LOGGED_IN:
@@ -140,8 +158,7 @@ class Fleet:
         return out
 
     def _mirrored(self, build: Build) -> list[Base]:
-        mirror = self.world.mirror
-        assert mirror is not None and self.map is not None
+        assert self.map is not None
         redirects, _ = redirect_plan(build.dockerfile, self.map, {})
         out = []
         for redirect in redirects:
@@ -149,13 +166,8 @@ class Fleet:
                 ref = normalize(redirect.written)
                 out.append(Base(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest"))
                 continue
-            ref = normalize(redirect.target)
-            repository = ref.repository
-            host = ref.registry
-            # ECR keeps the PTC prefix in the repository name; the stand-in serves Docker Hub's paths.
-            if repository.startswith(PTC_PREFIX + "/"):
-                host, repository = mirror.cache.host, repository.removeprefix(PTC_PREFIX + "/")
-            out.append(Base(host, repository, ref.digest or ref.tag or "latest"))
+            ref = normalize(redirect.target)  # <ecr>/docker-hub/library/python:3.12-slim, pulled as written
+            out.append(Base(ref.registry, ref.repository, ref.digest or ref.tag or "latest"))
         return out
 
     def build(self, build: Build) -> str | None:
@@ -167,7 +179,8 @@ class Fleet:
                 if key not in clients:  # a fresh CodeBuild container: new client, new tokens
                     clients[key] = RegistryClient(base.host, username=base.username, password=base.password,
                                                   pool_size=2, max_retry_wait=0)
-                pull(clients[key], base.repository, base.reference, build.platform)
+                digest = pull(clients[key], base.repository, base.reference, build.platform)
+                self.resolved.append((self.world.clock(), f"{base.repository}:{base.reference}", digest))
         except TooManyRequests:
             return "429"
         except RegistryError as err:
@@ -220,26 +233,28 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
     team_accounts = [(f"team{n + 1}" if accounts > 1 else "ci", f"dckr_pat_team{n + 1}") for n in range(accounts)]
     users = dict(team_accounts) if mode is Mode.LOGGED_IN else {}
     result = Result(mode)
-    with World(clock, template, limits=limits, users=users, mirror=mode is Mode.MIRRORED) as world:
+    with World(clock, template, limits=limits, users=users, mirror=mode.mirrored) as world:
         fleet = Fleet(world, mode, team_accounts)
         sync = None
-        if mode is Mode.MIRRORED:
-            sync = _Sync(world, day, schedule)
+        if mode.mirrored:
+            sync = _Sync(world, day, schedule, by_tag=mode is Mode.MIRRORED_BY_TAG)
             fleet.map = sync.map
-            sync.run(clock, result)  # the mirror was running before this day: its first fill
+            sync.first_fill(clock, result)
             world.hub.limiter.wait_idle()
             usage = world.hub.limiter.usage()
             result.prefill_gets = sum(u.manifest_gets for u in usage.values())
             result.prefill_bytes = sum(u.bytes_served for u in usage.values())
         events = _events(day, mode, schedule)
-        bumped: list[tuple[float, str, str, set[str]]] = []
+        bumped: list[tuple[Bump, str, str, set[str]]] = []  # (bump, old digest, new digest, manifests fetched)
+        served: dict[int, float] = {}  # bump index -> when the cache's tag first named the new digest
         for when, kind, item in events:
             clock.set(when)
             if kind == "bump":
+                old, _ = world.hub.manifests_of(item.image)
                 world.hub.bump(item)
-                if mode is Mode.MIRRORED:
-                    top, needed = world.hub.manifests_to_mirror(item.image)
-                    bumped.append((when, item.image.name, top, needed))
+                if mode.mirrored:
+                    new, fetched = world.hub.manifests_of(item.image)
+                    bumped.append((item, old, new, fetched))
             elif kind == "sync":
                 assert sync is not None
                 sync.run(clock, result)
@@ -251,6 +266,10 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
                 elif outcome is not None:
                     result.failed_other += 1
                     result.errors.append(f"build {item.number} ({item.service}): {outcome}")
+            if world.mirror is not None:
+                for index, (bump, _, new, _) in enumerate(bumped):
+                    if index not in served and _cached_tag(world, bump) == new:
+                        served[index] = when
             usage = world.hub.limiter.usage()
             gets = sum(u.manifest_gets for u in usage.values()) - result.prefill_gets
             result.timeline.append((when, gets, result.failed_429 + result.failed_other))
@@ -261,16 +280,22 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
         result.upstream_gets = sum(u.manifest_gets for u in usage.values()) - result.prefill_gets
         result.upstream_bytes = sum(u.bytes_served for u in usage.values()) - result.prefill_bytes
         result.throttled = sum(u.throttled for u in usage.values())
-        if mode is Mode.MIRRORED:
-            _staleness(world, bumped, result)
+        result.resolved = fleet.resolved
+        if mode.mirrored:
+            _staleness(world, bumped, served, result)
     return result
+
+
+def _cached_tag(world: World, bump: Bump) -> str | None:
+    assert world.mirror is not None
+    return world.mirror.described_digest(f"{PTC_PREFIX}/{bump.image.repository}", bump.image.tag)
 
 
 def _events(day: Day, mode: Mode, schedule: str) -> list[tuple[float, str, object]]:
     """Bumps, then syncs, then builds, at equal times; in time order. Syncs run from midnight to
     midnight inclusive: the next day's first run shows how stale the day's last bump got."""
     events: list[tuple[float, int, str, object]] = [(b.time, 0, "bump", b) for b in day.bumps]
-    if mode is Mode.MIRRORED:
+    if mode.mirrored:
         period = schedule_period(schedule)
         events += [(n * period, 1, "sync", None) for n in range(int(day.length // period) + 1)]
     events += [(b.time, 2, "build", b) for b in day.builds]
@@ -279,43 +304,64 @@ def _events(day: Day, mode: Mode, schedule: str) -> list[tuple[float, str, objec
 
 
 class _Sync:
-    """The scheduled planner and copier, in process: the engine's plan() and run_tasks()."""
+    """The scheduled planner and copier, in process: the engine's plan() and run_tasks().
 
-    def __init__(self, world: World, day: Day, schedule: str) -> None:
+    The cache is given in ECR's layout (`HOST/docker-hub`), and its tags are read as the Lambdas
+    read ECR's, with DescribeImages (here: the stand-in's storage), never by pulling them.
+    `by_tag`: drop each task's source digest, so the copier warms by tag (before the retag fix).
+    """
+
+    FIRST_FILL_RUNS = 3
+
+    def __init__(self, world: World, day: Day, schedule: str, *, by_tag: bool = False) -> None:
         mirror = world.mirror
         assert mirror is not None
+        self.by_tag = by_tag
         self.config = mirror_config(list(day.images), schedule)
-        self.map = mirror_map(self.config, mirror.ecr.host)
-        self.endpoints = connect(mirror.ecr.host, upstreams={"docker.io": world.hub.limiter.host},
-                                 caches={PTC_PREFIX: mirror.cache.host}, docker_hub_secret="simulation",
-                                 secrets=_Secrets(MIRROR_USER, mirror.password))
+        self.map = mirror_map(self.config, mirror.cache.host)
+        engine = connect(mirror.cache.host, upstreams={"docker.io": world.hub.limiter.host},
+                         caches={PTC_PREFIX: f"{mirror.cache.host}/{PTC_PREFIX}"}, docker_hub_secret="simulation",
+                         secrets=_Secrets(MIRROR_USER, mirror.password))
+        cache = engine.cache(PTC_PREFIX)
+        assert cache is not None and cache.keeps_prefix
+        self.endpoints = Endpoints(engine.destination, sources=engine.source,
+                                   caches={PTC_PREFIX: replace(cache, cached_digest=mirror.described_digest)})
 
-    def run(self, clock: ManualClock, result: Result) -> None:
+    def first_fill(self, clock: ManualClock, result: Result) -> None:
+        """The mirror was running before this day: runs until nothing is deferred. The planner
+        assumes an index it has not seen lists 16 manifests, so the budget defers part of a first
+        fill to the next run."""
+        for _ in range(self.FIRST_FILL_RUNS):
+            if not self.run(clock, result)["deferred"]:
+                return
+        result.errors.append(f"first fill still deferred work after {self.FIRST_FILL_RUNS} runs")
+
+    def run(self, clock: ManualClock, result: Result) -> Counter[str]:
         plan = plan_sync(self.config, self.endpoints)
-        outcomes = run_tasks(plan.tasks(), self.endpoints)
+        tasks = plan.tasks()
+        if self.by_tag:
+            tasks = [replace(task, source_digest=None) for task in tasks]
+        outcomes = run_tasks(tasks, self.endpoints)
         counts = Counter(str(item.action) for item in plan.items)
         counts.update(f"task {o.status}" for o in outcomes)
         for outcome in outcomes:
             if outcome.status != "copied":
                 result.errors.append(f"sync at {clock():.0f}s: {outcome.task.ref}: {outcome.status} {outcome.error}")
         result.syncs.append((clock(), counts))
+        return counts
 
 
-def _staleness(world: World, bumped: list[tuple[float, str, str, set[str]]], result: Result) -> None:
-    """Per bump: when the mirror account first fetched the new tag's top manifest (from then on the
-    mirror serves the new image), and when it held every manifest the mirror keeps for it."""
-    fetched: dict[str, float] = {}
+def _staleness(world: World, bumped: list[tuple[Bump, str, str, set[str]]], served: dict[int, float],
+               result: Result) -> None:
+    """Per bump: how long until the cache's tag named the new digest, and how many builds after the
+    bump still resolved the old one. Also counts the mirror account's GETs of each digest."""
     for pull_ in world.hub.limiter.pulls():
-        if pull_.identity == MIRROR_USER and pull_.status == 200 and pull_.digest:
-            fetched.setdefault(pull_.digest, pull_.time)
-            if pull_.time >= 0:
-                result.mirror_fetches[pull_.digest] += 1
-    expected = 0
-    for when, name, top, digests in bumped:
-        expected += len(digests)
-        times = [fetched.get(d) for d in digests]
-        complete = None if any(t is None or t < when for t in times) else max(t for t in times if t is not None)
-        served = fetched.get(top)
-        result.staleness.append(Staleness(name, when, None if served is None else served - when,
-                                          None if complete is None else complete - when))
-    result.expected_gets = expected
+        if pull_.identity == MIRROR_USER and pull_.status == 200 and pull_.digest and pull_.time >= 0:
+            result.mirror_fetches[pull_.digest] += 1
+    result.expected_gets = sum(len(fetched) for _, _, _, fetched in bumped)
+    for index, (bump, old, new, _) in enumerate(bumped):
+        key = f"{PTC_PREFIX}/{bump.image.repository}:{bump.image.tag}"
+        stale = sum(1 for t, name, digest in result.resolved if name == key and t >= bump.time and digest == old)
+        moved = served.get(index)
+        result.staleness.append(Staleness(bump.image.name, bump.time, old, new,
+                                          None if moved is None else moved - bump.time, stale))

@@ -1,9 +1,12 @@
 """The loopback servers one simulated mode runs against, started and stopped together.
 
 - "Docker Hub": a docker-registry holding the fleet's images, behind the rate limiter.
-- "ECR": a docker-registry that is the engine's destination, and a docker-registry in proxy mode
-  that stands in for ECR's Docker Hub pull-through cache (it pulls from the limiter with the
-  mirror's Docker Hub account, as the PTC rule does with its Secrets Manager credentials).
+- "ECR": tests/support/ptc.py, which behaves as ECR's Docker Hub pull-through cache does: its
+  repositories keep the rule's prefix (`docker-hub/library/python`), it checks a cached tag upstream
+  at most once per `PTC_REFRESH` seconds, fetches a digest it lacks (an index with every manifest it
+  lists) and accepts the mirror's tag moves. It pulls from the limiter with the mirror's Docker Hub
+  account, as the PTC rule does with its Secrets Manager credentials. The simulated mirror.yaml
+  routes every image through that rule, so it is the only "ECR" repository host needed.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ import yaml
 
 from codebuild.redirect import MirrorMap
 from lambdas.mirror.config import Config, parse_config
+from lambdas.mirror.registry import RegistryClient
 from tests.support.images import push_image
 from tests.support.limiter import ANONYMOUS_LIMIT, AUTHENTICATED_LIMIT, WINDOW_SECONDS, Limiter, ManualClock
+from tests.support.ptc import PullThroughCache
 from tests.support.registry import RegistryServer
 
 from .fleet import MIRRORED_PLATFORMS, Bump, Day, Image
 
 MIRROR_USER = "ecr-mirror"
 PTC_PREFIX = "docker-hub"
+PTC_REFRESH = 24 * 3600.0  # ECR: "checks the remote repository up to once per 24 hours"
 _ACCEPT = ", ".join((
     "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"))
@@ -83,23 +89,18 @@ class Hub:
         if staged.status != 200 or moved.status != 201:
             raise RuntimeError(f"bump of {bump.image.name}: HTTP {staged.status}, {moved.status}")
 
-    def manifests_to_mirror(self, image: Image,
-                            platforms: tuple[str, ...] = MIRRORED_PLATFORMS) -> tuple[str, set[str]]:
-        """Digests of what the mirror must hold for the tag as it is now: the top manifest and, for
-        an index, each mirrored platform's manifest and the attestation manifest describing it.
-        Read from the registry behind the limiter, so it costs no pull. Returns (top digest, all)."""
+    def manifests_of(self, image: Image) -> tuple[str, set[str]]:
+        """What the cache fetches for the tag as it is now: its top manifest and, for an index,
+        every manifest the index lists (ECR fetches them all with the index, whatever platforms the
+        mirror keeps). Read from the registry behind the limiter, so it costs no pull.
+        Returns (top digest, all)."""
         http = urllib3.PoolManager(retries=False)
         url = f"{self.registry.url}/v2/{image.repository}/manifests/{image.tag}"
         response = http.request("GET", url, headers={"Accept": _ACCEPT})
         digest = response.headers["Docker-Content-Digest"]
         if not image.multi_platform:
             return digest, {digest}
-        entries = response.json()["manifests"]
-        kept = {e["digest"] for e in entries
-                if f"{e['platform']['os']}/{e['platform']['architecture']}" in platforms}
-        attestations = {e["digest"] for e in entries
-                        if (e.get("annotations") or {}).get("vnd.docker.reference.digest") in kept}
-        return digest, {digest, *kept, *attestations}
+        return digest, {digest, *(e["digest"] for e in response.json()["manifests"])}
 
 
 def mirror_config(images: list[Image], schedule: str) -> Config:
@@ -135,9 +136,17 @@ def mirror_map(config: Config, registry: str) -> MirrorMap:
 
 @dataclass
 class Mirror:
-    ecr: RegistryServer
-    cache: RegistryServer  # the PTC stand-in: serves Docker Hub paths without the prefix
+    cache: PullThroughCache  # "ECR", with the Docker Hub rule's repositories under docker-hub/
     password: str
+
+    def __post_init__(self) -> None:
+        self._storage = RegistryClient(self.cache.storage.host)
+
+    def described_digest(self, repository: str, tag: str) -> str | None:
+        """The digest the cache's tag names, as ECR's DescribeImages reports it: read from the
+        stand-in's storage, so it never makes the cache check its upstream."""
+        info = self._storage.head_manifest(repository, tag)
+        return info.digest if info is not None else None
 
 
 class World:
@@ -168,10 +177,9 @@ class World:
             self._stack.enter_context(limiter)
             self.hub = Hub(registry, limiter)
             if self.with_mirror:
-                ecr = self._stack.enter_context(RegistryServer(root, name="ecr"))
-                proxy = {"remoteurl": limiter.url, "username": MIRROR_USER, "password": mirror_password}
-                cache = self._stack.enter_context(RegistryServer(root, name="ptc", proxy=proxy))
-                self.mirror = Mirror(ecr, cache, mirror_password)
+                cache = PullThroughCache(root, limiter.host, prefix=PTC_PREFIX, refresh_interval=PTC_REFRESH,
+                                         clock=self.clock, username=MIRROR_USER, password=mirror_password)
+                self.mirror = Mirror(self._stack.enter_context(cache), mirror_password)
         except BaseException:
             self._stack.close()
             raise

@@ -1,28 +1,33 @@
-"""A small simulated day (tens of builds, seconds): the mirror removes the 429s, and spends exactly
-one upstream manifest GET per manifest the day's upstream tag bumps made it need.
+"""A small simulated day (tens of builds, seconds): the mirror removes the 429s, spends exactly
+one upstream manifest GET per manifest the day's upstream tag bumps made the cache fetch, and
+builds get a bumped tag's new image from the first scheduled sync after the bump.
 
-How that is counted: a bumped multi-platform tag needs its new index, and for each mirrored
-platform (linux/amd64, linux/arm64) its image manifest plus, when the index has one, the attestation
-manifest describing it; a bumped single-manifest tag needs that manifest. Each must be fetched from
-"Docker Hub" (a GET the limiter answered 200 to the mirror's account) exactly once during the day,
-and nothing else may be: every other check of the engine and the pull-through cache is a HEAD.
+How the GETs are counted: the cache behaves as ECR's pull-through cache (tests/support/ptc.py), which
+fetches an index with every manifest it lists. So a bumped multi-platform tag costs its new index
+plus, for every platform the index lists (not only the mirrored linux/amd64 and linux/arm64), the
+image manifest and, when the index has one, the attestation manifest describing it; a bumped
+single-manifest tag costs that manifest. Each must be fetched from "Docker Hub" (a GET the limiter
+answered 200 to the mirror's account) exactly once during the day, and nothing else may be: every
+other check of the engine and the cache is a HEAD.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.simulate.fleet import MIRRORED_PLATFORMS, Day, plan_day
-from tests.simulate.run import Mode, simulate
+from tests.simulate.fleet import Day, plan_day
+from tests.simulate.run import Mode, Result, simulate
 from tests.simulate.world import Limits, seeded
 
 # An anonymous limit forty builds cross, as five hundred cross Docker Hub's 100; the mirror's
-# account keeps Docker Hub's 200, which its first fill (31 pulls) fits with the reserve it leaves.
+# account keeps Docker Hub's 200, which its first fill (51 pulls) fits with the reserve it leaves.
 LIMITS = Limits(anonymous=20)
 SERVICES = ("orders-api", "storefront", "search-svc", "deploy-tools")
+SYNC_PERIOD = 6 * 3600  # the default schedule, rate(6 hours)
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +45,37 @@ def needed_manifests(day: Day) -> int:
     total = 0
     for bump in day.bumps:
         image = bump.image
-        platforms = [p for p in image.platforms if p in MIRRORED_PLATFORMS]
-        total += 1 + len(platforms) * (2 if image.attestations else 1) if image.multi_platform else 1
+        total += 1 + len(image.platforms) * (2 if image.attestations else 1) if image.multi_platform else 1
     return total
+
+
+def first_sync_after(when: float) -> float:
+    return math.ceil(when / SYNC_PERIOD) * SYNC_PERIOD
+
+
+def resolved_after(result: Result, image: str, when: float) -> set[str]:
+    """Digests builds got for the bumped image's tag at or after `when`."""
+    return {digest for t, name, digest in result.resolved if name == f"docker-hub/{image}" and t >= when}
 
 
 def test_the_small_day_has_tag_bumps_of_multi_platform_images_with_attestations(day: Day) -> None:
     assert len(day.builds) == 40 and len(day.bumps) == 2
     assert all(b.image.multi_platform and b.image.attestations for b in day.bumps)
-    assert needed_manifests(day) == 2 * (1 + 2 * 2)
+    assert needed_manifests(day) == 2 * (1 + 4 * 2)  # four platforms upstream, each with an attestation
+
+
+@pytest.fixture(scope="module")
+def mirrored(day: Day, template: Path) -> Result:
+    """The day with the fleet resolving its bases through the redirect to the ECR-like cache that
+    the engine keeps current, with two upstream tag bumps."""
+    return simulate(day, Mode.MIRRORED, template=template, limits=LIMITS)
 
 
 def test_mirrored_builds_never_fail_and_each_changed_manifest_costs_one_upstream_pull(
-        day: Day, template: Path) -> None:
-    # Given the fleet resolving its bases through the redirect to a mirror the engine keeps current
-    # When the day runs, with two upstream tag bumps
-    result = simulate(day, Mode.MIRRORED, template=template, limits=LIMITS)
-
+        day: Day, mirrored: Result) -> None:
+    # Given the fleet resolving its bases through the redirect to the cache the engine keeps current
+    # When the day runs, with two upstream tag bumps (the `mirrored` fixture)
+    result = mirrored
     # Then no build fails, and the day's upstream pulls are exactly the bumped manifests, once each
     assert (result.builds, result.failed_429, result.failed_other) == (40, 0, 0), result.errors
     assert result.errors == []
@@ -64,7 +83,30 @@ def test_mirrored_builds_never_fail_and_each_changed_manifest_costs_one_upstream
     assert result.upstream_gets == needed_manifests(day)
     assert sum(result.mirror_fetches.values()) == needed_manifests(day)
     assert set(result.mirror_fetches.values()) == {1}
-    assert all(s.complete_after is not None and s.complete_after <= 6 * 3600 for s in result.staleness)
+
+
+def test_after_a_bump_and_one_scheduled_sync_builds_get_the_new_image(day: Day, mirrored: Result) -> None:
+    # Given the day's bumps, against a cache that checks a tag upstream at most once per 24 hours
+    assert [s.image for s in mirrored.staleness] == [b.image.name for b in day.bumps]
+    for bump, seen in zip(day.bumps, mirrored.staleness, strict=True):
+        synced = first_sync_after(bump.time)
+        # Then the cache's tag names the new digest by the first sync after the bump
+        assert seen.served_after is not None and bump.time + seen.served_after <= synced, seen
+        # And every build from then on resolves the tag to it
+        assert resolved_after(mirrored, f"{bump.image.repository}:{bump.image.tag}", synced) == {seen.new}
+
+
+def test_warming_by_tag_alone_leaves_builds_on_the_old_image_past_the_next_sync(day: Day, template: Path) -> None:
+    # Given the same day, with the copier warming the cache by tag (no planned digest, no tag move)
+    result = simulate(day, Mode.MIRRORED_BY_TAG, template=template, limits=LIMITS)
+
+    # Then no build fails, but a bumped tag stays old for builds after the next sync: the cache's
+    # 24 hours decide, not the schedule
+    assert (result.failed_429, result.failed_other, result.errors) == (0, 0, [])
+    for bump, seen in zip(day.bumps, result.staleness, strict=True):
+        synced = first_sync_after(bump.time)
+        assert seen.served_after is None or bump.time + seen.served_after > synced, seen
+        assert seen.old in resolved_after(result, f"{bump.image.repository}:{bump.image.tag}", synced)
 
 
 def test_direct_builds_fail_with_429_once_the_shared_ip_uses_up_its_window(day: Day, template: Path) -> None:

@@ -20,12 +20,15 @@ re-checks a tag upstream on every request):
   held whole), then served from storage: fetch-then-serve, not tee.
 - pushes (PUT/POST/PATCH/DELETE) pass through to storage: ECR accepts pushes into repositories a
   cache rule created (the mirror's tag move is one).
+`username`/`password` (optional): the rule's upstream credentials, sent as Basic on every upstream
+request (the loopback "Docker Hub", tests/support/limiter.py, counts them as that user's pulls).
 `upstream_requests` lists (method, path) of every request sent upstream. Fills run one at a time
 (one lock): simple, and concurrent pulls of one image never fetch it twice.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
@@ -54,11 +57,16 @@ CHUNK = 1 << 16
 
 class PullThroughCache:
     def __init__(self, root: Path, upstream: str, *, prefix: str = "docker-hub", refresh_interval: float = 86400,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, username: str | None = None,
+                 password: str | None = None) -> None:
         self.upstream = upstream  # host:port
         self.prefix = prefix
         self.refresh_interval = refresh_interval
         self.clock = clock
+        self._authorization: str | None = None
+        if username is not None:
+            pair = f"{username}:{password or ''}".encode()
+            self._authorization = "Basic " + base64.b64encode(pair).decode()
         self.storage = RegistryServer(root, name="ptc-storage")
         self.upstream_requests: list[tuple[str, str]] = []
         self._checked: dict[tuple[str, str], float] = {}  # (repository, tag) -> last upstream check
@@ -97,7 +105,10 @@ class PullThroughCache:
     def _upstream(self, method: str, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
         with self._record:
             self.upstream_requests.append((method, path))
-        return _send(self.upstream, method, path, headers or {})
+        headers = dict(headers or {})
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        return _send(self.upstream, method, path, headers)
 
     def _storage(self, method: str, path: str, headers: dict[str, str] | None = None,
                  body: bytes | Iterator[bytes] | None = None) -> http.client.HTTPResponse:
