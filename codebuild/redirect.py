@@ -285,7 +285,7 @@ def find_images(dockerfile: Dockerfile, build_args: Mapping[str, str]) -> tuple[
                 elif stage is not None and name in global_args:
                     target[name] = global_args[name]
         elif keyword == "FROM":
-            flags, words = _flags(instruction.arguments)
+            _, words = _flags(instruction.arguments)
             if not words:
                 continue
             image_or_stage(words[0], global_args, where)

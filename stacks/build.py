@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -130,9 +130,13 @@ class MirrorBuildProject(Construct):
                 build_image=BUILD_IMAGE, compute_type=COMPUTE_TYPE, privileged=True,
             ),
             environment_variables={k: codebuild.BuildEnvironmentVariable(value=v) for k, v in env.items()},
-            encryption_key=kms.Alias.from_alias_name(self, "ArtifactKey", "alias/aws/s3"),
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)),
             timeout=BUILD_TIMEOUT,
+        )
+        # The AWS-managed S3 key, set on the L1: its key policy already lets S3 use it for the account, and
+        # `encryption_key=` would grant kms:* on key/* (flag @aws-cdk/aws-kms:applyImportedAliasPermissionsToPrincipal).
+        cast(codebuild.CfnProject, self.project.node.default_child).encryption_key = Stack.of(self).format_arn(
+            service="kms", resource="alias", resource_name="aws/s3"
         )
         self._grant(config, redirect, docker_hub_secret, use_ssm)
         self._acknowledge(config, use_ssm)

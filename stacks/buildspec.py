@@ -37,11 +37,11 @@ SETUP = [
 
 ECR_LOGIN = 'aws ecr get-login-password | docker login --username AWS --password-stdin "$MIRROR_REGISTRY"'
 
-# printf, not echo: the token never appears in a command line the log could show.
 _PLACEHOLDER_HELD = (
     f'[ "${{DOCKER_HUB_USERNAME:-{PLACEHOLDER}}}" = {PLACEHOLDER} ] || '
     f'[ "${{DOCKER_HUB_TOKEN:-{PLACEHOLDER}}}" = {PLACEHOLDER} ]'
 )
+# printf, not echo: the token never appears in a command line the log could show.
 DOCKER_HUB_LOGIN = (
     f"if {_PLACEHOLDER_HELD}; then "
     f'echo "Notice: the Docker Hub secret still holds the placeholder {PLACEHOLDER}; skipping the Docker Hub login '

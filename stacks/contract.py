@@ -46,7 +46,7 @@ class MirrorContract(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.spec = self._parameter(
-            "Spec", constants.PARAMETER_SPEC, config.to_json(), "Validated mirror.yaml as JSON, read by the Lambdas"
+            "Spec", constants.PARAMETER_SPEC, config.to_json(), "Validated mirror.yaml as JSON, read by the planner"
         )
         self._parameter(
             "RegistryUri", constants.PARAMETER_REGISTRY_URI, registry_uri, "ECR registry host", size=len(_LONGEST_URI)

@@ -48,44 +48,28 @@ class MirrorObservability(Construct):
 
         quota = mirror_metric(settings.METRIC_QUOTA_REMAINING, "Minimum").with_(period=constants.QUOTA_PERIOD)
         self.alarms = [
-            cloudwatch.Alarm(
-                self,
+            self._alarm(
                 "DeadLetters",
-                alarm_description="Copies failed three times and wait in the dead-letter queue",
-                metric=dead_letter_queue.metric_approximate_number_of_messages_visible(
+                "Copies failed three times and wait in the dead-letter queue",
+                dead_letter_queue.metric_approximate_number_of_messages_visible(
                     period=constants.ALARM_PERIOD, statistic="Maximum"
                 ),
                 threshold=0,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
-            cloudwatch.Alarm(
-                self,
+            self._alarm(
                 "CopierErrors",
-                alarm_description="The copier Lambda failed (crash or timeout), not a single image",
-                metric=copier.metric_errors(period=constants.ALARM_PERIOD, statistic="Sum"),
+                "The copier Lambda failed (crash or timeout), not a single image",
+                copier.metric_errors(period=constants.ALARM_PERIOD, statistic="Sum"),
                 threshold=0,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
-            cloudwatch.Alarm(
-                self,
+            self._alarm(
                 "DockerHubQuotaLow",
-                alarm_description="Docker Hub pulls left in the window fell below the reserve kept for CI builds",
-                metric=quota,
+                "Docker Hub pulls left in the window fell below the reserve kept for CI builds",
+                quota,
                 threshold=config.sync.quota_reserve,
-                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-                evaluation_periods=1,
-                # No metric means no Docker Hub traffic, which is not a low quota.
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             ),
         ]
-        for alarm in self.alarms:
-            alarm.add_alarm_action(actions.SnsAction(self.topic))
-            alarm.add_ok_action(actions.SnsAction(self.topic))
-
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
@@ -125,3 +109,27 @@ class MirrorObservability(Construct):
             ),
         )
         self.dashboard.add_widgets(*(cloudwatch.AlarmWidget(alarm=alarm, width=8) for alarm in self.alarms))
+
+    def _alarm(
+        self,
+        id: str,
+        description: str,
+        metric: cloudwatch.IMetric,
+        *,
+        threshold: float,
+        comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    ) -> cloudwatch.Alarm:
+        # One bad period pages; no data is never an alarm (no copies, no failures, no Docker Hub traffic).
+        alarm = cloudwatch.Alarm(
+            self,
+            id,
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=comparison,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(actions.SnsAction(self.topic))
+        alarm.add_ok_action(actions.SnsAction(self.topic))
+        return alarm

@@ -135,10 +135,8 @@ class MirrorRegistry(Construct):
     def grant_mirror(self, grantee: iam.IGrantable) -> None:
         """Copy images: pull and push mirrored repos; pull (and so fill) the cache prefixes and move their tags."""
         self._grant_login(grantee)
-        if self.repositories:
-            self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
-        if self.prefixes:
-            self._grant(grantee, PULL_ACTIONS + CACHE_FILL_ACTIONS + CACHE_TAG_ACTIONS, self.prefix_arns())
+        self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
+        self._grant(grantee, PULL_ACTIONS + CACHE_FILL_ACTIONS + CACHE_TAG_ACTIONS, self.prefix_arns())
         self._acknowledge_prefixes(grantee)
 
     def _grant_login(self, grantee: iam.IGrantable) -> None:
@@ -146,6 +144,7 @@ class MirrorRegistry(Construct):
         iam.Grant.add_to_principal(grantee=grantee, actions=["ecr:GetAuthorizationToken"], resource_arns=["*"])
 
     def _grant(self, grantee: iam.IGrantable, actions: list[str], resources: list[str]) -> None:
+        # A config may have no direct images or no cache rules, and IAM rejects a statement without resources.
         if resources:
             iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resources)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from typing import Any, TextIO
 
@@ -47,7 +48,9 @@ def store(client: Any, secret_name: str, username: str, token: str) -> str:
 def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stacks.set_token", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="mirror.yaml", help="mirror config naming the secret")
-    parser.add_argument("--region", help="AWS region of the stack (default: from the AWS environment)")
+    parser.add_argument(
+        "--region", help="AWS region of the stack (default: AWS_REGION, else AWS_DEFAULT_REGION or the profile's)"
+    )
     args = parser.parse_args(argv)
     try:
         secret_name = load_config(args.config).docker_hub_credentials.secret_name
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
     if client is None:
         import boto3
 
-        client = boto3.client("secretsmanager", region_name=args.region)
+        # boto3 reads only AWS_DEFAULT_REGION; the CDK CLI (and so `make deploy`) also honours AWS_REGION.
+        client = boto3.client("secretsmanager", region_name=args.region or os.environ.get("AWS_REGION"))
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

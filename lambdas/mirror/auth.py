@@ -21,6 +21,8 @@ _PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 # Tokens are refreshed this long before the issuer says they expire.
 _EXPIRY_MARGIN = 10.0
 _DEFAULT_TOKEN_LIFETIME = 60.0  # what the token spec says to assume when expires_in is absent
+# Follow a realm's redirects (Docker's client does), and retry nothing else.
+_TOKEN_RETRIES = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5)
 
 # A scope is (repository, actions), e.g. ("library/python", "pull") or ("mirror/app", "pull,push").
 Scope = tuple[str, str]
@@ -115,8 +117,10 @@ class Authenticator:
         headers = {"Authorization": self._basic} if self._username is not None else {}
         self._count("GET", "token")
         try:
+            # `retries=False` would turn redirects off as well; urllib3 drops Authorization when one
+            # leaves the realm's host.
             response = self._http.request("GET", self._realm, fields=fields, headers=headers,
-                                          timeout=self._timeout, retries=False, redirect=True)
+                                          timeout=self._timeout, retries=_TOKEN_RETRIES)
         except urllib3.exceptions.HTTPError as err:
             raise RegistryError(f"token endpoint {self._realm}: {err}") from err
         if response.status != 200:

@@ -14,13 +14,16 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import Config, ConfigError, load_config
 from .endpoints import Endpoints, connect, parse_cache
 from .observability import logger
 from .plan import Action, Plan, PlanItem, Task, plan
-from .sync import Outcome, Progress, run_tasks
+from .sync import Outcome, run_tasks
+
+if TYPE_CHECKING:
+    from .blobs import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -135,7 +138,7 @@ def _report_plan(result: Plan, config: Config, out: TextIO, *, as_json: bool) ->
                    "quotas": [q.as_dict() for q in result.quotas.values()]}, out, indent=2)
         out.write("\n")
     else:
-        rows = [(str(i.task.ref), f"cache:{i.task.via}" if i.task.via else "direct", _short(i.task.source_digest),
+        rows = [(str(i.task.ref), i.task.route_name, _short(i.task.source_digest),
                  _short(i.task.destination_digest), str(i.action),
                  str(i.task.cost) if i.action in (Action.COPY, Action.DEFERRED) else "0",
                  "" if i.action in (Action.SKIP, Action.COPY) else i.reason) for i in result.items]

@@ -97,11 +97,6 @@ class Image:
     def ref(self) -> Reference:
         return parse(self.source)
 
-    def matches(self, tag: str) -> bool:
-        if tag in self.tags:
-            return True
-        return bool(self.tag_regex) and re.fullmatch(self.tag_regex or "", tag) is not None
-
 
 @dataclass(frozen=True)
 class Credentials:

@@ -59,6 +59,7 @@ __all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest", "re
 
 _MAX_DEPTH = 4  # an index of indexes is legal but rare; deeper nesting is refused
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ class CopyResult:
     manifests_put: int = 0
 
 
-def _run_all(pool: ThreadPoolExecutor, fn: Callable[[T], object], items: Iterable[T]) -> list[object]:
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """Run `fn` over `items` on the pool; on the first failure cancel what has not started and raise."""
-    futures: list[Future[object]] = [pool.submit(fn, item) for item in items]
-    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    futures: list[Future[R]] = [pool.submit(fn, item) for item in items]
+    wait(futures, return_when=FIRST_EXCEPTION)
     failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
     if failed is not None:
         for future in futures:
@@ -108,7 +109,7 @@ def _levels(pool: ThreadPoolExecutor, tree: _Tree, children: Sequence[Descriptor
         if not pending:
             return levels[::-1]
         missing = [d for d, here in zip(pending, _run_all(pool, present, pending), strict=True) if not here]
-        fetched = [m for m in _run_all(pool, tree.fetch, missing) if isinstance(m, Manifest)]
+        fetched = _run_all(pool, tree.fetch, missing)
         levels.append(fetched)
         pending = [c for m in fetched if m.is_index for c in m.children]
     raise RegistryError(f"{tree.repository}: indexes nested deeper than {_MAX_DEPTH}")
@@ -182,14 +183,11 @@ def warm_through_cache(cache: RegistryClient, repository: str, reference: str, *
     caches whose blob HEAD asks upstream (the CNCF registry in proxy mode answers 200 for blobs it
     has not stored yet).
     """
-    top, tally = _warm(cache, repository, reference, platforms, workers, skip_cached)
-    return CopyResult(
-        source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
-        blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
+    return _warm(cache, repository, reference, platforms, workers, skip_cached)[1]
 
 
 def _warm(cache: RegistryClient, repository: str, reference: str, platforms: Sequence[str], workers: int,
-          skip_cached: bool) -> tuple[Manifest, Tally]:
+          skip_cached: bool) -> tuple[Manifest, CopyResult]:
     body, info = cache.get_manifest(repository, reference)
     top = parse_manifest(body, info.media_type, info.digest)
     children = select(top, platforms) if top.is_index else ()
@@ -202,7 +200,9 @@ def _warm(cache: RegistryClient, repository: str, reference: str, platforms: Seq
             warm_blob(cache, repository, blob, skip_cached=skip_cached, tally=tally)
 
         _run_all(pool, pull, _unique_blobs(images))
-    return top, tally
+    return top, CopyResult(
+        source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
+        blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
 
 
 def refresh_through_cache(cache: RegistryClient, repository: str, tag: str, digest: str, *,
@@ -213,10 +213,7 @@ def refresh_through_cache(cache: RegistryClient, repository: str, tag: str, dige
     `tag_digest` reads where the cache's tag points without a stale pull; `planned_tag_digest` is
     what it pointed at when planned (None: unknown). `manifests_put` is 1 when the tag was moved.
     """
-    top, tally = _warm(cache, repository, digest, platforms, workers, skip_cached)
-    result = CopyResult(
-        source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
-        blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
+    top, result = _warm(cache, repository, digest, platforms, workers, skip_cached)
     current = tag_digest()
     if current == top.digest:
         return result

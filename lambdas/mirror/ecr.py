@@ -23,7 +23,8 @@ class EcrLogin:
     expires_at: float  # epoch seconds
 
 
-def _client(ecr: Any) -> Any:
+def ecr_client(ecr: Any = None) -> Any:
+    """`ecr`, or a boto3 ECR client when None: build it once and pass it to the functions below."""
     if ecr is not None:
         return ecr
     import boto3
@@ -33,7 +34,7 @@ def _client(ecr: Any) -> Any:
 
 def login(ecr: Any = None) -> EcrLogin:
     """GetAuthorizationToken: the registry host from proxyEndpoint, `AWS` and a 12-hour password."""
-    data = _client(ecr).get_authorization_token()["authorizationData"][0]
+    data = ecr_client(ecr).get_authorization_token()["authorizationData"][0]
     username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
     host = data["proxyEndpoint"].split("://", 1)[-1].rstrip("/")
     return EcrLogin(host, username, password, data["expiresAt"].timestamp())
@@ -51,7 +52,7 @@ def registry_client(ecr: Any = None, **options: Any) -> tuple[Any, EcrLogin]:
 
 def cached_digest_reader(ecr: Any = None) -> CachedDigest:
     """What a PTC repository holds, from DescribeImages: the control plane never pulls upstream."""
-    client = _client(ecr)
+    client = ecr_client(ecr)
 
     def cached_digest(repository: str, tag: str) -> str | None:
         try:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .reference import DOCKER_HUB, DOCKER_HUB_API
+from .reference import DOCKER_HUB, api_host
 
 if TYPE_CHECKING:
     from .registry import ManifestInfo
@@ -128,7 +128,7 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     def source(registry: str) -> RegistryClient:
         # Credentials are read once per source registry and endpoints (a warm Lambda keeps both).
         if registry not in sources:
-            host = overrides.get(registry) or (DOCKER_HUB_API if registry == DOCKER_HUB else registry)
+            host = overrides.get(registry) or api_host(registry)
             credentials = None
             if registry == DOCKER_HUB and docker_hub_secret:
                 credentials = ecr_adapter.docker_hub_credentials(docker_hub_secret, provider=secrets)
@@ -143,8 +143,9 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
                                   fetches_whole_index=keeps_prefix)
     if destination:
         return Endpoints(client(destination), sources=source, caches=cache_map)
-    ecr_client, login = ecr_adapter.registry_client(ecr, pool_size=pool_size, max_retry_wait=max_retry_wait)
-    in_ecr = Cache(ecr_client, keeps_prefix=True, cached_digest=ecr_adapter.cached_digest_reader(ecr))
+    ecr = ecr_adapter.ecr_client(ecr)  # one boto3 client for the login and DescribeImages
+    ecr_registry, login = ecr_adapter.registry_client(ecr, pool_size=pool_size, max_retry_wait=max_retry_wait)
+    in_ecr = Cache(ecr_registry, keeps_prefix=True, cached_digest=ecr_adapter.cached_digest_reader(ecr))
     # Refresh an hour early: a copy that starts just before expiry must still finish.
-    return Endpoints(ecr_client, sources=source, caches=cache_map, any_cache=in_ecr,
+    return Endpoints(ecr_registry, sources=source, caches=cache_map, any_cache=in_ecr,
                      expires_at=login.expires_at - 3600)

@@ -27,13 +27,10 @@ from typing import Any, Protocol
 from .config import Config, Image
 from .endpoints import Endpoints
 from .errors import RegistryError, TooManyRequests
+from .manifests import INDEX_TYPES
 from .observability import logger
 from .reference import TAG_RE, Reference, parse
 
-INDEX_MEDIA_TYPES = frozenset({
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-})
 # An unfiltered index nobody has copied yet: assume an official-image-sized one, ~8 platforms
 # each with its attestation manifest. Pessimistic on purpose: the budget may only delay work.
 DEFAULT_INDEX_CHILDREN = 16
@@ -41,7 +38,6 @@ DEFAULT_INDEX_CHILDREN = 16
 CHILDREN_PER_PLATFORM = 2
 # Other mirrored repositories offered to the engine for cross-repository blob mounts.
 MOUNT_CANDIDATES = 8
-
 
 
 class RecordedDigest(Protocol):
@@ -75,6 +71,11 @@ class Task:
     @property
     def ref(self) -> Reference:
         return parse(self.source).with_tag(self.tag)
+
+    @property
+    def route_name(self) -> str:
+        """`cache:<prefix>` or `direct`, as reports and logs show it."""
+        return f"cache:{self.via}" if self.via else "direct"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -117,7 +118,7 @@ class PlanItem:
         task = self.task
         return {
             "image": task.source, "tag": task.tag, "source": str(task.ref), "repository": task.repository,
-            "route": f"cache:{task.via}" if task.via else "direct", "source_digest": task.source_digest,
+            "route": task.route_name, "source_digest": task.source_digest,
             "destination_digest": task.destination_digest, "action": str(self.action),
             "cost": task.cost if self.action in (Action.COPY, Action.DEFERRED) else 0, "reason": self.reason,
         }
@@ -179,7 +180,7 @@ def route(image: Image, endpoints: Endpoints) -> str | None:
 
 def estimate_cost(media_type: str, platforms: Sequence[str], known_children: int | None = None) -> int:
     """Manifest GETs a copy makes at the upstream: the top manifest plus the selected children."""
-    if media_type not in INDEX_MEDIA_TYPES:
+    if media_type not in INDEX_TYPES:
         return 1
     if platforms:
         return 1 + CHILDREN_PER_PLATFORM * len(platforms)
@@ -303,11 +304,11 @@ class _Planner:
             return None, False, None
         if head.digest == task.source_digest:
             return head.digest, True, None
-        if image.platforms and media_type in INDEX_MEDIA_TYPES:
+        if image.platforms and media_type in INDEX_TYPES:
             recorded = self.recorded(destination, task.repository, task.tag, platforms=image.platforms)
             return head.digest, recorded == task.source_digest, None
         children = None
-        if head.media_type in INDEX_MEDIA_TYPES:
+        if head.media_type in INDEX_TYPES:
             # Our own registry: a GET here is free and tells how big the previous index was.
             body, _ = destination.get_manifest(task.repository, head.digest)
             children = count_children(body)

@@ -44,14 +44,15 @@ class Reference:
 
     @property
     def api_host(self) -> str:
-        """Host that serves the registry API for this reference."""
-        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
+        return api_host(self.registry)
 
     def with_tag(self, tag: str) -> Reference:
         return Reference(self.registry, self.repository, tag=tag)
 
-    def with_digest(self, digest: str) -> Reference:
-        return Reference(self.registry, self.repository, digest=digest)
+
+def api_host(registry: str) -> str:
+    """Host that serves the registry API for a registry as references name it (`docker.io`)."""
+    return DOCKER_HUB_API if registry == DOCKER_HUB else registry
 
 
 def parse(text: str, *, default_tag: str | None = None) -> Reference:

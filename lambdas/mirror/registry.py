@@ -38,6 +38,7 @@ CHUNK_SIZE = 1 << 20
 _REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT = (502, 503, 504)
 _MAX_REDIRECTS = 5
+_MIN_RETRY_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+def _without_query(url: str) -> str:
+    """A URL fit for an error message: a blob redirect's query is a presigned credential (X-Amz-*)."""
+    return urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
 
 
 def _error_text(response: urllib3.BaseHTTPResponse) -> str:
@@ -168,8 +174,8 @@ class RegistryClient:
     """The distribution API of one registry host, with auth, pooling and bounded, honest retries.
 
     - 401: learn the challenge, authenticate, retry once.
-    - 429: wait `Retry-After` while the total wait stays within `max_retry_wait`, else raise
-      TooManyRequests at once; without `Retry-After` raise at once (never blind retries).
+    - 429: wait `Retry-After` (at least a second) while the total wait stays within `max_retry_wait`,
+      else raise TooManyRequests at once; without `Retry-After` raise at once (never blind retries).
     - Connection errors and 502/503/504 on idempotent requests: up to `connection_retries` retries.
     `counters` counts requests sent by (method, kind), kind in manifest, blob, upload, mount, tags, token.
     """
@@ -235,7 +241,7 @@ class RegistryClient:
                     failures += 1
                     time.sleep(0.1 * 2**failures)
                     continue
-                raise RegistryError(f"{method} {url}: {err}") from err
+                raise RegistryError(f"{method} {_without_query(url)}: {err}") from err
             status = response.status
             if status == 401 and authorize and replayable and not reauthorized:
                 challenge = response.headers.get("WWW-Authenticate")
@@ -243,14 +249,17 @@ class RegistryClient:
                 if self.auth.challenged(challenge, scopes, credential):
                     reauthorized = True
                     continue
-                raise RegistryError(f"{method} {url}: unauthorized", 401)
+                raise RegistryError(f"{method} {_without_query(url)}: unauthorized", 401)
             if status == 429:
                 delay = _retry_after(response.headers.get("Retry-After"))
                 self._discard(response)
-                if delay is None or not replayable or waited + delay > self.max_retry_wait:
-                    raise TooManyRequests(f"{method} {url}: too many requests (Retry-After {delay})", delay)
-                time.sleep(delay)
-                waited += delay
+                # `Retry-After: 0` still costs a second of the budget, or a 429 storm never ends.
+                pause = max(delay, _MIN_RETRY_WAIT) if delay is not None else None
+                if pause is None or not replayable or waited + pause > self.max_retry_wait:
+                    raise TooManyRequests(f"{method} {_without_query(url)}: too many requests (Retry-After {delay})",
+                                          delay)
+                time.sleep(pause)
+                waited += pause
                 continue
             if status in _TRANSIENT and idempotent and failures < self.connection_retries:
                 self._discard(response)
@@ -365,14 +374,6 @@ class RegistryClient:
             return BlobReader(response, digest, size)
         raise RegistryError(f"GET blob {repository}@{digest}: more than {_MAX_REDIRECTS} redirects")
 
-    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
-        """Cross-repository mount; False when the registry declined (the upload it opened is cancelled)."""
-        location = self.start_upload(repository, mount=digest, from_repository=from_repository)
-        if location is None:
-            return True
-        self._cancel(location, repository)
-        return False
-
     def start_upload(self, repository: str, *, mount: str | None = None,
                      from_repository: str | None = None) -> str | None:
         """Open an upload session and return its URL; with `mount`, None when the blob got mounted."""
@@ -404,11 +405,10 @@ class RegistryClient:
         location = location or self.start_upload(repository)
         assert location is not None
         body_headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        separator = "&" if "?" in location else "?"
         try:
             if not self.chunked_upload:
-                response = self.request("PUT", f"{location}{separator}digest={urllib.parse.quote(digest)}",
-                                        kind="upload", scopes=scopes, body=chunks, headers=body_headers)
+                response = self.request("PUT", _with_digest(location, digest), kind="upload", scopes=scopes,
+                                        body=chunks, headers=body_headers)
                 if response.status not in (201, 204):
                     raise self._fail(response, f"upload {digest} to {repository}")
                 return
@@ -419,9 +419,8 @@ class RegistryClient:
         except BaseException:
             self._cancel(location, repository)
             raise
-        separator = "&" if "?" in location else "?"
-        response = self.request("PUT", f"{location}{separator}digest={urllib.parse.quote(digest)}", kind="upload",
-                                scopes=scopes, headers={"Content-Length": "0"})
+        response = self.request("PUT", _with_digest(location, digest), kind="upload", scopes=scopes,
+                                headers={"Content-Length": "0"})
         if response.status not in (201, 204):
             raise self._fail(response, f"commit {digest} to {repository}")
 
@@ -436,8 +435,13 @@ class RegistryClient:
         if not location:
             return
         with contextlib.suppress(RegistryError):
-            self._discard(self.request("DELETE", urllib.parse.urljoin(self.base + "/", location), kind="upload",
-                                       scopes=[(repository, "pull,push")], stream=True, idempotent=False))
+            self._discard(self.request("DELETE", location, kind="upload", scopes=[(repository, "pull,push")],
+                                       stream=True, idempotent=False))
+
+
+def _with_digest(location: str, digest: str) -> str:
+    """The upload session URL that commits it: `?digest=` added to whatever query the registry put there."""
+    return f"{location}{'&' if '?' in location else '?'}digest={urllib.parse.quote(digest)}"
 
 
 def _next_link(header: str | None, current: str) -> str | None:

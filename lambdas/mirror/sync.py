@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .endpoints import Endpoints
 from .errors import RegistryError, TooManyRequests
 from .observability import logger, tracer
 from .plan import Task
 
-Progress = Callable[..., None]
+if TYPE_CHECKING:
+    from .blobs import Progress  # the engine itself is imported when a task runs
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Outcome:
         task = self.task
         return {
             "image": task.source, "tag": task.tag, "repository": task.repository,
-            "route": f"cache:{task.via}" if task.via else "direct", "status": self.status,
+            "route": task.route_name, "status": self.status,
             "source_digest": self.source_digest or task.source_digest,
             "destination_digest": self.destination_digest, "bytes": self.bytes_copied,
             "blobs_copied": self.blobs_copied, "blobs_skipped": self.blobs_skipped,

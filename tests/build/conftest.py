@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk import App, Stack, Validations
+from aws_cdk import Stack, Validations
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
 from lambdas.mirror.config import Config, load_config, parse_config
 from stacks.build import MirrorBuildProject
+from tests.support.cdk import cdk_app
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = "BuildTest"
@@ -56,7 +57,7 @@ class BuildApp:
 
 def synth_build(outdir: Path, config: Config, *, registry_uri: str | None = None,
                 secret_arn: str | None = None) -> BuildApp:
-    app = App(outdir=str(outdir), context={"aws:cdk:bundling-stacks": []})
+    app = cdk_app(outdir)
     stack = Stack(app, STACK)
     if secret_arn:
         secret = secretsmanager.Secret.from_secret_complete_arn(stack, "DockerHub", secret_arn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,47 @@ def test_wrong_credentials_fail_with_a_registry_error(registry_factory: Callable
     with pytest.raises(RegistryError) as failed:
         RegistryClient(secured.host, username="alice", password="nope").head_manifest("team/app", "v1")
     assert failed.value.status == 401
+
+
+class _RedirectingRealm:
+    """A token realm that moved: every request gets a 307 to the issuer, query string kept."""
+
+    def __init__(self, target: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                query = self.path.partition("?")[2]
+                self.send_response(307)
+                self.send_header("Location", f"{target}?{query}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_token_realm_that_redirects_is_followed_without_forwarding_credentials(
+        registry_factory: Callable[..., RegistryServer], token_issuer: TokenIssuer) -> None:
+    # Given a registry whose challenge names a realm that redirects to the issuer
+    realm = _RedirectingRealm(token_issuer.realm)
+    try:
+        auth = token_issuer.registry_auth()
+        auth["token"]["realm"] = realm.url
+        secured = registry_factory("secured", auth=auth)
+        client = RegistryClient(secured.host, username="alice", password="wonderland")
+        # When the engine asks for a manifest, Then a token from the issuer behind the redirect gets it an
+        # answer, and the credentials stayed with the realm's origin (anonymous at the other port)
+        assert client.head_manifest("team/app", "v1") is None
+        assert [r["user"] for r in token_issuer.requests] == [None]
+    finally:
+        realm.stop()
 
 
 class _Cdn:

@@ -3,6 +3,8 @@ incomplete or wrong content, and a re-run converges."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -135,6 +137,39 @@ def test_a_429_without_retry_after_is_not_retried(source: RegistryServer, fault_
     with pytest.raises(TooManyRequests) as limited:
         client.head_manifest("team/app", "v1")
     assert limited.value.retry_after is None and len(proxy.seen) == 1
+
+
+@pytest.mark.parametrize(("budget", "asked"), [(0, 1), (2, 3)], ids=["lambda-budget", "two-seconds"])
+def test_a_429_storm_with_retry_after_zero_is_not_a_busy_loop(source: RegistryServer, fault_proxy: Proxy,
+                                                               budget: float, asked: int) -> None:
+    # Given an upstream that keeps answering 429 with `Retry-After: 0`
+    push_image(source.host, "team/app", "v1", seed=46)
+    proxy = fault_proxy(source.host)
+    proxy.add("status", "/manifests/", method="HEAD", status=429, headers={"Retry-After": "0"}, times=50)
+    client = RegistryClient(proxy.host, max_retry_wait=budget)
+    # When the engine asks, Then each retry still spends the wait budget, so the storm ends in a raise
+    with pytest.raises(TooManyRequests) as limited:
+        client.head_manifest("team/app", "v1")
+    assert limited.value.retry_after == 0 and len(proxy.seen) == asked
+
+
+def test_a_failed_blob_redirect_does_not_put_the_presigned_query_in_the_error(
+        source: RegistryServer, fault_proxy: Proxy) -> None:
+    # Given a registry that redirects a blob to a presigned URL (as ECR and Docker Hub do) that cannot be reached
+    push_image(source.host, "team/app", "v1", kind="oci-manifest", seed=47)
+    manifest, _ = RegistryClient(source.host).get_manifest("team/app", "v1")
+    layer = json.loads(manifest)["layers"][0]["digest"]
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    presigned = f"http://127.0.0.1:{port}/layer?X-Amz-Security-Token=s3cr3t&X-Amz-Signature=s1gn4ture"
+    proxy = fault_proxy(source.host)
+    proxy.add("status", BLOB, status=307, headers={"Location": presigned}, times=-1)
+    # When the engine fails to fetch it, Then the error names the host and path, not the credentials
+    with pytest.raises(RegistryError) as failed:
+        RegistryClient(proxy.host, connection_retries=0).open_blob("team/app", layer)
+    assert f"127.0.0.1:{port}/layer" in str(failed.value)
+    assert "s3cr3t" not in str(failed.value) and "s1gn4ture" not in str(failed.value)
 
 
 def test_a_malformed_manifest_fails_before_anything_is_written(

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk import App
 from aws_cdk.assertions import Template
 
 from app import build
 from lambdas.mirror.config import Config, load_config, parse_config
+from tests.support.cdk import cdk_app
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = "EcrMirror"
@@ -45,8 +45,7 @@ class Synthesized:
 
 
 def synthesize(config: Config, outdir: Path) -> Synthesized:
-    # No bundling: the Lambda code is a plain directory asset and these machines have no Docker.
-    app = App(outdir=str(outdir), context={"aws:cdk:bundling-stacks": [], "aws:cdk:enable-path-metadata": True})
+    app = cdk_app(outdir, **{"aws:cdk:enable-path-metadata": True})
     build(app, config)
     app.synth()  # raises when cdk-nag reports an unacknowledged finding
     data = json.loads((outdir / f"{STACK}.template.json").read_text())

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from aws_cdk import App
 from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint_file
 
 from app import build
 from lambdas.mirror.config import load_config
+from tests.support.cdk import cdk_app
 
 from .conftest import REPO, STACK, Synthesized
 
@@ -35,7 +35,7 @@ def test_cdk_nag_reports_no_unacknowledged_finding(default_app: Synthesized, var
 
 def test_an_unacknowledged_finding_fails_synth(tmp_path: Path) -> None:
     # Proves the plugin is wired into the app: a queue without SSL enforcement must stop synth.
-    app = App(outdir=str(tmp_path), context={"aws:cdk:bundling-stacks": []})
+    app = cdk_app(tmp_path)
     stack = build(app, load_config(REPO / "mirror.yaml"))
     sqs.Queue(
         stack,

@@ -1,4 +1,4 @@
-"""SSM parameters: the contract consumers read and the spec the Lambdas read."""
+"""SSM parameters: the contract consumers read and the spec the planner reads."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 import pytest
-from aws_cdk import App, Stack
+from aws_cdk import Stack
 from aws_cdk.assertions import Capture, Template
 
 from lambdas.mirror.config import ConfigError, parse_config
 from stacks.contract import MirrorContract
+from tests.support.cdk import cdk_app
 
 from .conftest import Synthesized
 
@@ -81,7 +82,7 @@ def test_the_codebuild_project_name_and_arn_are_published(default_app: Synthesiz
 
 
 def contract_template(images: list[dict[str, Any]]) -> Template:
-    stack = Stack(App(), "Contract")
+    stack = Stack(cdk_app(), "Contract")
     MirrorContract(stack, "Contract", config=parse_config({"images": images}), registry_uri="r", project=None)
     return Template.from_stack(stack)
 

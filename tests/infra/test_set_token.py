@@ -107,3 +107,21 @@ def test_the_command_line_stores_the_token_through_the_default_aws_client(client
     assert result.returncode == 0, result.stderr
     assert stored(client) == {"username": "bob", "accessToken": TOKEN}
     assert TOKEN not in result.stdout + result.stderr
+
+
+def test_the_region_comes_from_aws_region_as_it_does_for_cdk_deploy(client, endpoint: str, tmp_path: Path) -> None:
+    # boto3 alone reads only AWS_DEFAULT_REGION; the README says to set AWS_REGION as for deploying.
+    env = {k: v for k, v in fake_aws_environment(endpoint).items() if k != "AWS_DEFAULT_REGION"}
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-config")
+    result = subprocess.run(
+        [sys.executable, "-m", "stacks.set_token", "--config", "mirror.yaml"],
+        input=f"carol\n{TOKEN}\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert stored(client) == {"username": "carol", "accessToken": TOKEN}

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.wire import CHUNK, request_body
+
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
-CHUNK = 1 << 16
 
 
 @dataclass
@@ -106,25 +107,6 @@ class FaultProxy:
 
             do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET  # noqa: N815
 
-            def _body_chunks(self) -> Any:
-                length = self.headers.get("Content-Length")
-                if length is not None:
-                    left = int(length)
-                    while left > 0:
-                        piece = self.rfile.read(min(CHUNK, left))
-                        if not piece:
-                            return
-                        left -= len(piece)
-                        yield piece
-                elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0], 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return
-                        yield self.rfile.read(size)
-                        self.rfile.readline()
-
             def _relay(self) -> None:
                 fault = proxy._take(self.command, self.path)
                 if fault and fault.action == "reset":
@@ -134,7 +116,7 @@ class FaultProxy:
                     self.connection.close()
                     return None
                 if fault and fault.action == "status":
-                    for _ in self._body_chunks():
+                    for _ in request_body(self):
                         pass
                     return self._reply(fault.status, fault.headers, b'{"errors":[{"code":"INJECTED"}]}', fault)
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
@@ -146,12 +128,12 @@ class FaultProxy:
                         if name.lower() not in _HOP:
                             upstream.putheader(name, value)
                     if chunked:
-                        body = b"".join(self._body_chunks())
+                        body = b"".join(request_body(self))
                         upstream.putheader("Content-Length", str(len(body)))
                         upstream.endheaders(body)
                     else:
                         upstream.endheaders()
-                        for piece in self._body_chunks():
+                        for piece in request_body(self):
                             upstream.send(piece)
                     response = upstream.getresponse()
                     self._respond(response, fault)

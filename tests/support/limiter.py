@@ -32,10 +32,12 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from tests.support.wire import CHUNK, request_body
 
 ANONYMOUS_LIMIT = 100
 AUTHENTICATED_LIMIT = 200
@@ -54,7 +56,6 @@ _MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$")
 _REPOSITORY = re.compile(r"^/v2/(?P<name>.+)/(?:manifests|blobs|tags)/")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                "transfer-encoding", "upgrade", "authorization", "server", "date"}
-_CHUNK = 64 * 1024
 
 Clock = Callable[[], float]
 
@@ -433,27 +434,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _drain_body(self) -> None:
-        for _ in self._request_body():
+        for _ in request_body(self):
             pass
-
-    def _request_body(self) -> Iterator[bytes]:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return
-                yield self.rfile.read(size)
-                self.rfile.readline()
-        else:
-            left = int(self.headers.get("Content-Length") or 0)
-            while left > 0:
-                chunk = self.rfile.read(min(_CHUNK, left))
-                if not chunk:
-                    return
-                left -= len(chunk)
-                yield chunk
 
     def _forward(self, caller: _Caller, extra: Callable[[int, str | None], dict[str, str]]) -> None:
         """Send the request on to the registry and stream its answer back.
@@ -474,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
                 upstream.putheader("Transfer-Encoding", "chunked")
             upstream.endheaders()
             if has_body:
-                for chunk in self._request_body():
+                for chunk in request_body(self):
                     upstream.send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 if chunked:
                     upstream.send(b"0\r\n\r\n")
@@ -492,7 +474,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             if self.command != "HEAD":
-                while chunk := response.read(_CHUNK):
+                while chunk := response.read(CHUNK):
                     self.limiter.record_bytes(caller, len(chunk))
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if stream_chunked else chunk)
                 if stream_chunked:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.registry import RegistryServer
+from tests.support.wire import CHUNK, request_body
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -52,7 +53,6 @@ _ACCEPT = ", ".join(MANIFEST_TYPES)
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade", "host"}
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 _PATH = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
-CHUNK = 1 << 16
 
 
 class PullThroughCache:
@@ -257,33 +257,17 @@ def _handler(cache: PullThroughCache) -> type[BaseHTTPRequestHandler]:
                 pass  # not upstream either: storage answers its 404
             self._relay()
 
-        def _body(self) -> Iterator[bytes]:
-            length = self.headers.get("Content-Length")
-            if length is not None:
-                left = int(length)
-                while left > 0:
-                    piece = self.rfile.read(min(CHUNK, left))
-                    if not piece:
-                        return
-                    left -= len(piece)
-                    yield piece
-            elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                while size := int(self.rfile.readline().split(b";")[0], 16):
-                    yield self.rfile.read(size)
-                    self.rfile.readline()
-                self.rfile.readline()
-
         def _discard_body(self) -> None:
-            for _ in self._body():
+            for _ in request_body(self):
                 pass
 
         def _relay(self) -> None:
             """Pass the request to storage (the Host header too, so Locations point back here)."""
             chunked = "Content-Length" not in self.headers and bool(self.headers.get("Transfer-Encoding"))
             headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP - {"host"}]
-            body: bytes | Iterator[bytes] | None = self._body()
+            body: bytes | Iterator[bytes] | None = request_body(self)
             if chunked:
-                body = b"".join(self._body())  # small: only test pushers send chunked bodies
+                body = b"".join(request_body(self))  # small: only test pushers send chunked bodies
                 headers.append(("Content-Length", str(len(body))))
             response = _send(cache.storage.host, self.command, self.path, headers, body)
             self.send_response(response.status)
