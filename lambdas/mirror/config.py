@@ -1,7 +1,7 @@
-"""The typed model of `mirror.yaml`, shared by the CDK app (at synth) and the Lambdas (at run time).
+"""The typed model of `mirror.yaml`, shared by the CDK app (at synth) and the planner Lambda (at run time).
 
 Pure Python on purpose: the Lambda runtime has no YAML or pydantic, so the stack stores the
-validated config as JSON in SSM and the Lambdas run it through the same `parse_config`.
+validated config as JSON in SSM and the planner runs it through the same `parse_config`.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class Config:
         return next((r for r in self.pull_through_cache if r.registry == registry), None)
 
     def to_json(self) -> str:
-        """The validated config, in the YAML file's own shape, as compact JSON: what the Lambdas read."""
+        """The validated config, in the YAML file's own shape, as compact JSON: what the planner reads from SSM."""
         creds = self.docker_hub_credentials
         data: dict[str, Any] = {
             "images": [
@@ -172,7 +172,7 @@ def default_repository(ref: Reference, prefix: str) -> str:
 
 
 def load_config(path: str | Path) -> Config:
-    import yaml  # only synth and the CLI read YAML; the Lambdas read JSON
+    import yaml  # only synth and the CLI read YAML; the planner reads JSON
 
     path = Path(path)
     try:
