@@ -336,8 +336,12 @@ class RegistryClient:
     def list_tags(self, repository: str, *, page_size: int = 1000) -> list[str]:
         """Every tag, following `Link` pagination; RegistryError(status=404) for an unknown repository."""
         tags: list[str] = []
+        seen: set[str] = set()
         path: str | None = f"/v2/{repository}/tags/list?n={page_size}"
         while path:
+            if self._url(path) in seen:  # a Link that points back would keep a Lambda busy until its timeout
+                raise RegistryError(f"GET tags of {repository}: pagination loops back to {path}")
+            seen.add(self._url(path))
             response = self.request("GET", path, kind="tags", scopes=[(repository, "pull")])
             if response.status != 200:
                 raise self._fail(response, f"GET tags of {repository}")

@@ -62,3 +62,32 @@ def test_blob_presence_and_streaming(source: RegistryServer) -> None:
     assert not client.has_blob("team/app", "sha256:" + "0" * 64)
     with client.open_blob("team/app", layer["digest"], layer["size"]) as reader:
         assert reader.read_all() == layer["size"]
+
+
+def test_list_tags_refuses_a_link_that_loops_back() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class LoopingTags(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = json.dumps({"name": "team/app", "tags": ["a"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Link", '</v2/team/app/tags/list?n=1000>; rel="next"')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoopingTags)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RegistryError, match="pagination loops"):
+            RegistryClient(f"127.0.0.1:{server.server_port}").list_tags("team/app")
+    finally:
+        server.shutdown()
+        server.server_close()
