@@ -50,7 +50,6 @@ from .manifests import (
     rewrite_index,
     select,
 )
-from .observability import logger
 from .reference import DIGEST_RE
 from .registry import RegistryClient, compute_digest
 
@@ -219,8 +218,7 @@ def refresh_through_cache(cache: RegistryClient, repository: str, tag: str, dige
         return result
     if planned_tag_digest is not None and current not in (planned_tag_digest, None):
         # Moved by someone else since planning (ECR's own check, or a newer task): not ours to undo.
-        logger.info(f"{repository}:{tag} moved to {current} since planning; left as is",
-                    extra={"planned": planned_tag_digest, "warmed": top.digest})
+        # The caller sees it as destination_digest != source_digest with no manifest put.
         return replace(result, destination_digest=current)
     cache.put_manifest(repository, tag, top.body, top.media_type)
     return replace(result, manifests_put=1)

@@ -81,6 +81,8 @@ def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Pr
         task, "copied", result.source_digest, result.destination_digest, result.bytes_copied, result.blobs_copied,
         result.blobs_skipped, result.blobs_mounted, result.manifests_put, time.monotonic() - started,
     )
+    if task.via and task.source_digest and not result.manifests_put and result.destination_digest != task.source_digest:
+        logger.info("cache tag moved since planning; left as is", extra=outcome.as_dict())
     if task.source_digest and result.source_digest != task.source_digest:
         logger.info("source tag moved since planning; copied the newer image", extra=outcome.as_dict())
     logger.info(f"copied {ref}", extra=outcome.as_dict())
