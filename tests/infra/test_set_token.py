@@ -28,15 +28,19 @@ def endpoint() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def client(endpoint: str):
-    client = boto3.client(
+def secrets_client(endpoint: str):
+    return boto3.client(
         "secretsmanager",
         region_name=REGION,
         endpoint_url=endpoint,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+@pytest.fixture
+def client(endpoint: str):
+    client = secrets_client(endpoint)
     # As the stack leaves it: a placeholder username and a generated token.
     client.create_secret(Name=SECRET, SecretString=json.dumps({"username": "REPLACE_ME", "accessToken": "x"}))
     yield client
@@ -71,13 +75,7 @@ def test_a_secret_that_does_not_exist_yet_says_to_deploy_first(
         "images:\n  - {source: python, tags: ['3']}\n"
         "docker_hub_credentials: {secret_name: ecr-pullthroughcache/absent}\n"
     )
-    client = boto3.client(
-        "secretsmanager",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = secrets_client(endpoint)
     status = main(["--config", str(config)], stdin=io.StringIO(f"alice\n{TOKEN}\n"), client=client)
     err = capsys.readouterr().err
     assert status == 1
