@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,8 +18,8 @@ from tests.support.moto import REGION, fake_aws_environment, moto_server
 
 from .conftest import REPO
 
-# Looks like a Docker Hub personal access token; the tests prove it is never printed.
-TOKEN = "fake-docker-hub-token-Xq7v2LmN9sKfT4wYbZ1cRd8eHj3"
+# Shaped like a Docker Hub access token, random per run: it must never show up anywhere.
+TOKEN = "dckr_pat_" + secrets.token_urlsafe(24)
 SECRET = "ecr-pullthroughcache/docker-hub"
 
 
