@@ -24,13 +24,12 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 
 from lambdas.mirror.config import load_config
 from tests.build import cfn, codebuild_local
 from tests.build.conftest import REPO, BuildApp, synth_build
-from tests.support.moto import REGION, fake_aws_environment, moto_server
+from tests.support.moto import fake_aws_environment, moto_client, moto_server
 from tests.support.registry import RegistryServer
 
 REQUIRED = ("podman", "skopeo", "docker-registry")
@@ -53,14 +52,6 @@ COPY --from=build /build/app.txt /srv/app.txt
 COPY --from=docker.io/library/python:3.12-slim /etc/base-marker /srv/base-marker
 COPY --from={other}/tools/lint:1 /tool /srv/tool
 """
-
-
-def aws(env: dict[str, str], service: str):
-    """A boto3 client for moto, with the same dummy credentials the AWS CLI gets."""
-    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                                    aws_session_token=env["AWS_SESSION_TOKEN"], region_name=REGION)
-    return session.client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
 
 
 @dataclass
@@ -103,7 +94,7 @@ class World:
         spec = cfn.buildspec(self.app.data, self.app.refs)
         with_secrets = codebuild_local.environment(
             spec, cfn.environment(self.app.data, self.app.refs), overrides,
-            secretsmanager=aws(self.env, "secretsmanager"),
+            secretsmanager=moto_client("secretsmanager", self.env["AWS_ENDPOINT_URL"]),
         )
         return codebuild_local.run(spec, {**env, **with_secrets}, self.source, timeout=180)
 
@@ -140,11 +131,11 @@ def world(tmp_path_factory: pytest.TempPathFactory):
                 "CODEBUILD_BUILD_NUMBER": "7",
                 "TMPDIR": str(tmp / "tmp"),
             }
-            secret_arn = aws(env, "secretsmanager").create_secret(
+            secret_arn = moto_client("secretsmanager", env["AWS_ENDPOINT_URL"]).create_secret(
                 Name="ecr-pullthroughcache/docker-hub", SecretString=json.dumps(CREDENTIALS))["ARN"]
             config = load_config(REPO / "mirror.yaml")
             app = synth_build(tmp / "cdk.out", config, registry_uri=ecr.host, secret_arn=secret_arn)
-            s3 = aws(env, "s3")
+            s3 = moto_client("s3", env["AWS_ENDPOINT_URL"])
             for asset in app.assets:  # what `cdk deploy` publishes
                 bucket = cfn.resolve({"Fn::Sub": asset["bucket"]})
                 s3.create_bucket(Bucket=bucket)

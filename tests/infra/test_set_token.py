@@ -10,11 +10,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from stacks.set_token import main
-from tests.support.moto import REGION, fake_aws_environment, moto_server
+from tests.support.moto import REGION, fake_aws_environment, moto_client, moto_server
 
 from .conftest import REPO
 
@@ -29,19 +28,9 @@ def endpoint() -> Iterator[str]:
         yield url
 
 
-def secrets_client(endpoint: str):
-    return boto3.client(
-        "secretsmanager",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 @pytest.fixture
 def client(endpoint: str):
-    client = secrets_client(endpoint)
+    client = moto_client("secretsmanager", endpoint)
     # As the stack leaves it: a placeholder username and a generated token.
     client.create_secret(Name=SECRET, SecretString=json.dumps({"username": "REPLACE_ME", "accessToken": "x"}))
     yield client
@@ -76,7 +65,7 @@ def test_a_secret_that_does_not_exist_yet_says_to_deploy_first(
         "images:\n  - {source: python, tags: ['3']}\n"
         "docker_hub_credentials: {secret_name: ecr-pullthroughcache/absent}\n"
     )
-    client = secrets_client(endpoint)
+    client = moto_client("secretsmanager", endpoint)
     status = main(["--config", str(config)], stdin=io.StringIO(f"alice\n{TOKEN}\n"), client=client)
     err = capsys.readouterr().err
     assert status == 1

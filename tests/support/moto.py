@@ -6,7 +6,10 @@ import os
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import boto3
+import botocore.session
 from moto.server import ThreadedMotoServer
 
 from .registry import free_port
@@ -45,3 +48,10 @@ def fake_aws_environment(endpoint: str) -> dict[str, str]:
         "AWS_REGION": REGION,
         "AWS_ENDPOINT_URL": endpoint,
     }
+
+
+def moto_client(service: str, endpoint: str) -> Any:
+    """A boto3 client for moto with dummy credentials, whatever the process environment holds."""
+    session = botocore.session.get_session()
+    session.set_credentials("testing", "testing")
+    return boto3.session.Session(botocore_session=session, region_name=REGION).client(service, endpoint_url=endpoint)
