@@ -1,1 +1,1 @@
-"""Code that runs inside CodeBuild (stdlib only); the build fetches redirect.py as an S3 asset."""
+"""Code that runs inside CodeBuild (stdlib only); the build fetches setup_mirror.py as an S3 asset."""

@@ -1,12 +1,13 @@
-"""A ready-made CodeBuild project: logins built in, Dockerfiles unchanged, bases from the mirror, cache in ECR.
+"""A ready-made CodeBuild project: logins built in, every pull from the mirror, cache in ECR, pipeline-ready.
 
 Importable by other CDK apps: `MirrorBuildProject(self, "Build", config=..., registry_uri=..., docker_hub_secret=...)`.
-The buildspec is in stacks/buildspec.py; the redirect module it fetches is codebuild/redirect.py (an S3 asset).
+The buildspec is in stacks/buildspec.py; the mirror setup it fetches is codebuild/setup_mirror.py (an S3 asset).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -14,63 +15,58 @@ from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from lambdas.mirror.config import Config
-from lambdas.mirror.reference import parse
 
 from .buildspec import BuildSpecOptions, build_spec
 
-REDIRECT_MODULE = Path(__file__).resolve().parent.parent / "codebuild" / "redirect.py"
+SETUP_MODULE = Path(__file__).resolve().parent.parent / "codebuild" / "setup_mirror.py"
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
 COMPUTE_TYPE = codebuild.ComputeType.MEDIUM
 BUILD_TIMEOUT = Duration.minutes(60)
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
-CACHE_TAG_COUNT = 50  # registry cache manifests kept in the cache repository (one per image/branch tag)
+CACHE_TAG_COUNT = 200  # registry cache manifests kept (one per repository, platform set and branch)
 CACHE_UNTAGGED_DAYS = 3  # cache manifests a newer cache export replaced
 DEFAULT_PLATFORMS = "linux/amd64"
 DEFAULT_CONTAINER_NAME = "app"
-BUILDKIT = "moby/buildkit:buildx-stable-1"  # what `docker buildx create` would pull from Docker Hub
+# Docker Hub names, as `docker buildx create` and `docker run` would use them: dockerd pulls both through the
+# mirror endpoint, which serves them from their direct copies (mirror.yaml), so they need no Docker Hub token.
+BUILDKIT_IMAGE = "moby/buildkit:buildx-stable-1"
+BINFMT_IMAGE = "tonistiigi/binfmt:latest"
 
 _PULL = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
 # A pull through a cache rule creates the repository and imports the image on first use.
 _PULL_THROUGH = [*_PULL, "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
-
-
-def buildkit_image(config: Config, registry_uri: str) -> str:
-    """moby/buildkit from the mirror (its cache rule or its direct copy); Docker Hub only if neither covers it."""
-    ref = parse(BUILDKIT)
-    rule = config.rule_for(ref.registry)
-    image = next((i for i in config.images if i.ref.name == ref.name and i.via is None), None)
-    if rule is not None:
-        return f"{registry_uri}/{rule.prefix}/{ref.repository}:{ref.tag}"
-    if image is not None:
-        return f"{registry_uri}/{image.repository}:{ref.tag}"
-    return BUILDKIT
+_PUSH = [*_PULL, "ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]
 
 
 def mirror_map(config: Config) -> str:
-    """What the redirect module needs, as compact JSON: registry -> cache-rule prefix, source repo -> ECR repo.
-
-    Directly mirrored repositories carry their tags (and tag regex): only those tags exist in ECR.
-    """
+    """What setup_mirror.py needs, as compact JSON: registry -> cache-rule prefix, source repo -> ECR repo."""
     prefixes = {rule.registry: rule.prefix for rule in config.pull_through_cache}
-    repositories = {
-        image.ref.name: {"repository": image.repository, "tags": list(image.tags), "tag_regex": image.tag_regex}
-        for image in config.images
-        if image.via is None
-    }
+    repositories = {image.ref.name: image.repository for image in config.images if image.via is None}
     return json.dumps({"prefixes": prefixes, "repositories": repositories}, separators=(",", ":"), sort_keys=True)
 
 
 class MirrorBuildProject(Construct):
-    """Privileged CodeBuild project whose buildspec logs in, redirects bases to the mirror and caches in ECR."""
+    """Privileged CodeBuild project whose builds pull every image through the mirror and cache in ECR.
+
+    Pipeline options: `push_repositories` (names, or prefixes as `team/*`) builds may push to besides
+    `image_repository`, chosen per build with IMAGE_REPO_NAME; `source_buckets` the build reads (S3 sources,
+    CodePipeline input artifacts); `artifact_buckets` it reads and writes (CodePipeline's artifact store);
+    `kms_keys` that encrypt them when the bucket objects do not carry the key; `environment_image`, a
+    `repository:tag` in the mirror registry to run builds on instead of CodeBuild's standard image.
+    """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Config, registry_uri: str,
-                 docker_hub_secret: secretsmanager.ISecret) -> None:
+                 docker_hub_secret: secretsmanager.ISecret, push_repositories: Sequence[str] = (),
+                 source_buckets: Sequence[s3.IBucket] = (), artifact_buckets: Sequence[s3.IBucket] = (),
+                 kms_keys: Sequence[kms.IKey] = (), environment_image: str | None = None) -> None:
         super().__init__(scope, construct_id)
         self.image_repository = ecr.Repository(
             self, "ImageRepository",
@@ -97,7 +93,7 @@ class MirrorBuildProject(Construct):
                 ),
             ],
         )
-        redirect = s3_assets.Asset(self, "RedirectModule", path=str(REDIRECT_MODULE))
+        setup = s3_assets.Asset(self, "SetupMirror", path=str(SETUP_MODULE))
         log_group = logs.LogGroup(self, "Logs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY)
 
         creds = config.docker_hub_credentials
@@ -108,26 +104,33 @@ class MirrorBuildProject(Construct):
             ssm_token=creds.ssm_token if use_ssm else None,
         ))
         # Defaults a build may override (start-build --environment-variables-override, or the pipeline
-        # action's environment_variables); IMAGE_TAG, DOCKERFILE, BUILD_ARGS and CACHE_TAG default in the buildspec.
+        # action's environment_variables); IMAGE_TAG, DOCKERFILE, BUILD_ARGS and CACHE_BRANCH default in the buildspec.
         env = {
             "MIRROR_REGISTRY": registry_uri,
             "MIRROR_MAP": mirror_map(config),
-            "BUILDKIT_IMAGE": buildkit_image(config, registry_uri),
+            "MIRROR_SETUP_BUCKET": setup.s3_bucket_name,
+            "MIRROR_SETUP_KEY": setup.s3_object_key,
+            "BUILDKIT_IMAGE": BUILDKIT_IMAGE,
+            "BINFMT_IMAGE": BINFMT_IMAGE,
             "IMAGE_REPO_NAME": self.image_repository.repository_name,
             "CACHE_REPO_NAME": self.cache_repository.repository_name,
-            "REDIRECT_BUCKET": redirect.s3_bucket_name,
-            "REDIRECT_KEY": redirect.s3_object_key,
             "CONTAINER_NAME": DEFAULT_CONTAINER_NAME,
             "PLATFORMS": DEFAULT_PLATFORMS,
             "CONTEXT_DIR": ".",
             "TAG_LATEST": "true",
         }
+        build_image: codebuild.IBuildImage = BUILD_IMAGE
+        if environment_image:
+            # CodeBuild pulls an ECR image with the project's service role (image_pull_credentials_type SERVICE_ROLE).
+            repository, _, tag = environment_image.partition(":")
+            build_image = codebuild.LinuxBuildImage.from_ecr_repository(
+                ecr.Repository.from_repository_name(self, "EnvironmentImage", repository), tag or "latest")
         self.project = codebuild.Project(
             self, "Project",
-            description="Docker image builds with bases from the ECR mirror and a registry cache in ECR",
+            description="Docker image builds that pull every image through the ECR mirror; registry cache in ECR",
             build_spec=codebuild.BuildSpec.from_object(spec),
             environment=codebuild.BuildEnvironment(
-                build_image=BUILD_IMAGE, compute_type=COMPUTE_TYPE, privileged=True,
+                build_image=build_image, compute_type=COMPUTE_TYPE, privileged=True,
             ),
             environment_variables={k: codebuild.BuildEnvironmentVariable(value=v) for k, v in env.items()},
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)),
@@ -138,10 +141,24 @@ class MirrorBuildProject(Construct):
         cast(codebuild.CfnProject, self.project.node.default_child).encryption_key = Stack.of(self).format_arn(
             service="kms", resource="alias", resource_name="aws/s3"
         )
-        self._grant(config, redirect, docker_hub_secret, use_ssm)
-        self._acknowledge(config, use_ssm)
+        role = self.project.role
+        assert role is not None  # the project creates its own role
+        self.role = role
+        self._grant(config, setup, docker_hub_secret, use_ssm, push_repositories)
+        for bucket in source_buckets:
+            bucket.grant_read(role)
+        for bucket in artifact_buckets:
+            bucket.grant_read_write(role)
+        for key in kms_keys:
+            key.grant_encrypt_decrypt(role)
+        self._acknowledge(config, use_ssm, push_repositories, [*source_buckets, *artifact_buckets], kms_keys)
+        if environment_image:
+            Validations.of(self.project).acknowledge(Acknowledgment(
+                id="AwsSolutions-CB5", reason="The build image is one the platform team chose, from its own ECR mirror.",
+            ))
 
-    def _grant(self, config: Config, redirect: s3_assets.Asset, secret: secretsmanager.ISecret, use_ssm: bool) -> None:
+    def _grant(self, config: Config, setup: s3_assets.Asset, secret: secretsmanager.ISecret, use_ssm: bool,
+               push_repositories: Sequence[str]) -> None:
         stack = Stack.of(self)
         project = self.project
 
@@ -150,9 +167,12 @@ class MirrorBuildProject(Construct):
 
         self.image_repository.grant_pull_push(project)
         self.cache_repository.grant_pull_push(project)
+        if push_repositories:
+            project.add_to_role_policy(iam.PolicyStatement(
+                actions=_PUSH, resources=[repo_arn(name) for name in push_repositories]))
         # The one object the build fetches, not the whole asset bucket.
         project.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:GetObject"], resources=[redirect.bucket.arn_for_objects(redirect.s3_object_key)],
+            actions=["s3:GetObject"], resources=[setup.bucket.arn_for_objects(setup.s3_object_key)],
         ))
         direct = sorted({image.repository for image in config.images if image.via is None})
         if direct:
@@ -178,7 +198,8 @@ class MirrorBuildProject(Construct):
         else:
             secret.grant_read(project)
 
-    def _acknowledge(self, config: Config, use_ssm: bool) -> None:
+    def _acknowledge(self, config: Config, use_ssm: bool, push_repositories: Sequence[str],
+                     buckets: Sequence[s3.IBucket], keys: Sequence[kms.IKey]) -> None:
         stack = Stack.of(self)
         project_id = stack.resolve(stack.get_logical_id(self.project.node.default_child))  # type: ignore[arg-type]
         arn = "arn:<AWS::Partition>:{}:<AWS::Region>:<AWS::AccountId>:{}"
@@ -194,6 +215,21 @@ class MirrorBuildProject(Construct):
                 f"Pull-through cache rule {rule.prefix!r} creates repositories under its prefix on first pull; "
                 "their names are the images Dockerfiles name."
             )
+        for name in push_repositories:
+            if name.endswith("*"):
+                wildcards["Resource::" + arn.format("ecr", f"repository/{name}")] = (
+                    f"Builds push to the repositories under {name!r}, chosen per build with IMAGE_REPO_NAME."
+                )
+        for bucket in buckets:
+            wildcards[f"Resource::{nag_text(stack.resolve(bucket.bucket_arn))}/*"] = (
+                "Source and artifact objects are named per build by CodeBuild and CodePipeline."
+            )
+        if buckets:
+            for action in ("s3:GetObject*", "s3:GetBucket*", "s3:List*", "s3:DeleteObject*", "s3:Abort*"):
+                wildcards[f"Action::{action}"] = "CDK's grant_read/grant_read_write on the source and artifact buckets."
+        if keys or any(bucket.encryption_key for bucket in buckets):
+            for action in ("kms:ReEncrypt*", "kms:GenerateDataKey*"):
+                wildcards[f"Action::{action}"] = "CDK's key grant for the source and artifact buckets' KMS keys."
         if use_ssm:
             wildcards["Resource::" + arn.format("kms", "key/*")] = (
                 "SecureString parameters under the aws/ssm key; kms:ViaService limits decryption to SSM."
@@ -201,7 +237,19 @@ class MirrorBuildProject(Construct):
         Validations.of(self.project).acknowledge(Acknowledgment(
             id="AwsSolutions-CB3", reason="Privileged mode is required to run the Docker daemon for image builds.",
         ))
-        role = self.project.role
-        assert role is not None  # the project creates its own role
         for finding, reason in wildcards.items():
-            Validations.of(role).acknowledge(Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason))
+            Validations.of(self.role).acknowledge(Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason))
+
+
+def nag_text(value: object) -> str:
+    """A resolved CloudFormation value as cdk-nag spells it in finding ids: `<Bucket.Arn>`, `<AWS::Partition>`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return "<" + ".".join(value["Fn::GetAtt"]) + ">"
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(nag_text(part) for part in parts)
+    raise ValueError(f"cannot name {value!r} in a cdk-nag finding")

@@ -1,10 +1,13 @@
 """The buildspec of the mirror build project, as the object CDK serializes into the template.
 
 Every command is bash (env.shell) and is checked by shellcheck in tests/build on the synthesized template.
+The first step points the build host's registries at the mirror (codebuild/setup_mirror.py, fetched from
+S3); nothing after it knows about the mirror, and no Dockerfile or command of the team is read or changed.
 Project environment variables (set by MirrorBuildProject, overridable per build) feed it:
-MIRROR_REGISTRY, MIRROR_MAP, BUILDKIT_IMAGE, IMAGE_REPO_NAME, CACHE_REPO_NAME, REDIRECT_BUCKET, REDIRECT_KEY,
-CONTAINER_NAME, PLATFORMS, CONTEXT_DIR, TAG_LATEST; and, unset unless a build sets them, IMAGE_TAG, DOCKERFILE,
-BUILD_ARGS, CACHE_TAG. Docker Hub credentials come from the `env` section (Secrets Manager or Parameter Store).
+MIRROR_REGISTRY, MIRROR_MAP, MIRROR_SETUP_BUCKET, MIRROR_SETUP_KEY, BUILDKIT_IMAGE, BINFMT_IMAGE,
+IMAGE_REPO_NAME, CACHE_REPO_NAME, CONTAINER_NAME, PLATFORMS, CONTEXT_DIR, TAG_LATEST; and, unset unless a
+build sets them, IMAGE_TAG, DOCKERFILE, BUILD_ARGS, CACHE_BRANCH. Docker Hub credentials come from the
+`env` section (Secrets Manager or Parameter Store).
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ BUILDER_NAME = "mirror"
 # One command per line, so CodeBuild's log shows each step as it runs.
 SETUP = [
     'WORK_DIR="$(mktemp -d)"',
+    'export MIRROR_BUILDKIT_CONFIG="${MIRROR_BUILDKIT_CONFIG:-$HOME/.docker/buildx/buildkitd.default.toml}"',
+    'aws s3 cp --quiet "s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY" "$WORK_DIR/setup_mirror.py"',
+    # dockerd and BuildKit pull through the mirror from here on: docker pull/run, compose, testcontainers, builds.
+    'python3 "$WORK_DIR/setup_mirror.py" --registry "$MIRROR_REGISTRY"',
+]
+
+VARIABLES = [
     'IMAGE_REPO_URI="$MIRROR_REGISTRY/$IMAGE_REPO_NAME"',
-    # One cache tag per image repository, so builds of different images never evict each other's cache.
-    'CACHE_TAG="${CACHE_TAG:-${IMAGE_REPO_NAME//[^a-zA-Z0-9_.-]/-}}"',
-    'CACHE_REF="$MIRROR_REGISTRY/$CACHE_REPO_NAME:${CACHE_TAG:0:128}"',
     # The tag: a per-build override wins, then the commit's short sha, then the build number.
     'SOURCE_SHA="${CODEBUILD_RESOLVED_SOURCE_VERSION:-}"',
     'IMAGE_TAG="${IMAGE_TAG:-${SOURCE_SHA:0:7}}"',
@@ -30,6 +37,16 @@ SETUP = [
     'CONTEXT_DIR="${CONTEXT_DIR:-.}"',
     'DOCKERFILE="${DOCKERFILE:-$CONTEXT_DIR/Dockerfile}"',
     'PLATFORMS="${PLATFORMS:-linux/amd64}"',
+    # One cache per repository, platform set and branch; a new branch starts from the default branch's cache.
+    'HEAD_REF="${CODEBUILD_WEBHOOK_HEAD_REF:-}"',
+    'CACHE_BRANCH="${CACHE_BRANCH:-${HEAD_REF#refs/heads/}}"',
+    'CACHE_BRANCH="${CACHE_BRANCH:-main}"',
+    'CACHE_TAG="$IMAGE_REPO_NAME--$PLATFORMS--$CACHE_BRANCH"',
+    'CACHE_MAIN="$IMAGE_REPO_NAME--$PLATFORMS--main"',
+    'CACHE_TAG="${CACHE_TAG//[^a-zA-Z0-9_.-]/-}"',
+    'CACHE_MAIN="${CACHE_MAIN//[^a-zA-Z0-9_.-]/-}"',
+    'CACHE_REF="$MIRROR_REGISTRY/$CACHE_REPO_NAME:${CACHE_TAG:0:128}"',
+    'CACHE_REF_MAIN="$MIRROR_REGISTRY/$CACHE_REPO_NAME:${CACHE_MAIN:0:128}"',
     'BUILD_ARGS_FILE="$WORK_DIR/build-args"',
     'METADATA_FILE="$WORK_DIR/metadata.json"',
     'echo "Building $IMAGE_REPO_URI:$IMAGE_TAG from $DOCKERFILE (context $CONTEXT_DIR, platforms $PLATFORMS)"',
@@ -44,34 +61,45 @@ _PLACEHOLDER_HELD = (
 # printf, not echo: the token never appears in a command line the log could show.
 DOCKER_HUB_LOGIN = (
     f"if {_PLACEHOLDER_HELD}; then "
-    f'echo "Notice: the Docker Hub secret still holds the placeholder {PLACEHOLDER}; skipping the Docker Hub login '
-    '(bases come from the ECR mirror). Store a token with: make docker-hub-token"; '
+    f'echo "Notice: the Docker Hub secret still holds the placeholder {PLACEHOLDER}: the docker-hub cache rule cannot '
+    'fetch images the mirror does not hold yet, and pulls that fall back to Docker Hub are anonymous. '
+    'Store a token with: make docker-hub-token"; '
     'else printf \'%s\' "$DOCKER_HUB_TOKEN" | docker login --username "$DOCKER_HUB_USERNAME" --password-stdin; fi'
 )
 
-REDIRECT = [
-    'aws s3 cp --quiet "s3://$REDIRECT_BUCKET/$REDIRECT_KEY" "$WORK_DIR/redirect.py"',
-    # Writes one build argument per line: --build-context NAME=docker-image://<mirror ref>, --build-arg K=V.
-    'python3 "$WORK_DIR/redirect.py" --dockerfile "$DOCKERFILE" --registry "$MIRROR_REGISTRY" '
-    '--map "$MIRROR_MAP" --build-args "${BUILD_ARGS:-}" --output "$BUILD_ARGS_FILE"',
+# QEMU emulators for platforms the host cannot run; the binfmt image comes through the daemon's mirror.
+EMULATORS = (
+    'NATIVE="linux/$(uname -m | sed \'s/x86_64/amd64/; s/aarch64/arm64/\')"; '
+    'if [ "$PLATFORMS" != "$NATIVE" ]; then docker run --privileged --rm "$BINFMT_IMAGE" --install all; fi'
+)
+
+# docker-container builder (the registry cache needs it). network=host lets it reach the loopback mirror
+# endpoint (buildx docs, docker-container driver options); its image is pulled by dockerd, through the mirror.
+BUILDER = (
+    f'docker buildx create --name {BUILDER_NAME} --driver docker-container '
+    '--driver-opt "image=$BUILDKIT_IMAGE" --driver-opt network=host '
+    '--buildkitd-config "$MIRROR_BUILDKIT_CONFIG" --bootstrap --use'
+)
+
+BUILD_ARGS = [
+    # BUILD_ARGS='K=V K2="a b"' -> one --build-arg per line, split as a shell would (shlex, no expansion).
+    'python3 -c \'import shlex, sys; [print(f"--build-arg\\n{a}") for a in shlex.split(sys.argv[1])]\' '
+    '"${BUILD_ARGS:-}" > "$BUILD_ARGS_FILE"',
     'printf -- \'--tag\\n%s\\n\' "$IMAGE_REPO_URI:$IMAGE_TAG" >> "$BUILD_ARGS_FILE"',
     'if [ "${TAG_LATEST:-false}" = true ]; then '
     'printf -- \'--tag\\n%s\\n\' "$IMAGE_REPO_URI:latest" >> "$BUILD_ARGS_FILE"; fi',
 ]
 
-# The builder's own BuildKit image comes from the mirror too, or creating it would pull from Docker Hub.
-BUILDER = (
-    f'docker buildx create --name {BUILDER_NAME} --driver docker-container '
-    '--driver-opt "image=$BUILDKIT_IMAGE" --bootstrap --use'
-)
-
+# ignore-error=true: a failed cache export never fails a build whose image was pushed (BuildKit README, cache).
 BUILD = (
     'mapfile -t build_args < "$BUILD_ARGS_FILE" && '
     f'docker buildx build --builder {BUILDER_NAME} --file "$DOCKERFILE" --platform "$PLATFORMS" '
-    '--cache-from "type=registry,ref=$CACHE_REF" '
-    '--cache-to "type=registry,ref=$CACHE_REF,mode=max,image-manifest=true,oci-mediatypes=true" '
+    '--cache-from "type=registry,ref=$CACHE_REF" --cache-from "type=registry,ref=$CACHE_REF_MAIN" '
+    '--cache-to "type=registry,ref=$CACHE_REF,mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true" '
     '--metadata-file "$METADATA_FILE" --push "${build_args[@]}" "$CONTEXT_DIR"'
 )
+
+REPORT = 'python3 "$WORK_DIR/setup_mirror.py" --report'
 
 POST_BUILD = [
     'IMAGE_URI="$IMAGE_REPO_URI:$IMAGE_TAG"',
@@ -108,11 +136,13 @@ def build_spec(options: BuildSpecOptions) -> dict[str, Any]:
             "exported-variables": ["IMAGE_URI", "IMAGE_DIGEST"],
         },
         "phases": {
+            "install": {"on-failure": "ABORT", "commands": SETUP},
             "pre_build": {
                 "on-failure": "ABORT",
-                "commands": [*SETUP, ECR_LOGIN, DOCKER_HUB_LOGIN, *REDIRECT, BUILDER],
+                "commands": [*VARIABLES, ECR_LOGIN, DOCKER_HUB_LOGIN, EMULATORS, BUILDER, *BUILD_ARGS],
             },
-            "build": {"on-failure": "ABORT", "commands": [BUILD]},
+            # `finally` runs whether or not the build failed: the line saying what the mirror served is in every log.
+            "build": {"on-failure": "ABORT", "commands": [BUILD], "finally": [REPORT]},
             "post_build": {"commands": POST_BUILD},
         },
         "artifacts": {"files": ["imagedefinitions.json", "imageDetail.json"]},

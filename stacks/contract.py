@@ -79,6 +79,14 @@ class MirrorContract(Construct):
                 "ARN of the CodeBuild project",
                 size=2048,
             )
+            if project.role is not None:  # pipelines defined elsewhere grant their artifact bucket to this role
+                self._parameter(
+                    "RoleArn",
+                    constants.PARAMETER_ROLE_ARN,
+                    project.role.role_arn,
+                    "ARN of the CodeBuild project's service role",
+                    size=2048,
+                )
 
     def _parameter(
         self, id: str, name: str, value: str, description: str, size: int | None = None

@@ -354,12 +354,8 @@ class _Parser:
         rule = next((r for r in rules if r.registry == ref.registry), None)
         target = raw.get("target")
         if target is not None:
-            if rule is not None:
-                raise self.fail(
-                    f"{where}.target",
-                    f"the pull-through cache rule {rule.upstream!r} places this image at "
-                    f"{rule.prefix}/{ref.repository}; remove 'target'",
-                )
+            # A target makes a direct copy even where a cache rule covers the registry: the build's own tools
+            # (moby/buildkit) then need no Docker Hub token, which the docker-hub rule does.
             if not isinstance(target, str) or not 2 <= len(target) <= 256 or not _ECR_NAME.fullmatch(target):
                 raise self.fail(f"{where}.target", f"{target!r} is not a legal ECR repository name")
             repository = target
@@ -367,12 +363,13 @@ class _Parser:
             repository = f"{rule.prefix}/{ref.repository}"
         else:
             repository = default_repository(ref, repos.prefix)
+        direct = rule is None or target is not None
         for rule_ in rules:
-            if rule is None and repository.startswith(rule_.prefix + "/"):
+            if direct and repository.startswith(rule_.prefix + "/"):
                 raise self.fail(
                     f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule_.prefix!r}"
                 )
-        return Image(source, tags, regex, platforms, target, repository, rule.prefix if rule else None)
+        return Image(source, tags, regex, platforms, target, repository, None if direct or not rule else rule.prefix)
 
     def platform(self, value: str, where: str) -> None:
         parts = value.split("/")

@@ -3,7 +3,7 @@
 What CodeBuild does and this does too: project variables < buildspec `variables` < per-build overrides;
 `secrets-manager:` (`secret-id:json-key`) and `parameter-store:` values fetched before the first phase;
 every command of every phase in the same shell, so variables carry over; a failing command fails its
-phase and ends the run (the buildspec sets `on-failure: ABORT` on pre_build and build, and post_build is
+phase (after the phase's `finally` commands) and ends the run (the buildspec sets `on-failure: ABORT` on pre_build and build, and post_build is
 last); exported variables read from the shell at the end. Not modelled: install runtimes, reports, caches, batch builds.
 """
 
@@ -63,12 +63,16 @@ def script(spec: Mapping[str, Any], exported_file: Path) -> str:
         phase = spec.get("phases", {}).get(name)
         if not phase:
             continue
-        lines.append(f"echo '[Container] Entering phase {name.upper()}'")
+        lines += [f"echo '[Container] Entering phase {name.upper()}'", "_phase_rc=0"]
         for command in phase.get("commands", []):
             quoted = shlex.quote(command)
-            lines += [f"echo '[Container] Running command '{quoted}", command,
-                      f"_rc=$?; [ $_rc -eq 0 ] || {{ _codebuild_failed {quoted} $_rc {name.upper()}; exit $_rc; }}"]
-        lines.append(f"echo '[Container] Phase complete: {name.upper()} State: SUCCEEDED'")
+            lines += [f"if [ $_phase_rc -eq 0 ]; then echo '[Container] Running command '{quoted}", command,
+                      f"_rc=$?; [ $_rc -eq 0 ] || {{ _codebuild_failed {quoted} $_rc {name.upper()}; _phase_rc=$_rc; }}",
+                      "fi"]
+        for command in phase.get("finally", []):  # runs whether or not the phase's commands failed
+            lines += [f"echo '[Container] Running command '{shlex.quote(command)}", command]
+        lines += ["[ $_phase_rc -eq 0 ] || exit $_phase_rc",
+                  f"echo '[Container] Phase complete: {name.upper()} State: SUCCEEDED'"]
     for name in spec.get("env", {}).get("exported-variables", []):
         lines.append(f'printf \'%s=%s\\n\' {name} "${{{name}-}}" >> {shlex.quote(str(exported_file))}')
     return "\n".join(lines) + "\n"

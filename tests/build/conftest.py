@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk import Stack, Validations
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
@@ -56,7 +59,7 @@ class BuildApp:
 
 
 def synth_build(outdir: Path, config: Config, *, registry_uri: str | None = None,
-                secret_arn: str | None = None) -> BuildApp:
+                secret_arn: str | None = None, options: Callable[[Stack], dict[str, Any]] | None = None) -> BuildApp:
     app = cdk_app(outdir)
     stack = Stack(app, STACK)
     if secret_arn:
@@ -64,7 +67,8 @@ def synth_build(outdir: Path, config: Config, *, registry_uri: str | None = None
     else:
         secret = secretsmanager.Secret.from_secret_name_v2(stack, "DockerHub", SECRET_NAME)
     registry_uri = registry_uri or f"{stack.account}.dkr.ecr.{stack.region}.{stack.url_suffix}"
-    build = MirrorBuildProject(stack, "Build", config=config, registry_uri=registry_uri, docker_hub_secret=secret)
+    build = MirrorBuildProject(stack, "Build", config=config, registry_uri=registry_uri, docker_hub_secret=secret,
+                               **(options(stack) if options else {}))
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     ids = {name: stack.resolve(stack.get_logical_id(construct.node.default_child))
            for name, construct in (("project", build.project), ("image_repository", build.image_repository),
@@ -89,3 +93,26 @@ def ssm_build_app(tmp_path_factory: pytest.TempPathFactory) -> BuildApp:
                                                       "token": "/CodeBuild/DOCKER_HUB_PASSWORD"}},
     })
     return synth_build(tmp_path_factory.mktemp("build-ssm.out"), config)
+
+
+def pipeline_options(stack: Stack) -> dict[str, Any]:
+    """A pipeline defined elsewhere: its artifact bucket (KMS-encrypted), an S3 source bucket, a key, services."""
+    return {
+        "push_repositories": ["services/*", "tools/linter"],
+        "artifact_buckets": [s3.Bucket.from_bucket_attributes(
+            stack, "Artifacts", bucket_name="pipeline-artifacts",
+            encryption_key=kms.Key.from_key_arn(stack, "ArtifactKey", ARTIFACT_KEY))],
+        "source_buckets": [s3.Bucket.from_bucket_name(stack, "Sources", "team-sources")],
+        "kms_keys": [kms.Key.from_key_arn(stack, "SourceKey", SOURCE_KEY)],
+        "environment_image": "ecr-public/codebuild/amazonlinux-x86_64-standard:5.0",
+    }
+
+
+ARTIFACT_KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+SOURCE_KEY = "arn:aws:kms:us-east-1:123456789012:key/66666666-7777-8888-9999-000000000000"
+
+
+@pytest.fixture(scope="session")
+def pipeline_build_app(tmp_path_factory: pytest.TempPathFactory) -> BuildApp:
+    return synth_build(tmp_path_factory.mktemp("build-pipeline.out"), load_config(REPO / "mirror.yaml"),
+                       options=pipeline_options)

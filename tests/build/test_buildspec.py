@@ -1,6 +1,7 @@
 """The synthesized buildspec's commands: shellcheck-clean, and the small behaviours each one promises."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -14,7 +15,8 @@ needs_shellcheck = pytest.mark.skipif(shutil.which("shellcheck") is None,
 
 def commands(app):
     spec = cfn.buildspec(app.data)
-    return [c for phase in codebuild_local.PHASES for c in spec["phases"].get(phase, {}).get("commands", [])]
+    return [c for phase in codebuild_local.PHASES for part in ("commands", "finally")
+            for c in spec["phases"].get(phase, {}).get(part, [])]
 
 
 def shellcheck(tmp_path, name, text, *options):
@@ -40,13 +42,21 @@ def test_the_commands_read_as_one_script_have_no_shellcheck_findings_at_all(buil
 # --- behaviours, run in bash against stand-ins for docker and aws -------------------------------------
 
 
+def run_commands(app, tmp_path, env, commands):
+    base = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "HOME": str(tmp_path),
+            **cfn.environment(app.data, app.refs)}
+    return codebuild_local.run({"phases": {"pre_build": {"commands": commands}}}, {**base, **env}, tmp_path)
+
+
+def pre_build(app):
+    return cfn.buildspec(app.data)["phases"]["pre_build"]["commands"]
+
+
 def run_pre_build(app, tmp_path, env, *extra):
     """The pre_build commands up to (not including) the logins, then `extra`."""
-    pre_build = cfn.buildspec(app.data)["phases"]["pre_build"]["commands"]
-    setup = pre_build[:next(i for i, c in enumerate(pre_build) if c.startswith("aws ecr"))]
-    spec = {"phases": {"pre_build": {"commands": [*setup, *extra]}}}
-    base = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", **cfn.environment(app.data, app.refs)}
-    return codebuild_local.run(spec, {**base, **env}, tmp_path)
+    commands = pre_build(app)
+    variables = commands[:next(i for i, c in enumerate(commands) if c.startswith("aws ecr"))]
+    return run_commands(app, tmp_path, env, [*variables, *extra])
 
 
 def test_the_image_tag_is_the_commits_short_sha(build_app, tmp_path):
@@ -67,7 +77,34 @@ def test_per_build_overrides_win_over_the_defaults(build_app, tmp_path):
                            'echo "$IMAGE_REPO_URI:$IMAGE_TAG $DOCKERFILE $PLATFORMS $CACHE_REF"')
     registry = f"{cfn.ACCOUNT}.dkr.ecr.{cfn.REGION}.amazonaws.com"
     assert (f"{registry}/team/api:v1.2.3 services/api/Dockerfile linux/arm64 "
-            f"{registry}/images-cache:team-api\n") in result.output
+            f"{registry}/images-cache:team-api--linux-arm64--main\n") in result.output
+
+
+def test_the_cache_is_per_repository_platform_set_and_branch_and_a_branch_starts_from_main(build_app, tmp_path):
+    env = {"CODEBUILD_WEBHOOK_HEAD_REF": "refs/heads/feature/login", "PLATFORMS": "linux/amd64,linux/arm64"}
+    result = run_pre_build(build_app, tmp_path, env, 'echo "cache=$CACHE_REF from=$CACHE_REF_MAIN"')
+    registry = f"{cfn.ACCOUNT}.dkr.ecr.{cfn.REGION}.amazonaws.com"
+    assert (f"cache={registry}/images-cache:images--linux-amd64-linux-arm64--feature-login "
+            f"from={registry}/images-cache:images--linux-amd64-linux-arm64--main\n") in result.output
+
+
+def test_a_cache_tag_never_exceeds_what_a_registry_accepts(build_app, tmp_path):
+    env = {"IMAGE_REPO_NAME": "team/" + "a" * 200, "CACHE_BRANCH": "b" * 50}
+    result = run_pre_build(build_app, tmp_path, env, 'echo "tag=${CACHE_REF##*:}"')
+    (tag,) = [line[4:] for line in result.output.splitlines() if line.startswith("tag=")]
+    assert len(tag) == 128 and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", tag)
+
+
+def test_build_args_are_split_as_a_shell_would_without_expanding_them(build_app, tmp_path):
+    commands = pre_build(build_app)
+    variables = commands[:next(i for i, c in enumerate(commands) if c.startswith("aws ecr"))]
+    build_args = [c for c in commands if "BUILD_ARGS_FILE" in c and not c.startswith("BUILD_ARGS_FILE=")]
+    env = {"BUILD_ARGS": 'VERSION=1.2 NOTE="two words" RAW=$HOME', "IMAGE_TAG": "t", "TAG_LATEST": "false"}
+    result = run_commands(build_app, tmp_path, env, [*variables, *build_args, 'cat "$BUILD_ARGS_FILE"'])
+    assert result.returncode == 0, result.output
+    registry = f"{cfn.ACCOUNT}.dkr.ecr.{cfn.REGION}.amazonaws.com"
+    assert ("--build-arg\nVERSION=1.2\n--build-arg\nNOTE=two words\n--build-arg\nRAW=$HOME\n"
+            f"--tag\n{registry}/images:t\n") in result.output
 
 
 @pytest.fixture
@@ -82,7 +119,7 @@ def recording_docker(tmp_path):
 
 
 def docker_hub_login(app):
-    return next(c for c in cfn.buildspec(app.data)["phases"]["pre_build"]["commands"] if "DOCKER_HUB_TOKEN" in c)
+    return next(c for c in pre_build(app) if "DOCKER_HUB_TOKEN" in c)
 
 
 def test_docker_hub_login_sends_the_token_on_stdin_only(build_app, recording_docker):
@@ -101,3 +138,22 @@ def test_a_placeholder_secret_gives_a_one_line_notice_and_no_login(build_app, re
     notices = [line for line in result.output.splitlines() if line.startswith("Notice:")]
     assert len(notices) == 1 and "REPLACE_ME" in notices[0]
     assert not (recording_docker / "docker.args").exists()
+
+
+def test_the_placeholder_notice_says_what_a_missing_token_costs_and_nothing_untrue(build_app):
+    notice = docker_hub_login(build_app)
+    assert "cannot fetch images the mirror does not hold yet" in notice
+    assert "bases come from the ECR mirror" not in notice
+
+
+@pytest.mark.parametrize("platforms, installs", [("linux/amd64", False), ("linux/arm64", True),
+                                                  ("linux/amd64,linux/arm64", True)])
+def test_emulators_are_installed_only_for_platforms_the_host_cannot_run(build_app, recording_docker,
+                                                                        platforms, installs):
+    if os.uname().machine != "x86_64":
+        pytest.skip("the cases assume an amd64 host")
+    emulators = next(c for c in pre_build(build_app) if "BINFMT_IMAGE" in c)
+    result = run_pre_build(build_app, recording_docker, {"PLATFORMS": platforms}, emulators)
+    assert result.returncode == 0, result.output
+    recorded = (recording_docker / "docker.args").read_text() if (recording_docker / "docker.args").exists() else ""
+    assert recorded == ("run --privileged --rm tonistiigi/binfmt:latest --install all\n" if installs else "")

@@ -62,9 +62,22 @@ def test_the_stack_passes_registry_prefixes_and_mirrored_repositories_to_the_bui
     mirror = json.loads(env["MIRROR_MAP"])
     assert mirror["prefixes"] == {"docker.io": "docker-hub", "public.ecr.aws": "ecr-public", "quay.io": "quay",
                                   "registry.k8s.io": "k8s"}
-    assert mirror["repositories"]["mcr.microsoft.com/dotnet/runtime"] == {
-        "repository": "mirror/dotnet-runtime", "tags": ["8.0"], "tag_regex": None}
-    assert env["BUILDKIT_IMAGE"] == f"{ECR_HOST}/docker-hub/moby/buildkit:buildx-stable-1"
+    assert mirror["repositories"] == {
+        "docker.io/moby/buildkit": "mirror/docker.io/moby/buildkit",
+        "docker.io/tonistiigi/binfmt": "mirror/docker.io/tonistiigi/binfmt",
+        "gcr.io/distroless/base-debian12": "mirror/gcr.io/distroless/base-debian12",
+        "mcr.microsoft.com/dotnet/runtime": "mirror/dotnet-runtime",
+    }
+
+
+def test_the_builds_own_images_are_docker_hub_names_the_mirror_holds_without_the_docker_hub_rule(build_app):
+    """Must hold: a fresh deploy builds before any Docker Hub token is stored."""
+    env = cfn.environment(build_app.data, build_app.refs)
+    mirror = json.loads(env["MIRROR_MAP"])
+    for image in (env["BUILDKIT_IMAGE"], env["BINFMT_IMAGE"]):
+        name = "docker.io/" + image.split(":")[0]
+        assert mirror["repositories"][name].startswith("mirror/"), name  # a direct copy, not docker-hub/...
+    assert env["BUILDKIT_IMAGE"] == "moby/buildkit:buildx-stable-1"
 
 
 def test_per_build_overrides_have_defaults_in_the_project(build_app):
@@ -81,6 +94,7 @@ def test_the_role_can_log_in_to_ecr_anywhere_but_pull_only_from_the_mirror(build
     assert sorted(pulls) == sorted([
         "arn:image_repository", "arn:cache_repository",
         f"{repo}mirror/dotnet-runtime", f"{repo}mirror/gcr.io/distroless/base-debian12",
+        f"{repo}mirror/docker.io/moby/buildkit", f"{repo}mirror/docker.io/tonistiigi/binfmt",
         f"{repo}docker-hub/*", f"{repo}ecr-public/*", f"{repo}quay/*", f"{repo}k8s/*",
     ])
 
@@ -96,7 +110,7 @@ def test_pushes_go_to_the_image_and_cache_repositories_only(build_app):
     assert sorted(allowed(build_app, "ecr:PutImage")) == ["arn:cache_repository", "arn:image_repository"]
 
 
-def test_the_role_reads_the_docker_hub_secret_and_the_one_redirect_module_object(build_app):
+def test_the_role_reads_the_docker_hub_secret_and_the_one_setup_module_object(build_app):
     secret = allowed(build_app, "secretsmanager:GetSecretValue")
     assert secret == [f"arn:aws:secretsmanager:{cfn.REGION}:{cfn.ACCOUNT}:secret:{SECRET_NAME}-??????"]
     (module,) = allowed(build_app, "s3:GetObject")
@@ -137,31 +151,46 @@ def test_both_logins_read_their_password_from_stdin(build_app):
     assert "echo $DOCKER_HUB_TOKEN" not in commands and 'echo "$DOCKER_HUB_TOKEN' not in commands
 
 
-def test_the_buildx_builder_runs_a_buildkit_image_from_the_mirror(build_app):
+def test_the_buildx_builder_reads_the_mirror_config_and_reaches_the_loopback_endpoint(build_app):
     commands = cfn.buildspec(build_app.data)["phases"]["pre_build"]["commands"]
     (create,) = [c for c in commands if c.startswith("docker buildx create")]
-    assert '--driver-opt "image=$BUILDKIT_IMAGE"' in create
-    assert "--driver docker-container" in create
+    for flag in ('--driver-opt "image=$BUILDKIT_IMAGE"', "--driver docker-container", "--driver-opt network=host",
+                 '--buildkitd-config "$MIRROR_BUILDKIT_CONFIG"'):
+        assert flag in create
 
 
-def test_the_build_uses_a_registry_cache_in_ecr_that_covers_every_stage(build_app):
-    """Static: podman (the end-to-end test's docker) cannot take BuildKit's cache export options."""
+def test_the_build_uses_a_registry_cache_in_ecr_whose_export_never_fails_the_build(build_app):
+    """Static: no BuildKit docker-container builder can run here (it needs the moby/buildkit image)."""
     (build,) = cfn.buildspec(build_app.data)["phases"]["build"]["commands"]
     assert '--cache-from "type=registry,ref=$CACHE_REF"' in build
-    assert '--cache-to "type=registry,ref=$CACHE_REF,mode=max,image-manifest=true,oci-mediatypes=true"' in build
+    assert '--cache-from "type=registry,ref=$CACHE_REF_MAIN"' in build
+    assert ('--cache-to "type=registry,ref=$CACHE_REF,mode=max,image-manifest=true,oci-mediatypes=true,'
+            'ignore-error=true"') in build
     assert build.count("docker buildx build") == 1
     for flag in ('--platform "$PLATFORMS"', "--push", '--file "$DOCKERFILE"', '"${build_args[@]}"',
                  '--metadata-file "$METADATA_FILE"'):
         assert flag in build
 
 
-def test_the_build_redirects_bases_with_the_module_fetched_from_s3(build_app):
-    commands = cfn.buildspec(build_app.data)["phases"]["pre_build"]["commands"]
-    assert 'aws s3 cp --quiet "s3://$REDIRECT_BUCKET/$REDIRECT_KEY" "$WORK_DIR/redirect.py"' in commands
-    assert any(c.startswith('python3 "$WORK_DIR/redirect.py" --dockerfile "$DOCKERFILE"') for c in commands)
+def test_the_first_step_sets_up_the_mirror_with_the_module_fetched_from_s3(build_app):
+    spec = cfn.buildspec(build_app.data)
+    install = spec["phases"]["install"]["commands"]
+    assert 'aws s3 cp --quiet "s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY" "$WORK_DIR/setup_mirror.py"' in install
+    assert install[-1] == 'python3 "$WORK_DIR/setup_mirror.py" --registry "$MIRROR_REGISTRY"'
+    assert spec["phases"]["install"]["on-failure"] == "ABORT"
+    assert spec["phases"]["build"]["finally"] == ['python3 "$WORK_DIR/setup_mirror.py" --report']
     env = cfn.environment(build_app.data, build_app.refs)
-    assert env["REDIRECT_KEY"] == build_app.assets[0]["key"]
-    assert build_app.assets[0]["path"].read_bytes() == (REPO / "codebuild" / "redirect.py").read_bytes()
+    assert env["MIRROR_SETUP_KEY"] == build_app.assets[0]["key"]
+    assert build_app.assets[0]["path"].read_bytes() == (REPO / "codebuild" / "setup_mirror.py").read_bytes()
+
+
+def test_no_command_reads_or_rewrites_the_teams_dockerfile(build_app):
+    """The Dockerfile is only handed to `docker buildx build --file`, as the team would."""
+    spec = cfn.buildspec(build_app.data)
+    commands = [c for phase in spec["phases"].values() for part in ("commands", "finally") for c in phase.get(part, [])]
+    uses = [c for c in commands if "$DOCKERFILE" in c and not c.startswith(("DOCKERFILE=", "echo "))]
+    assert len(uses) == 1 and uses[0].startswith("mapfile") and '--file "$DOCKERFILE"' in uses[0]
+    assert not any("--build-context" in c or "redirect" in c for c in commands)
 
 
 def test_pipelines_get_image_definitions_and_exported_variables(build_app):
@@ -170,3 +199,40 @@ def test_pipelines_get_image_definitions_and_exported_variables(build_app):
     assert spec["artifacts"] == {"files": ["imagedefinitions.json", "imageDetail.json"]}
     assert spec["phases"]["pre_build"]["on-failure"] == "ABORT"
     assert spec["phases"]["build"]["on-failure"] == "ABORT"
+
+
+# --- pipeline-ready: what a build needs to read its source and write its artifacts ------------------------
+
+
+def test_builds_may_push_to_the_configured_repositories_and_prefixes(pipeline_build_app):
+    repo = f"arn:aws:ecr:{cfn.REGION}:{cfn.ACCOUNT}:repository/"
+    assert sorted(allowed(pipeline_build_app, "ecr:PutImage")) == sorted([
+        "arn:cache_repository", "arn:image_repository", f"{repo}services/*", f"{repo}tools/linter"])
+    assert f"{repo}services/*" in allowed(pipeline_build_app, "ecr:CompleteLayerUpload")
+
+
+def test_the_role_reads_sources_and_writes_artifacts_in_the_pipelines_buckets(pipeline_build_app):
+    assert "arn:aws:s3:::team-sources/*" in allowed(pipeline_build_app, "s3:GetObject*")
+    assert "arn:aws:s3:::team-sources/*" not in allowed(pipeline_build_app, "s3:PutObject")
+    assert "arn:aws:s3:::pipeline-artifacts/*" in allowed(pipeline_build_app, "s3:GetObject*")
+    assert "arn:aws:s3:::pipeline-artifacts/*" in allowed(pipeline_build_app, "s3:PutObject")
+
+
+def test_the_role_may_use_the_buckets_kms_keys(pipeline_build_app):
+    from tests.build.conftest import ARTIFACT_KEY, SOURCE_KEY
+    assert ARTIFACT_KEY in allowed(pipeline_build_app, "kms:GenerateDataKey*")
+    assert SOURCE_KEY in allowed(pipeline_build_app, "kms:Decrypt")
+
+
+def test_without_pipeline_options_the_role_touches_no_other_bucket_or_key(build_app):
+    assert not allowed(build_app, "s3:PutObject") and not allowed(build_app, "kms:Decrypt")
+
+
+def test_the_build_environment_image_can_come_from_the_mirror_pulled_with_the_service_role(pipeline_build_app):
+    pipeline_build_app.template.has_resource_properties("AWS::CodeBuild::Project", {
+        "Environment": Match.object_like({
+            "Image": Match.any_value(), "ImagePullCredentialsType": "SERVICE_ROLE", "PrivilegedMode": True}),
+    })
+    _, properties = cfn.project(pipeline_build_app.data)
+    image = cfn.resolve(properties["Environment"]["Image"], pipeline_build_app.refs)
+    assert image == f"{ECR_HOST}/ecr-public/codebuild/amazonlinux-x86_64-standard:5.0"

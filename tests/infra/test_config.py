@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.config import DEFAULT_SCHEDULE, ConfigError, load_config
+from lambdas.mirror.config import DEFAULT_SCHEDULE, ConfigError, load_config, parse_config
 
 from .conftest import REPO
 
@@ -132,3 +132,17 @@ def test_the_app_synthesizes_a_minimal_file(tmp_path: Path) -> None:
     result = run_app(path, tmp_path / "out")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "EcrMirror.template.json").is_file()
+
+
+def test_a_target_on_an_image_a_cache_rule_covers_makes_a_direct_copy() -> None:
+    config = parse_config({"images": [{"source": "moby/buildkit", "tags": ["buildx-stable-1"],
+                                       "target": "mirror/docker.io/moby/buildkit"},
+                                      {"source": "python", "tags": ["3.13-slim"]}]})
+    buildkit, python = config.images
+    assert (buildkit.repository, buildkit.via) == ("mirror/docker.io/moby/buildkit", None)
+    assert (python.repository, python.via) == ("docker-hub/library/python", "docker-hub")
+
+
+def test_a_direct_target_may_not_lie_under_a_cache_prefix() -> None:
+    with pytest.raises(ConfigError, match=r"images\[0\] \(moby/buildkit\)\.target: .* pull-through cache prefix"):
+        parse_config({"images": [{"source": "moby/buildkit", "tags": ["x"], "target": "docker-hub/moby/buildkit"}]})

@@ -69,7 +69,8 @@ def test_every_mirrored_image_is_published_with_its_ecr_uri(default_app: Synthes
     assert images == {
         "docker.io/library/python": f"{REGISTRY}/docker-hub/library/python",
         "docker.io/library/node": f"{REGISTRY}/docker-hub/library/node",
-        "docker.io/moby/buildkit": f"{REGISTRY}/docker-hub/moby/buildkit",
+        "docker.io/moby/buildkit": f"{REGISTRY}/mirror/docker.io/moby/buildkit",
+        "docker.io/tonistiigi/binfmt": f"{REGISTRY}/mirror/docker.io/tonistiigi/binfmt",
         "gcr.io/distroless/base-debian12": f"{REGISTRY}/mirror/gcr.io/distroless/base-debian12",
         "mcr.microsoft.com/dotnet/runtime": f"{REGISTRY}/mirror/dotnet-runtime",
     }

@@ -15,7 +15,8 @@ def lifecycle_rules(text: str) -> list[dict]:
 
 def test_each_directly_mirrored_image_gets_a_scanned_encrypted_retained_repository(default_app: Synthesized) -> None:
     direct = [image for image in default_app.config.images if image.via is None]
-    assert {i.repository for i in direct} == {"mirror/gcr.io/distroless/base-debian12", "mirror/dotnet-runtime"}
+    assert {i.repository for i in direct} == {"mirror/gcr.io/distroless/base-debian12", "mirror/dotnet-runtime",
+                                              "mirror/docker.io/moby/buildkit", "mirror/docker.io/tonistiigi/binfmt"}
     for image in direct:
         lifecycle = Capture()
         default_app.template.has_resource(

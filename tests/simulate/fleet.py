@@ -8,7 +8,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from codebuild.redirect import find_images, normalize, parse_dockerfile
+from tests.simulate.dockerfile import find_images, normalize, parse_dockerfile
 
 DAY = 24 * 3600.0
 OFFICIAL_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le")

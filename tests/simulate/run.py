@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from codebuild.redirect import MirrorMap, find_images, normalize, parse_dockerfile
-from codebuild.redirect import plan as redirect_plan
+from tests.simulate.dockerfile import MirrorMap, find_images, normalize, parse_dockerfile
+from tests.simulate.dockerfile import plan as redirect_plan
 from lambdas.mirror.endpoints import Endpoints, connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches

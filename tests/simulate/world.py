@@ -23,7 +23,7 @@ from typing import Any
 import urllib3
 import yaml
 
-from codebuild.redirect import MirrorMap
+from tests.simulate.dockerfile import MirrorMap
 from lambdas.mirror.config import Config, parse_config
 from lambdas.mirror.registry import RegistryClient
 from tests.support.images import push_image

@@ -1,18 +1,8 @@
-"""Point a Dockerfile's base images at the ECR mirror without editing the Dockerfile.
+"""The simulation's model of what a Dockerfile pulls: every image its FROM, COPY --from and RUN --mount name.
 
-Runs inside CodeBuild (stdlib only, Python 3.11+). Reads the Dockerfile, resolves every image it pulls
-(`FROM`, `COPY --from=<image>`, `RUN --mount=from=<image>`, the `# syntax=` frontend) with ARG
-substitution as BuildKit does, and writes the extra `docker buildx build` arguments, one per line:
-
-    --build-context
-    python:3.12-slim=docker-image://123456789012.dkr.ecr.eu-west-1.amazonaws.com/docker-hub/library/python:3.12-slim
-
-Images the mirror does not cover are left alone. Self-contained on purpose: CodeBuild fetches this one
-file from S3, so it carries its own copy of the reference normalization in `lambdas/mirror/reference.py`;
-tests/build check that both normalize the same references the same way.
-
-    python3 redirect.py --dockerfile Dockerfile --registry "$MIRROR_REGISTRY" --map "$MIRROR_MAP" \\
-        --build-args "$BUILD_ARGS" --output build-args.txt
+The product no longer reads Dockerfiles (builds pull through registry mirrors, codebuild/setup_mirror.py);
+the fleet simulation still needs to know which images each build pulls, with ARG substitution as BuildKit
+does it, and where the mirror serves them.
 """
 
 from __future__ import annotations

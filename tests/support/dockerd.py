@@ -1,0 +1,96 @@
+"""A real Docker daemon (Debian's docker.io) for tests: its own data, exec root, socket and pidfile.
+
+Started as CodeBuild's images start theirs, then driven with Debian's /usr/bin/docker client (the other
+docker CLI on some machines has no buildx, so its `docker build` fails). No network for containers
+(`--bridge=none`, run them with `--network none`). Needs root, as dockerd does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+DOCKERD = "/usr/sbin/dockerd"
+CLIENT = "/usr/bin/docker"
+
+
+def available() -> str | None:
+    """None if a daemon can run here, else why not."""
+    if os.geteuid() != 0:
+        return "dockerd needs root"
+    missing = [path for path in (DOCKERD, CLIENT, "/bin/busybox") if not Path(path).exists()]
+    return f"missing {', '.join(missing)} (.ci/run installs docker.io and busybox-static)" if missing else None
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (the first dockerd is our child until something reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class DockerDaemon:
+    def __init__(self, config: dict | None = None) -> None:
+        # Short paths: a unix socket path must fit in 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))
+        self.config_path = self.root / "daemon.json"
+        self.config_path.write_text(json.dumps(config or {}))
+        self.pidfile = self.root / "docker.pid"
+        self.socket = self.root / "docker.sock"
+        self.log_path = self.root / "dockerd.log"
+        self.argv = [DOCKERD, "--config-file", str(self.config_path), "--data-root", str(self.root / "data"),
+                     "--exec-root", str(self.root / "exec"), "--pidfile", str(self.pidfile),
+                     "-H", f"unix://{self.socket}", "--storage-driver", "vfs", "--iptables=false",
+                     "--ip6tables=false", "--bridge=none"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DOCKER_HOST": f"unix://{self.socket}", "DOCKER_CONFIG": str(self.root / "client")}
+
+    def start(self) -> DockerDaemon:
+        with self.log_path.open("ab") as log:
+            subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.docker("version", check=False).returncode == 0:
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"dockerd did not start: {self.log_path.read_text()[-2000:]}")
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([CLIENT, *args], env={**os.environ, **self.env}, capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def stop(self) -> None:
+        """Stop whatever dockerd the pidfile names now (a restart gives it a new PID)."""
+        pid = self.pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(300):
+                    if not running(pid):
+                        break
+                    time.sleep(0.1)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["umount", "-R", str(self.root / "exec")], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
