@@ -266,7 +266,10 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal) -> type[htt
                 return self.reply(404, b'{"errors":[{"code":"UNSUPPORTED","message":"pull only"}]}')
             upstream, repo, candidates = mirror.route(match["name"])
             kind, reference = match["kind"], match["reference"]
-            headers = {"Accept": self.headers.get("Accept") or MANIFEST_ACCEPT} if kind == "manifests" else {}
+            # Clients may send several Accept headers (containers/image does); a registry that sees only a part may
+            # answer with a schema it must convert, or refuse (distribution: 400 MANIFEST_INVALID).
+            accept = ", ".join(self.headers.get_all("Accept") or []) or MANIFEST_ACCEPT
+            headers = {"Accept": accept} if kind == "manifests" else {}
             if "Range" in self.headers:
                 headers["Range"] = self.headers["Range"]
             reasons = []

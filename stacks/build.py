@@ -154,7 +154,8 @@ class MirrorBuildProject(Construct):
         self._acknowledge(config, use_ssm, push_repositories, [*source_buckets, *artifact_buckets], kms_keys)
         if environment_image:
             Validations.of(self.project).acknowledge(Acknowledgment(
-                id="AwsSolutions-CB5", reason="The build image is one the platform team chose, from its own ECR mirror.",
+                id="AwsSolutions-CB5",
+                reason="The build image is one the platform team chose, from its own ECR mirror.",
             ))
 
     def _grant(self, config: Config, setup: s3_assets.Asset, secret: secretsmanager.ISecret, use_ssm: bool,

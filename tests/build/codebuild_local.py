@@ -3,8 +3,9 @@
 What CodeBuild does and this does too: project variables < buildspec `variables` < per-build overrides;
 `secrets-manager:` (`secret-id:json-key`) and `parameter-store:` values fetched before the first phase;
 every command of every phase in the same shell, so variables carry over; a failing command fails its
-phase (after the phase's `finally` commands) and ends the run (the buildspec sets `on-failure: ABORT` on pre_build and build, and post_build is
-last); exported variables read from the shell at the end. Not modelled: install runtimes, reports, caches, batch builds.
+phase (after its `finally` commands) and ends the run (the buildspec sets `on-failure: ABORT` on install,
+pre_build and build, and post_build is last); exported variables read from the shell at the end.
+Not modelled: install runtimes, reports, caches, batch builds.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def script(spec: Mapping[str, Any], exported_file: Path) -> str:
         for command in phase.get("commands", []):
             quoted = shlex.quote(command)
             lines += [f"if [ $_phase_rc -eq 0 ]; then echo '[Container] Running command '{quoted}", command,
-                      f"_rc=$?; [ $_rc -eq 0 ] || {{ _codebuild_failed {quoted} $_rc {name.upper()}; _phase_rc=$_rc; }}",
+                      f"_rc=$?; [ $_rc -eq 0 ] || {{ _codebuild_failed {quoted} $_rc {name.upper()}; "
+                      "_phase_rc=$_rc; }",
                       "fi"]
         for command in phase.get("finally", []):  # runs whether or not the phase's commands failed
             lines += [f"echo '[Container] Running command '{shlex.quote(command)}", command]

@@ -1,20 +1,21 @@
-"""`docker` for the end-to-end test: the buildspec's docker commands, carried out by podman.
+"""`docker` for the end-to-end test: Debian's real docker client, except what needs a buildx builder.
 
-Maps `docker login`, `docker buildx create` and `docker buildx build` to podman 4.3 with vfs storage
-under the test's tmp dir (SHIM_PODMAN_ROOT, SHIM_PODMAN_RUNROOT), chroot isolation, and plain HTTP for
-the loopback registries. Any other docker command or flag fails loudly, so a buildspec change that
-podman cannot stand in for shows up here, not as a silently different build.
+`docker buildx create` and `docker buildx build` need BuildKit's docker-container driver, whose image
+(moby/buildkit) cannot run here; podman 4.3 (vfs storage under SHIM_PODMAN_ROOT/SHIM_PODMAN_RUNROOT, chroot
+isolation) stands in for them, and `docker login` goes to podman too, which does the pushes. Every other
+docker command is the real client against the real daemon (DOCKER_HOST). Any flag the shim does not know
+fails loudly, so a buildspec change podman cannot stand in for shows up here, not as a different build.
 
-What podman cannot take, and what stands in for it (covered statically in test_project.py):
-- `--cache-from/--cache-to type=registry,ref=R:T,mode=max,image-manifest=true,oci-mediatypes=true`:
-  podman's cache is a repository of per-step images (`--cache-to R --cache-from R --layers`), not
-  BuildKit's cache manifest, so `mode=max`, `image-manifest` and `oci-mediatypes` are dropped.
-- `--metadata-file`: podman writes no BuildKit metadata; the shim writes `containerimage.digest` from
-  `podman push --digestfile`, the digest the registry stored.
+What stands in for what (the rest is covered statically in test_project.py):
+- `docker buildx create --buildkitd-config F`: F's `[registry."X"] mirrors` become a registries.conf for
+  podman, with the same path semantics (containers/image inserts a mirror's path after /v2/, as BuildKit
+  does); docker.io's own location is the test's "Docker Hub", so a fallback is observable there. The
+  builder image is pulled through that config, as the docker-container driver has dockerd pull it.
+- `--cache-from/--cache-to type=registry,...`: podman caches per step in a repository (`--cache-to R
+  --cache-from R --layers`); `mode=max`, `image-manifest`, `oci-mediatypes` and `ignore-error` are dropped.
+- `--metadata-file`: written from `podman push --digestfile`, the digest the registry stored.
 - `--push`: podman build cannot push; the shim pushes every `--tag` after the build.
-- `docker buildx create --driver docker-container`: podman has no builders; the shim pulls the
-  `--driver-opt image=` BuildKit image, as the docker-container driver would, so the pull is observable.
-- `--platform a,b`: a multi-platform build needs BuildKit (or podman --manifest); one platform only.
+- `--platform a,b`: a multi-platform build needs BuildKit; one platform only.
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
+
+REAL_DOCKER = "/usr/bin/docker"
 
 VALUE_FLAGS = {"--builder", "--file", "-f", "--platform", "--tag", "-t", "--build-arg", "--build-context",
                "--cache-from", "--cache-to", "--metadata-file", "--target"}
 BOOLEAN_FLAGS = {"--push", "--pull", "--load"}
+CREATE_VALUE_FLAGS = {"--name", "--driver", "--driver-opt", "--buildkitd-config"}
+CREATE_BOOLEAN_FLAGS = {"--bootstrap", "--use"}
 
 
 def note(message: str) -> None:
@@ -38,7 +44,30 @@ def note(message: str) -> None:
 def podman(*args: str, stdin: int | None = None) -> int:
     command = ["podman", "--root", os.environ["SHIM_PODMAN_ROOT"], "--runroot", os.environ["SHIM_PODMAN_RUNROOT"],
                "--storage-driver", "vfs", "--events-backend", "none", *args]
-    return subprocess.run(command, stdin=stdin).returncode
+    env = dict(os.environ)
+    if registries_conf().exists():
+        env["CONTAINERS_REGISTRIES_CONF"] = str(registries_conf())
+    return subprocess.run(command, stdin=stdin, env=env).returncode
+
+
+def registries_conf() -> Path:
+    return Path(os.environ["SHIM_PODMAN_ROOT"]).parent / "registries.conf"
+
+
+def podman_mirrors(buildkit_config: Path) -> str:
+    """BuildKit's `[registry."X"] mirrors = [...]` / `http = true` as containers-registries.conf(5)."""
+    config = tomllib.loads(buildkit_config.read_text())["registry"]
+    plain = {host for host, entry in config.items() if entry.get("http")}
+    lines = ['unqualified-search-registries = ["docker.io"]', 'short-name-mode = "disabled"']
+    for host, entry in config.items():
+        if not entry.get("mirrors"):
+            continue
+        location = os.environ["SHIM_DOCKER_HUB"] if host == "docker.io" else host
+        lines += ["[[registry]]", f'prefix = "{host}"', f'location = "{location}"', "insecure = true"]
+        for mirror in entry["mirrors"]:
+            insecure = "true" if mirror.split("/", 1)[0] in plain else "false"
+            lines += ["[[registry.mirror]]", f'location = "{mirror}"', f"insecure = {insecure}"]
+    return "\n".join(lines) + "\n"
 
 
 def login(args: list[str]) -> int:
@@ -61,11 +90,22 @@ def login(args: list[str]) -> int:
 
 
 def buildx_create(args: list[str]) -> int:
-    images = [a.split("=", 1)[1] for a in args if a.startswith("image=")]
-    if len(images) != 1:
-        raise SystemExit("docker-shim: buildx create needs --driver-opt image=<buildkit image>")
-    note(f"podman has no buildx builders; pulling the builder image {images[0]} as the docker-container driver would")
-    return podman("pull", "--tls-verify=false", "--quiet", images[0])
+    options: dict[str, list[str]] = {}
+    while args:
+        arg = args.pop(0)
+        if arg in CREATE_VALUE_FLAGS:
+            options.setdefault(arg, []).append(args.pop(0))
+        elif arg not in CREATE_BOOLEAN_FLAGS:
+            raise SystemExit(f"docker-shim: buildx create: unsupported flag {arg}")
+    if options.get("--driver") != ["docker-container"]:
+        raise SystemExit("docker-shim: buildx create: only --driver docker-container is expected")
+    driver_opts = dict(opt.split("=", 1) for opt in options.get("--driver-opt", []))
+    if "image" not in driver_opts or driver_opts.get("network") != "host":
+        raise SystemExit("docker-shim: buildx create needs --driver-opt image=<buildkit image> and network=host")
+    (config,) = options["--buildkitd-config"]
+    registries_conf().write_text(podman_mirrors(Path(config)))
+    note(f"podman has no buildx builders; pulling the builder image {driver_opts['image']} through {config}")
+    return podman("pull", "--quiet", driver_opts["image"])
 
 
 def buildx_build(args: list[str]) -> int:
@@ -129,7 +169,9 @@ def main(argv: list[str]) -> int:
         return buildx_create(argv[2:])
     if argv[:2] == ["buildx", "build"]:
         return buildx_build(argv[2:])
-    raise SystemExit(f"docker-shim: unsupported command: docker {' '.join(argv)}")
+    if argv[:1] == ["buildx"]:
+        raise SystemExit(f"docker-shim: unsupported command: docker {' '.join(argv)}")
+    os.execv(REAL_DOCKER, [REAL_DOCKER, *argv])
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from tests.simulate.dockerfile import MirrorMap, find_images, normalize, parse_dockerfile
-from tests.simulate.dockerfile import plan as redirect_plan
 from lambdas.mirror.endpoints import Endpoints, connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches
@@ -38,6 +36,8 @@ from lambdas.mirror.plan import plan as plan_sync
 from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.settings import SERVICE_NAME
 from lambdas.mirror.sync import run_tasks
+from tests.simulate.dockerfile import MirrorMap, find_images, normalize, parse_dockerfile
+from tests.simulate.dockerfile import plan as redirect_plan
 from tests.support.limiter import ManualClock
 
 from .fleet import Build, Bump, Day

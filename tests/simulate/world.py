@@ -23,9 +23,9 @@ from typing import Any
 import urllib3
 import yaml
 
-from tests.simulate.dockerfile import MirrorMap
 from lambdas.mirror.config import Config, parse_config
 from lambdas.mirror.registry import RegistryClient
+from tests.simulate.dockerfile import MirrorMap
 from tests.support.images import push_image
 from tests.support.limiter import ANONYMOUS_LIMIT, AUTHENTICATED_LIMIT, WINDOW_SECONDS, Limiter, ManualClock
 from tests.support.ptc import PullThroughCache

@@ -52,6 +52,7 @@ def push_busybox(registry: str, repository: str, tag: str, *, marker: str,
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "busybox-static, /etc/marker"}],
     }).encode()
     pusher.blob(repository, blob)
     pusher.blob(repository, config)

@@ -34,22 +34,25 @@ class RegistryServer:
     """One registry process: plain HTTP on 127.0.0.1, storage and log under `root`.
 
     `proxy` turns it into a pull-through cache of another registry (the distribution
-    registry's proxy mode); `auth` is a distribution `auth:` section (htpasswd or token).
+    registry's proxy mode); `auth` is a distribution `auth:` section (htpasswd or token);
+    `redirect_to` makes blob GETs redirect there (serve `data_dir` at that URL, as S3 would).
     """
 
     def __init__(self, root: Path, *, proxy: dict[str, Any] | None = None,
-                 auth: dict[str, Any] | None = None, name: str = "registry") -> None:
+                 auth: dict[str, Any] | None = None, name: str = "registry",
+                 redirect_to: str | None = None) -> None:
         self.root = Path(root)
         self.name = name
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.log_path = self.root / f"{name}.log"
+        self.data_dir = self.root / f"{name}-data"
         config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn", "formatter": "text"},
             "storage": {
-                "filesystem": {"rootdirectory": str(self.root / f"{name}-data")},
+                "filesystem": {"rootdirectory": str(self.data_dir)},
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
@@ -59,6 +62,9 @@ class RegistryServer:
             config["proxy"] = proxy
         if auth:
             config["auth"] = auth
+        if redirect_to:
+            # Blob GETs answer 307 to redirect_to + the storage path, as ECR answers with S3 URLs.
+            config["middleware"] = {"storage": [{"name": "redirect", "options": {"baseurl": redirect_to}}]}
         self.config_path = self.root / f"{name}.yml"
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config))
