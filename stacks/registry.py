@@ -94,7 +94,9 @@ class MirrorRegistry(Construct):
                 credential_arn = secretsmanager.Secret.from_secret_name_v2(
                     self, f"{rule.upstream}-secret", rule.credentials_secret
                 ).secret_arn
-            ecr.CfnPullThroughCacheRule(
+            # Stated (Delete) although it is the default: `cdk import` adopts only resources with a DeletionPolicy,
+            # and an account may already hold a rule or template with this prefix (README "Deploy").
+            rule_resource = ecr.CfnPullThroughCacheRule(
                 self,
                 f"{rule.upstream}-rule",
                 ecr_repository_prefix=rule.prefix,
@@ -104,7 +106,7 @@ class MirrorRegistry(Construct):
             )
             # Without a template, repositories the cache creates get ECR's defaults: no lifecycle policy and
             # IMMUTABLE-or-not as ECR decides. A template has no scanning setting; `scan_on_push` covers that.
-            ecr.CfnRepositoryCreationTemplate(
+            template = ecr.CfnRepositoryCreationTemplate(
                 self,
                 f"{rule.upstream}-template",
                 prefix=rule.prefix,
@@ -116,6 +118,8 @@ class MirrorRegistry(Construct):
                 image_tag_mutability=CACHE_TAG_MUTABILITY,
                 lifecycle_policy=lifecycle_policy,
             )
+            for resource in (rule_resource, template):
+                resource.apply_removal_policy(RemovalPolicy.DESTROY)
 
     def scan_on_push(self, *, also: list[str]) -> ecr.CfnRegistryScanningConfiguration:
         """Basic scan on push for every repository of the mirror: the cache prefixes (repositories the cache

@@ -161,3 +161,12 @@ def test_every_repository_of_the_mirror_is_scanned_on_push(default_app: Synthesi
         # ECR sets every repository no filter matches to manual scanning: the build's repository is listed too.
         expected.append({"Filter": {"Ref": app.by_path("Build/ImageRepository")}})
         assert sorted(json.dumps({"Filter": f["Filter"]}) for f in found) == sorted(map(json.dumps, expected))
+
+
+def test_cache_rules_and_templates_state_a_deletion_policy_so_cdk_import_can_adopt_existing_ones(
+    default_app: Synthesized,
+) -> None:
+    for kind in ("AWS::ECR::PullThroughCacheRule", "AWS::ECR::RepositoryCreationTemplate"):
+        found = default_app.template.find_resources(kind)
+        assert len(found) == len(default_app.config.pull_through_cache)
+        assert {r.get("DeletionPolicy") for r in found.values()} == {"Delete"}
