@@ -14,10 +14,17 @@ COPIER_TIMEOUT = Duration.minutes(15)
 PLANNER_MEMORY_MB = 512
 COPIER_MEMORY_MB = 1024  # more memory buys more network and CPU for sha256 of streamed layers
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
-# Public Powertools layer (account 017000801446); 27 is the newest version we could verify, bump it here.
-POWERTOOLS_LAYER = (
-    "arn:${AWS::Partition}:lambda:${AWS::Region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-arm64:27"
-)
+# Public Powertools layer; stacks/regions.py maps it per partition and region. Layer 27 holds Powertools
+# 3.23.0 (aws-powertools/powertools-lambda-python#7689: 3.23.0 shipped as layer version 27);
+# requirements-dev.txt pins the same version so the tests run what the Lambdas run. Bump all three together.
+POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python313-arm64"
+POWERTOOLS_LAYER_VERSION = 27
+POWERTOOLS_VERSION = "3.23.0"
+# One planner at a time; an overlapping run waits in Lambda's async queue at most this long, then goes
+# to the planner's failure queue (the next schedule plans again anyway).
+PLANNER_RESERVED_CONCURRENCY = 1
+PLANNER_RETRY_ATTEMPTS = 2
+PLANNER_MAX_EVENT_AGE = Duration.hours(1)
 
 # Queue between planner and copier: one message per image/tag.
 COPIER_BATCH_SIZE = 5

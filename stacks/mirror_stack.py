@@ -26,6 +26,7 @@ class MirrorStack(Stack):
         secret = credentials.secret
         registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)
         build = MirrorBuildProject(self, "Build", config=config, registry_uri=registry.uri, docker_hub_secret=secret)
+        registry.scan_on_push(also=[build.image_repository.repository_name])
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
         sync = MirrorSync(
             self,
@@ -42,11 +43,14 @@ class MirrorStack(Stack):
             queue=sync.queue,
             planner=sync.planner,
             copier=sync.copier,
+            schedule=sync.schedule,
         )
 
         registry.grant_read(sync.planner)
         registry.grant_mirror(sync.copier)
-        sync.queue.grant_send_messages(sync.planner)
+        # The copier re-sends a throttled or unstarted task as a new message (its receive count restarts).
+        for function in (sync.planner, sync.copier):
+            sync.queue.grant_send_messages(function)
         iam.Grant.add_to_principal(
             grantee=sync.planner, actions=["ssm:GetParameter"], resource_arns=[contract.spec.parameter_arn]
         )
@@ -65,4 +69,28 @@ class MirrorStack(Stack):
             "AlarmTopicArn",
             value=observability.topic.topic_arn,
             description="Subscribe to this SNS topic for the mirror's alarms",
+        )
+        CfnOutput(
+            self,
+            "ImageRepositoryUri",
+            value=build.image_repository.repository_uri,
+            description="ECR repository the CodeBuild project pushes built images to (kept on stack deletion)",
+        )
+        CfnOutput(
+            self,
+            "DashboardName",
+            value=observability.dashboard.dashboard_name,
+            description="CloudWatch dashboard of the mirror",
+        )
+        CfnOutput(
+            self,
+            "DeadLetterQueueUrl",
+            value=sync.dead_letter_queue.queue_url,
+            description="Copies that failed three times; redrive to the queue once the cause is fixed",
+        )
+        CfnOutput(
+            self,
+            "PlannerFailureQueueUrl",
+            value=sync.planner_failures.queue_url,
+            description="Scheduled planner runs that failed after their retries (the events, for inspection)",
         )

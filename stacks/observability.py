@@ -1,9 +1,12 @@
-"""Alarms on what needs a person (stuck messages, failing copies, Docker Hub quota) and a dashboard."""
+"""Alarms on what needs a person (stuck messages, failing copier or planner, a schedule that cannot
+invoke, Docker Hub quota), the encrypted topic they publish to, and a dashboard."""
 
 from __future__ import annotations
 
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -39,18 +42,19 @@ class MirrorObservability(Construct):
         queue: sqs.IQueue,
         planner: lambda_.IFunction,
         copier: lambda_.IFunction,
+        schedule: events.IRule,
     ) -> None:
         super().__init__(scope, id)
         # CloudWatch cannot publish to a topic under the AWS-managed SNS key, so the topic gets its own.
         key = kms.Key(self, "TopicKey", enable_key_rotation=True, description="Encrypts the mirror alarm topic")
-        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.topic = sns.Topic(self, "Alarms", master_key=key, enforce_ssl=True, display_name="ECR mirror alarms")
 
         quota = mirror_metric(settings.METRIC_QUOTA_REMAINING, "Minimum").with_(period=constants.QUOTA_PERIOD)
         self.alarms = [
             self._alarm(
                 "DeadLetters",
-                "Copies failed three times and wait in the dead-letter queue",
+                "Copies failed three times and wait in the dead-letter queue "
+                "(throttled or unstarted copies are re-queued, never counted)",
                 dead_letter_queue.metric_approximate_number_of_messages_visible(
                     period=constants.ALARM_PERIOD, statistic="Maximum"
                 ),
@@ -63,6 +67,26 @@ class MirrorObservability(Construct):
                 threshold=0,
             ),
             self._alarm(
+                "PlannerErrors",
+                "A planner run failed (crash or timeout); Lambda retries it twice, then keeps the event "
+                "in the planner failure queue",
+                planner.metric_errors(period=constants.ALARM_PERIOD, statistic="Sum"),
+                threshold=0,
+            ),
+            self._alarm(
+                "ScheduleFailedInvocations",
+                "EventBridge could not invoke the planner after its retries; the event is in the planner "
+                "failure queue",
+                cloudwatch.Metric(
+                    namespace="AWS/Events",
+                    metric_name="FailedInvocations",
+                    dimensions_map={"RuleName": schedule.rule_name},
+                    statistic="Sum",
+                    period=constants.ALARM_PERIOD,
+                ),
+                threshold=0,
+            ),
+            self._alarm(
                 "DockerHubQuotaLow",
                 "Docker Hub pulls left in the window fell below the reserve kept for CI builds",
                 quota,
@@ -70,6 +94,7 @@ class MirrorObservability(Construct):
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             ),
         ]
+        self._allow_cloudwatch(key)
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
@@ -110,6 +135,50 @@ class MirrorObservability(Construct):
         )
         self.dashboard.add_widgets(*(cloudwatch.AlarmWidget(alarm=alarm, width=8) for alarm in self.alarms))
 
+    def _alarm_name(self, id: str) -> str:
+        # Named, so the topic and key policies can list the alarms' ARNs without a dependency cycle
+        # (key policy -> alarm -> topic -> key); the stack name keeps two stacks in one region apart.
+        return f"{Stack.of(self).stack_name}-{id}"
+
+    def _allow_cloudwatch(self, key: kms.IKey) -> None:
+        """The topic policy CDK writes for enforce_ssl replaces SNS's default one, which let the account's
+        CloudWatch publish; so allow CloudWatch explicitly, only for these alarms in this account. The key
+        needs the same: CloudWatch encrypts what it publishes to an SSE-KMS topic (SNS docs, "Key management":
+        compatibility between event sources from AWS services and encrypted topics)."""
+        stack = Stack.of(self)
+        alarm_arns = [
+            stack.format_arn(
+                service="cloudwatch",
+                resource="alarm",
+                resource_name=self._alarm_name(alarm.node.id),
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            for alarm in self.alarms
+        ]
+        cloudwatch_only = {
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {"aws:SourceArn": alarm_arns},
+        }
+        cloudwatch_principal = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowMirrorAlarmsToPublish",
+                principals=[cloudwatch_principal],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions=cloudwatch_only,
+            )
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowMirrorAlarmsToEncrypt",
+                principals=[cloudwatch_principal],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions=cloudwatch_only,
+            )
+        )
+
     def _alarm(
         self,
         id: str,
@@ -123,6 +192,7 @@ class MirrorObservability(Construct):
         alarm = cloudwatch.Alarm(
             self,
             id,
+            alarm_name=self._alarm_name(id),
             alarm_description=description,
             metric=metric,
             threshold=threshold,

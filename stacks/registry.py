@@ -58,8 +58,9 @@ class MirrorRegistry(Construct):
                         max_image_age=Duration.days(settings.untagged_expiry_days),
                     )
                 ],
-                # Deleting the stack must not delete images that builds depend on.
-                removal_policy=RemovalPolicy.RETAIN,
+                # Deleting the stack must not delete images that builds depend on; a failed first create
+                # deletes it, or the retry would fail on the fixed name ("already exists").
+                removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
             )
             # ECR's default is AES256 too; stated so the template shows it (the L2 omits the default).
             cast(ecr.CfnRepository, repository.node.default_child).add_property_override(
@@ -93,7 +94,9 @@ class MirrorRegistry(Construct):
                 credential_arn = secretsmanager.Secret.from_secret_name_v2(
                     self, f"{rule.upstream}-secret", rule.credentials_secret
                 ).secret_arn
-            ecr.CfnPullThroughCacheRule(
+            # Stated (Delete) although it is the default: `cdk import` adopts only resources with a DeletionPolicy,
+            # and an account may already hold a rule or template with this prefix (README "Deploy").
+            rule_resource = ecr.CfnPullThroughCacheRule(
                 self,
                 f"{rule.upstream}-rule",
                 ecr_repository_prefix=rule.prefix,
@@ -101,8 +104,9 @@ class MirrorRegistry(Construct):
                 upstream_registry_url=rule.upstream_url,
                 credential_arn=credential_arn,
             )
-            # Without a template, repositories the cache creates get no scanning, lifecycle or mutability.
-            ecr.CfnRepositoryCreationTemplate(
+            # Without a template, repositories the cache creates get ECR's defaults: no lifecycle policy and
+            # IMMUTABLE-or-not as ECR decides. A template has no scanning setting; `scan_on_push` covers that.
+            template = ecr.CfnRepositoryCreationTemplate(
                 self,
                 f"{rule.upstream}-template",
                 prefix=rule.prefix,
@@ -114,6 +118,36 @@ class MirrorRegistry(Construct):
                 image_tag_mutability=CACHE_TAG_MUTABILITY,
                 lifecycle_policy=lifecycle_policy,
             )
+            for resource in (rule_resource, template):
+                resource.apply_removal_policy(RemovalPolicy.DESTROY)
+
+    def scan_on_push(self, *, also: list[str]) -> ecr.CfnRegistryScanningConfiguration:
+        """Basic scan on push for every repository of the mirror: the cache prefixes (repositories the cache
+        creates, which neither a creation template nor the pull sets up for scanning), the mirrored
+        repositories and `also` (e.g. the build's image repository).
+
+        This is the registry's one scanning configuration for the region: ECR sets every repository that
+        matches no filter to manual scanning ("Filters to choose which repositories are scanned"), so the
+        filters list every repository name this stack knows of.
+        """
+        names = [f"{prefix}/*" for prefix in self.prefixes]
+        names += [repository.repository_name for repository in self.repositories] + also
+        return ecr.CfnRegistryScanningConfiguration(
+            self,
+            "Scanning",
+            scan_type="BASIC",
+            rules=[
+                ecr.CfnRegistryScanningConfiguration.ScanningRuleProperty(
+                    scan_frequency="SCAN_ON_PUSH",
+                    repository_filters=[
+                        ecr.CfnRegistryScanningConfiguration.RepositoryFilterProperty(
+                            filter=name, filter_type="WILDCARD"
+                        )
+                        for name in names
+                    ],
+                )
+            ],
+        )
 
     def prefix_arns(self) -> list[str]:
         """ARNs of every repository under the pull-through cache prefixes (created on first pull)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from aws_cdk import Acknowledgment, Duration, Fn, Validations
+from aws_cdk import Acknowledgment, Duration, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
@@ -18,7 +19,7 @@ from constructs import Construct
 from lambdas.mirror import settings
 from lambdas.mirror.config import Config
 
-from . import constants
+from . import constants, regions
 
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
 
@@ -54,11 +55,30 @@ class MirrorSync(Construct):
             ),
         )
 
+        # Scheduled runs the planner could not finish: Lambda's on-failure destination after its retries,
+        # and EventBridge's dead-letter queue for events it could not deliver. Nothing consumes it.
+        self.planner_failures = sqs.Queue(
+            self,
+            "PlannerFailures",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=constants.DEAD_LETTER_RETENTION,
+        )
+        Validations.of(self.planner_failures).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-SQS3",
+                reason="This queue is itself a dead-letter store: the planner's on-failure destination and the "
+                "schedule target's dead-letter queue; nothing consumes or retries from it.",
+            )
+        )
+
         code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc"])
-        layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", Fn.sub(constants.POWERTOOLS_LAYER))
+        layer = lambda_.LayerVersion.from_layer_version_arn(
+            self, "Powertools", regions.powertools_layer(self, config)
+        )
         environment = {
             settings.ENV_DOCKER_HUB_SECRET: docker_hub_secret_name,
-            # The planner fills the queue; the copier delays a throttled message by Retry-After on it.
+            # The planner fills the queue; the copier re-sends a throttled or unstarted task to it.
             settings.ENV_QUEUE_URL: self.queue.queue_url,
             "POWERTOOLS_SERVICE_NAME": settings.SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": settings.METRICS_NAMESPACE,
@@ -73,6 +93,14 @@ class MirrorSync(Construct):
             # Only the planner reads the spec; each queued message carries all the copier needs.
             environment={**environment, settings.ENV_SPEC_PARAMETER: spec_parameter_name},
             description="Plans the mirror sync with HEAD requests and queues one message per image/tag",
+            # Lambda's async invocation: two retries on error, then the event goes to the failure queue.
+            # Reserved concurrency 1 keeps two runs from planning (and queueing) the same work; an
+            # overlapping invocation is throttled and Lambda retries it from its async queue until
+            # max_event_age (Lambda docs, "Asynchronous invocation": throttles are retried up to 6 h).
+            on_failure=destinations.SqsDestination(self.planner_failures),
+            retry_attempts=constants.PLANNER_RETRY_ATTEMPTS,
+            max_event_age=constants.PLANNER_MAX_EVENT_AGE,
+            reserved_concurrent_executions=constants.PLANNER_RESERVED_CONCURRENCY,
         )
         self.copier = self._function(
             "Copier",
@@ -98,7 +126,16 @@ class MirrorSync(Construct):
             "Schedule",
             description="Runs the mirror planner",
             schedule=events.Schedule.expression(config.schedule),
-            targets=[targets.LambdaFunction(self.planner, retry_attempts=2)],
+            # EventBridge retries only failed deliveries (the function's own errors are Lambda's retries);
+            # an event it gives up on is counted as FailedInvocations and kept in the failure queue.
+            targets=[
+                targets.LambdaFunction(
+                    self.planner,
+                    retry_attempts=2,
+                    max_event_age=constants.PLANNER_MAX_EVENT_AGE,
+                    dead_letter_queue=self.planner_failures,
+                )
+            ],
         )
 
     def _function(
@@ -112,6 +149,7 @@ class MirrorSync(Construct):
         memory_size: int,
         environment: dict[str, str],
         description: str,
+        **options: Any,
     ) -> lambda_.Function:
         # An own role without AWSLambdaBasicExecutionRole: logs go only to this function's log group.
         role = iam.Role(self, f"{id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
@@ -132,6 +170,7 @@ class MirrorSync(Construct):
             description=description,
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
+            **options,
         )
         # CDK makes a function with its own role depend on that role although `Role` already references it.
         cast(lambda_.CfnFunction, function.node.default_child).add_metadata(

@@ -1,9 +1,13 @@
-"""The scheduled mirror's two jobs, behind the handlers: plan and enqueue; run one queued task."""
+"""The scheduled mirror's two jobs, behind the handlers: plan and enqueue; run one queued task (or send it
+back to the queue to wait)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from math import ceil
 from typing import Any
 
 from .config import parse_config
@@ -14,7 +18,9 @@ from .plan import Task, plan
 from .sync import run_task
 
 SQS_BATCH = 10  # SendMessageBatch takes at most 10 entries
-MAX_VISIBILITY = 12 * 3600  # SQS's ceiling for a visibility timeout
+MAX_DELAY = 900  # SQS's ceiling for a message's DelaySeconds (15 minutes)
+NOT_BEFORE = "NotBefore"  # message attribute: epoch seconds before which the task must not run
+DEFAULT_RETRY_AFTER = 900.0  # a 429 without Retry-After: try again in 15 minutes
 
 
 def _sqs(sqs: Any) -> Any:
@@ -60,19 +66,39 @@ def plan_and_enqueue(spec: str, endpoints: Endpoints, queue_url: str, *, origin:
     return summary
 
 
-def run_message(body: str, endpoints: Endpoints, *, receipt_handle: str | None = None,
-                queue_url: str | None = None, sqs: Any = None, workers: int = 4) -> dict[str, Any]:
-    """Run the task in one SQS message; raising makes the message a batch item failure."""
+@dataclass
+class Waits:
+    """Per copier invocation: upstreams that answered 429, and until when (epoch seconds)."""
+
+    until: dict[str, float] = field(default_factory=dict)
+
+
+def run_message(body: str, endpoints: Endpoints, *, queue_url: str | None, not_before: float | None = None,
+                waits: Waits | None = None, sqs: Any = None, workers: int = 4,
+                clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """Run the task in one SQS message; raising makes the message a batch item failure.
+
+    A throttled task is not a failure: it is sent again as a new message, hidden until the upstream's
+    Retry-After has passed, and this one is deleted (returned as a success). SQS counts every receive
+    toward maxReceiveCount and ChangeMessageVisibility does not undo that, so only a new message keeps a
+    wait from counting toward the dead-letter queue. Every later task for that upstream in the same batch
+    waits the same way without a request.
+    """
     task = Task.from_json(body)
     logger.append_keys(image=task.source, tag=task.tag)
+    now = clock()
+    if not_before is not None and not_before > now:
+        requeue(body, queue_url, not_before=not_before, now=now, sqs=sqs)
+        return {"image": task.source, "tag": task.tag, "status": "waiting", "not_before": not_before}
+    waits = waits if waits is not None else Waits()
+    registry = task.ref.registry
+    if registry in waits.until:
+        return _defer(task, body, queue_url, waits.until[registry], now, sqs, "upstream answered 429 earlier")
     try:
         outcome = run_task(task, endpoints, workers=workers)
     except TooManyRequests as err:
-        record_failure(deferred=True)
-        if err.retry_after and queue_url and receipt_handle:
-            _delay(queue_url, receipt_handle, err.retry_after, sqs)
-        logger.warning(f"throttled copying {task.ref}; back on the queue", extra={"retry_after": err.retry_after})
-        raise
+        waits.until[registry] = now + (err.retry_after if err.retry_after is not None else DEFAULT_RETRY_AFTER)
+        return _defer(task, body, queue_url, waits.until[registry], now, sqs, str(err))
     except Exception:
         record_failure(deferred=False)
         logger.exception(f"failed copying {task.ref}")
@@ -81,10 +107,27 @@ def run_message(body: str, endpoints: Endpoints, *, receipt_handle: str | None =
     return outcome.as_dict()
 
 
-def _delay(queue_url: str, receipt_handle: str, seconds: float, sqs: Any) -> None:
-    """Honour Retry-After: the message stays invisible that long instead of the queue's default."""
-    try:
-        _sqs(sqs).change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle,
-                                            VisibilityTimeout=min(int(seconds) + 1, MAX_VISIBILITY))
-    except Exception as err:  # noqa: BLE001 - the message still returns, after the queue's own timeout
-        logger.warning(f"could not delay the message by Retry-After: {err}")
+def _defer(task: Task, body: str, queue_url: str | None, until: float, now: float, sqs: Any,
+           reason: str) -> dict[str, Any]:
+    requeue(body, queue_url, not_before=until, now=now, sqs=sqs)
+    record_failure(deferred=True)
+    logger.warning(f"throttled copying {task.ref}; queued again",
+                   extra={"retry_in": round(until - now), "error": reason})
+    return {"image": task.source, "tag": task.tag, "status": "deferred", "retry_in": round(until - now)}
+
+
+def requeue(body: str, queue_url: str | None, *, not_before: float, now: float, sqs: Any = None) -> None:
+    """Send the task again as a new message (receive count zero), hidden until `not_before`.
+
+    SQS delays a message at most 15 minutes; a longer wait also carries NOT_BEFORE, and the copier
+    sends it on again without running it until that time. Raises if SQS refuses, so the original
+    message stays and returns after the queue's visibility timeout instead of being lost.
+    """
+    if not queue_url:
+        raise RuntimeError("no queue to send the task back to; the message returns after its visibility timeout")
+    wait = max(0, ceil(not_before - now))
+    attributes = {}
+    if wait > MAX_DELAY:
+        attributes[NOT_BEFORE] = {"DataType": "Number", "StringValue": str(ceil(not_before))}
+    _sqs(sqs).send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=min(wait, MAX_DELAY),
+                           MessageAttributes=attributes)

@@ -29,7 +29,9 @@ def test_each_directly_mirrored_image_gets_a_scanned_encrypted_retained_reposito
                     "ImageTagMutability": "MUTABLE",
                     "LifecyclePolicy": {"LifecyclePolicyText": lifecycle},
                 },
-                "DeletionPolicy": "Retain",
+                # Kept on stack deletion; deleted when the first create rolls back, or the retry would
+                # fail on the fixed name.
+                "DeletionPolicy": "RetainExceptOnCreate",
                 "UpdateReplacePolicy": "Retain",
             },
         )
@@ -130,3 +132,42 @@ def test_cache_creation_templates_are_mutable_even_when_the_config_asks_for_immu
             "AWS::ECR::RepositoryCreationTemplate",
             {"Prefix": rule.prefix, "AppliedFor": ["PULL_THROUGH_CACHE"], "ImageTagMutability": "MUTABLE"},
         )
+
+
+def test_no_resource_with_a_fixed_name_is_kept_when_the_first_create_rolls_back(
+    default_app: Synthesized, variant_app: Synthesized
+) -> None:
+    names = {"AWS::ECR::Repository": "RepositoryName", "AWS::SecretsManager::Secret": "Name"}
+    for app in (default_app, variant_app):
+        for resource in app.data["Resources"].values():
+            if resource.get("DeletionPolicy") == "Retain":
+                assert names.get(resource["Type"]) not in resource["Properties"], resource
+
+
+def test_every_repository_of_the_mirror_is_scanned_on_push(default_app: Synthesized, variant_app: Synthesized) -> None:
+    # A creation template has no scanning setting: the cache's repositories get it from the registry.
+    for app in (default_app, variant_app):
+        filters = Capture()
+        app.template.has_resource_properties(
+            "AWS::ECR::RegistryScanningConfiguration",
+            {"ScanType": "BASIC", "Rules": [{"ScanFrequency": "SCAN_ON_PUSH", "RepositoryFilters": filters}]},
+        )
+        found = filters.as_array()
+        assert {f["FilterType"] for f in found} == {"WILDCARD"}
+        expected = [{"Filter": f"{rule.prefix}/*"} for rule in app.config.pull_through_cache] + [
+            {"Filter": {"Ref": app.logical_id("AWS::ECR::Repository", RepositoryName=i.repository)}}
+            for i in app.config.images
+            if i.via is None
+        ]
+        # ECR sets every repository no filter matches to manual scanning: the build's repository is listed too.
+        expected.append({"Filter": {"Ref": app.by_path("Build/ImageRepository")}})
+        assert sorted(json.dumps({"Filter": f["Filter"]}) for f in found) == sorted(map(json.dumps, expected))
+
+
+def test_cache_rules_and_templates_state_a_deletion_policy_so_cdk_import_can_adopt_existing_ones(
+    default_app: Synthesized,
+) -> None:
+    for kind in ("AWS::ECR::PullThroughCacheRule", "AWS::ECR::RepositoryCreationTemplate"):
+        found = default_app.template.find_resources(kind)
+        assert len(found) == len(default_app.config.pull_through_cache)
+        assert {r.get("DeletionPolicy") for r in found.values()} == {"Delete"}

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 
-from aws_cdk.assertions import Match
+import pytest
+from aws_cdk import Environment
+from aws_cdk.assertions import Match, Template
+from aws_lambda_powertools.shared import version as powertools_version
 
-from .conftest import Synthesized
+from lambdas.mirror.config import Config, ConfigError
+from stacks import constants
+from stacks.mirror_stack import MirrorStack
+from tests.support.cdk import cdk_app
+
+from .conftest import REPO, Synthesized
 
 PLANNER = "mirror.handlers.planner.handler"
 COPIER = "mirror.handlers.copier.handler"
@@ -93,7 +103,14 @@ def test_the_schedule_from_the_config_invokes_the_planner(default_app: Synthesiz
         )
 
 
-def test_both_lambdas_run_python_3_13_on_arm64_with_powertools_and_active_tracing(default_app: Synthesized) -> None:
+def layer_arn(partition: str, account: str, region: str) -> str:
+    return f"arn:{partition}:lambda:{region}:{account}:layer:AWSLambdaPowertoolsPythonV3-python313-arm64:27"
+
+
+def test_both_lambdas_run_python_3_13_on_arm64_with_the_regions_powertools_layer_and_active_tracing(
+    default_app: Synthesized,
+) -> None:
+    [mapping] = default_app.data["Mappings"]
     for handler in (PLANNER, COPIER):
         default_app.template.has_resource_properties(
             "AWS::Lambda::Function",
@@ -102,14 +119,7 @@ def test_both_lambdas_run_python_3_13_on_arm64_with_powertools_and_active_tracin
                 "Runtime": "python3.13",
                 "Architectures": ["arm64"],
                 "TracingConfig": {"Mode": "Active"},
-                "Layers": [
-                    {
-                        "Fn::Sub": Match.string_like_regexp(
-                            r"^arn:\$\{AWS::Partition\}:lambda:\$\{AWS::Region\}:017000801446:layer:"
-                            r"AWSLambdaPowertoolsPythonV3-python313-arm64:\d+$"
-                        )
-                    }
-                ],
+                "Layers": [{"Fn::FindInMap": [mapping, {"Ref": "AWS::Region"}, "Arn"]}],
                 "Environment": {
                     "Variables": Match.object_like(
                         {"POWERTOOLS_SERVICE_NAME": "ecr-mirror", "POWERTOOLS_METRICS_NAMESPACE": "EcrMirror"}
@@ -117,6 +127,93 @@ def test_both_lambdas_run_python_3_13_on_arm64_with_powertools_and_active_tracin
                 },
             },
         )
+    table = default_app.data["Mappings"][mapping]
+    assert table["eu-west-1"] == {"Arn": layer_arn("aws", "017000801446", "eu-west-1")}
+    # Powertools publishes no arm64 layer there; and ECR has no pull-through cache in China.
+    assert not {"ca-west-1", "ap-southeast-4", "cn-north-1", "us-gov-west-1"} & set(table)
+
+
+def region_assertions(template: dict) -> list[dict]:
+    """The template rules' assertions about AWS::Region (CDK adds its own bootstrap-version rule)."""
+    assertions = [a for rule in template.get("Rules", {}).values() for a in rule["Assertions"]]
+    return [a for a in assertions if '"AWS::Region"' in json.dumps(a)]
+
+
+def test_an_environment_agnostic_template_refuses_a_region_without_the_layer_before_creating_anything(
+    default_app: Synthesized,
+) -> None:
+    [assertion] = region_assertions(default_app.data)
+    regions, region = assertion["Assert"]["Fn::Contains"]
+    assert region == {"Ref": "AWS::Region"}
+    assert sorted(regions) == sorted(next(iter(default_app.data["Mappings"].values())))
+    assert "stacks/regions.py" in assertion["AssertDescription"]
+
+
+def region_stack(config: Config, region: str) -> MirrorStack:
+    return MirrorStack(cdk_app(), "EcrMirror", config=config, env=Environment(region=region))
+
+
+def test_a_known_region_gets_its_layer_arn_literally(default_app: Synthesized) -> None:
+    template = Template.from_stack(region_stack(default_app.config, "eu-central-2"))
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Handler": COPIER, "Layers": [layer_arn("aws", "017000801446", "eu-central-2")]},
+    )
+    assert region_assertions(template.to_json()) == []
+    assert "Mappings" not in template.to_json()
+
+
+def test_a_region_without_the_arm64_layer_fails_synth_with_one_line_naming_it(default_app: Synthesized) -> None:
+    with pytest.raises(ConfigError, match=r"^region ca-west-1: no Powertools .* layer is published there") as err:
+        region_stack(default_app.config, "ca-west-1")
+    assert "\n" not in str(err.value)
+
+
+def test_china_takes_the_layer_from_its_own_account_and_refuses_pull_through_cache(default_app: Synthesized) -> None:
+    with pytest.raises(ConfigError, match=r"^region cn-north-1: ECR pull-through cache is not available"):
+        region_stack(default_app.config, "cn-north-1")
+    direct_only = replace(default_app.config, pull_through_cache=())
+    template = Template.from_stack(region_stack(direct_only, "cn-north-1"))
+    template.has_resource_properties(
+        "AWS::Lambda::Function", {"Handler": PLANNER, "Layers": [layer_arn("aws-cn", "498634801083", "cn-north-1")]}
+    )
+
+
+def test_the_tests_run_the_powertools_version_the_layer_holds() -> None:
+    pinned = re.search(r"^aws-lambda-powertools\S*==(\S+)$", (REPO / "requirements-dev.txt").read_text(), re.M)
+    assert pinned and pinned.group(1) == constants.POWERTOOLS_VERSION
+    assert powertools_version.VERSION == constants.POWERTOOLS_VERSION
+
+
+def test_one_planner_runs_at_a_time_and_a_failed_run_is_kept_after_two_retries(default_app: Synthesized) -> None:
+    app = default_app
+    planner, failures = app.by_path("Sync/Planner"), app.by_path("Sync/PlannerFailures")
+    assert app.data["Resources"][planner]["Properties"]["ReservedConcurrentExecutions"] == 1
+    app.template.has_resource_properties(
+        "AWS::Lambda::EventInvokeConfig",
+        {
+            "FunctionName": {"Ref": planner},
+            "MaximumRetryAttempts": 2,
+            "MaximumEventAgeInSeconds": 3600,
+            "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [failures, "Arn"]}}},
+        },
+    )
+    app.template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "Targets": [
+                Match.object_like(
+                    {
+                        "Arn": {"Fn::GetAtt": [planner, "Arn"]},
+                        "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600},
+                        "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [failures, "Arn"]}},
+                    }
+                )
+            ]
+        },
+    )
+    assert resources_for(app, "Sync/PlannerRole", "sqs:SendMessage") == {arn(app.by_path("Sync/Queue")), arn(failures)}
+    assert app.data["Resources"][failures]["Properties"]["SqsManagedSseEnabled"] is True
 
 
 def test_each_lambda_logs_to_its_own_log_group_with_retention(default_app: Synthesized) -> None:
@@ -195,7 +292,7 @@ def test_the_planner_reads_ecr_and_the_spec_and_fills_the_queue(default_app: Syn
     app, role = default_app, "Sync/PlannerRole"
     for action in ("ecr:DescribeImages", "ecr:ListImages", "ecr:BatchGetImage"):
         assert resources_for(app, role, action) == mirror_repos(app) | cache_repos(app)
-    assert resources_for(app, role, "sqs:SendMessage") == {arn(app.by_path("Sync/Queue"))}
+    assert arn(app.by_path("Sync/Queue")) in resources_for(app, role, "sqs:SendMessage")
     assert resources_for(app, role, "secretsmanager:GetSecretValue") == {
         ref(app.logical_id("AWS::SecretsManager::Secret"))
     }
@@ -215,7 +312,8 @@ def test_the_copier_pushes_mirrored_repos_and_pulls_through_the_cache_prefixes(d
     for action in ("ecr:BatchImportUpstreamImage", "ecr:CreateRepository"):
         assert resources_for(app, role, action) == cache_repos(app)
     assert resources_for(app, role, "sqs:ReceiveMessage") == {arn(app.by_path("Sync/Queue"))}
-    assert resources_for(app, role, "sqs:SendMessage") == set()
+    # A throttled or unstarted task goes back to the queue as a new message.
+    assert resources_for(app, role, "sqs:SendMessage") == {arn(app.by_path("Sync/Queue"))}
     assert resources_for(app, role, "ssm:GetParameter") == set()
     assert resources_for(app, role, "secretsmanager:GetSecretValue") == {
         ref(app.logical_id("AWS::SecretsManager::Secret"))

@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -37,6 +37,10 @@ class Context:
     memory_limit_in_mb: int = 512
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ecr-mirror-planner"
     aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    remaining_ms: list[int] = field(default_factory=list)  # one reading per call; then 15 minutes
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms.pop(0) if self.remaining_ms else 15 * 60 * 1000
 
 
 @pytest.fixture
@@ -122,27 +126,97 @@ def test_copier_reports_exactly_the_bad_message_as_a_batch_item_failure(
     assert (emf["ImagesCopied"], emf["ImagesFailed"]) == ([1.0, 1.0, 1.0], [1.0]) and emf["BytesCopied"]
 
 
-def test_a_throttled_copy_returns_to_the_queue_delayed_by_retry_after(
+COPIER = Context(function_name="ecr-mirror-copier")
+
+
+def queue_with_dead_letters(monkeypatch: pytest.MonkeyPatch, max_receive_count: int = 1) -> tuple[str, str, str]:
+    """(queue URL, its ARN, dead-letter queue URL): a redrive policy as the stack sets, on moto's SQS;
+    the copier is told the queue's URL, as the stack tells it."""
+    sqs = boto3.client("sqs")
+    dlq = sqs.create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
+    url = sqs.create_queue(QueueName=f"mirror-{uuid.uuid4().hex[:12]}",
+                           Attributes={"RedrivePolicy": redrive})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    monkeypatch.setenv(ENV_QUEUE_URL, url)
+    return url, arn, dlq
+
+
+def receive(queue_url: str, wait: float = 0.0) -> list[dict[str, Any]]:
+    """What the event source mapping would hand the copier: every visible message, with its attributes."""
+    time.sleep(wait)
+    return boto3.client("sqs").receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=1,
+        AttributeNames=["ApproximateReceiveCount"], MessageAttributeNames=["All"]).get("Messages", [])
+
+
+def copy_batch(messages: list[dict[str, Any]], queue_url: str, arn: str, context: Context = COPIER) -> dict[str, Any]:
+    """Invoke the copier, then do what Lambda's SQS event source does: delete every message not reported."""
+    event = sqs_event(messages, arn)
+    for record, message in zip(event["Records"], messages, strict=True):
+        record["messageAttributes"] = {k: {"stringValue": v["StringValue"], "dataType": v["DataType"]}
+                                       for k, v in message.get("MessageAttributes", {}).items()}
+    response = copier.handler(event, context)
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    for message in messages:
+        if message["MessageId"] not in failed:
+            boto3.client("sqs").delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return response
+
+
+def test_a_throttled_copy_waits_retry_after_and_never_counts_toward_the_dead_letter_queue(
         deployed: dict[str, Any], fault_storm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_QUEUE_URL)  # as the stack deploys the copier: the event names the queue
     storm = fault_storm(deployed["source"].host)
-    storm.add("status", "/manifests/", method="*", status=429, times=-1, headers={"Retry-After": "300"})
-    throttled = Task(f"{storm.host}/team/app", "1.0", "mirror/throttled/app")
-    fine = Task(f"{deployed['source'].host}/team/tool", "2", "mirror/fine/tool")
-    sqs, queue_url = boto3.client("sqs"), deployed["queue_url"]
-    message_id = sqs.send_message(QueueUrl=queue_url, MessageBody=throttled.to_json())["MessageId"]
-    sqs.send_message(QueueUrl=queue_url, MessageBody=fine.to_json())
-    messages = receive_all(queue_url, visibility=1)
-    arn = boto3.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
+    storm.add("status", "/manifests/", method="*", status=429, times=-1, headers={"Retry-After": "2"})
+    queue_url, arn, dlq = queue_with_dead_letters(monkeypatch)
+    boto3.client("sqs").send_message(QueueUrl=queue_url,
+                                     MessageBody=Task(f"{storm.host}/team/app", "1.0", "mirror/t/app").to_json())
 
-    response = copier.handler(sqs_event(messages, arn), Context(function_name="ecr-mirror-copier"))
+    for attempt in range(1, 4):  # three times the queue's maxReceiveCount of one
+        [message] = receive(queue_url, wait=0 if attempt == 1 else 2.5)
+        assert message["Attributes"]["ApproximateReceiveCount"] == "1"  # a new message each time
+        assert copy_batch([message], queue_url, arn) == {"batchItemFailures": []}
+        assert receive(queue_url) == []  # hidden for Retry-After, not visible at once
+        assert len([s for s in storm.seen if "/manifests/" in s.path]) == attempt
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": message_id}]}
-    assert len([s for s in storm.seen if "/manifests/" in s.path]) == 1
-    time.sleep(1.5)  # the queue's own timeout (1 s here) has passed; Retry-After (300 s) has not
-    assert [m["MessageId"] for m in receive_all(queue_url)] == [m["MessageId"] for m in messages
-                                                                 if m["MessageId"] != message_id]
+    assert receive(dlq) == []
+
+
+def test_a_failed_copy_of_a_one_message_batch_is_its_item_failure_and_reaches_the_dead_letter_queue(
+        deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same harness without the throttle: the redrive policy works, so the test above can fail.
+    queue_url, arn, dlq = queue_with_dead_letters(monkeypatch)
+    missing = Task(f"{deployed['source'].host}/team/app", "9.9", "mirror/missing/app")  # no such tag
+    message_id = boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=missing.to_json())["MessageId"]
+    [message] = receive(queue_url)
+
+    assert copy_batch([message], queue_url, arn) == {"batchItemFailures": [{"itemIdentifier": message_id}]}
+    assert receive(queue_url, wait=1.5) == []
+    assert [m["MessageId"] for m in receive(dlq)] == [message_id]
+
+
+def test_a_copy_left_without_time_is_queued_again_and_finished_ones_are_not_redone(
+        deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    queue_url, arn, _ = queue_with_dead_letters(monkeypatch)
+    sqs, source = boto3.client("sqs"), deployed["source"]
+    tasks = [Task(f"{source.host}/team/app", "1.0", "mirror/late/app"),
+             Task(f"{source.host}/team/tool", "2", "mirror/late/tool")]
+    for task in tasks:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=task.to_json())
+    messages = receive(queue_url)
+    first = next(m for m in messages if Task.from_json(m["Body"]) == tasks[0])
+    # Ten minutes left for the first record, four (under the five-minute reserve) for the second.
+    context = Context(function_name="ecr-mirror-copier", remaining_ms=[600_000, 240_000])
+
+    response = copy_batch([first, *[m for m in messages if m is not first]], queue_url, arn, context)
+
+    assert response == {"batchItemFailures": []}
+    destination = RegistryClient(deployed["destination"].host)
+    assert destination.list_tags("mirror/late/app") == ["1.0"]
+    assert source.manifest_gets("team/tool") == []
+    [again] = receive(queue_url)
+    assert Task.from_json(again["Body"]) == tasks[1] and again["Attributes"]["ApproximateReceiveCount"] == "1"
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics")

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from ..endpoints import Endpoints, connect
 from ..settings import ENV_DOCKER_HUB_SECRET, ENV_QUEUE_URL, ENV_REGISTRY, ENV_SPEC_PARAMETER
@@ -47,6 +48,14 @@ def copier_settings() -> Settings:
     return Settings.from_env(os.environ)
 
 
+@cache
+def sqs_client() -> Any:
+    """The copier sends throttled and unstarted tasks back to the queue."""
+    import boto3
+
+    return boto3.client("sqs")
+
+
 _endpoints: dict[Settings, Endpoints] = {}
 
 
@@ -62,4 +71,5 @@ def reset() -> None:
     """Forget settings and clients (tests change the environment between cases)."""
     planner_settings.cache_clear()
     copier_settings.cache_clear()
+    sqs_client.cache_clear()
     _endpoints.clear()

@@ -1,0 +1,88 @@
+"""Where the stack can run: the Powertools layer it pins and ECR pull-through cache, per partition and region.
+
+A region outside these tables fails synth with one line naming it when the stack's region is known; an
+environment-agnostic template (the default `make synth`) carries the same table as a CloudFormation
+mapping plus a rule that refuses any other region when the change set is created, before any resource is.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, CfnMapping, CfnRule, CfnRuleAssertion, Fn, Stack, Token
+from constructs import Construct
+
+from lambdas.mirror.config import Config, ConfigError
+
+from . import constants
+
+# Powertools for AWS Lambda (Python) publishes its V3 layers from one account per partition.
+# Source: Powertools docs, "Lambda Layer" tables (docs/includes/_layer_homepage_arm64.md and
+# docs/index.md in aws-powertools/powertools-lambda-python; China ARN as of PR #7757).
+POWERTOOLS_ACCOUNTS = {"aws": "017000801446", "aws-cn": "498634801083"}
+# Regions with an arm64 layer. The x86_64 table also lists ap-southeast-4 and ca-west-1; arm64 does not.
+# GovCloud publishes from other accounts whose layer numbers we could not verify, so it is left out.
+POWERTOOLS_ARM64_REGIONS = {
+    "aws": (
+        "af-south-1", "ap-east-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
+        "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ca-central-1", "eu-central-1",
+        "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "eu-west-1", "eu-west-2", "eu-west-3",
+        "il-central-1", "me-central-1", "me-south-1", "sa-east-1", "us-east-1", "us-east-2", "us-west-1",
+        "us-west-2",
+    ),
+    "aws-cn": ("cn-north-1",),
+}
+# ECR: "Pull through cache rules are supported in all AWS Regions except AWS GovCloud (US) and the
+# AWS Regions in China" (What's New, 2023-11-17, additional upstream registries).
+PULL_THROUGH_CACHE_PARTITIONS = ("aws",)
+
+
+def powertools_layer_arn(partition: str, region: str) -> str:
+    return (
+        f"arn:{partition}:lambda:{region}:{POWERTOOLS_ACCOUNTS[partition]}:layer:"
+        f"{constants.POWERTOOLS_LAYER_NAME}:{constants.POWERTOOLS_LAYER_VERSION}"
+    )
+
+
+def supported_regions(config: Config) -> dict[str, str]:
+    """Region -> Powertools layer ARN, for every region this config can be deployed to."""
+    partitions = PULL_THROUGH_CACHE_PARTITIONS if config.pull_through_cache else tuple(POWERTOOLS_ACCOUNTS)
+    return {
+        region: powertools_layer_arn(partition, region)
+        for partition in partitions
+        for region in POWERTOOLS_ARM64_REGIONS[partition]
+    }
+
+
+def region_error(region: str, config: Config) -> str:
+    if any(region in regions for regions in POWERTOOLS_ARM64_REGIONS.values()):
+        return (
+            f"region {region}: ECR pull-through cache is not available in its partition; "
+            "set `pull_through_cache: []` to mirror every image directly"
+        )
+    return (
+        f"region {region}: no Powertools {constants.POWERTOOLS_LAYER_NAME} layer is published there "
+        "(stacks/regions.py lists the regions that have one)"
+    )
+
+
+def powertools_layer(scope: Construct, config: Config) -> str:
+    """The layer ARN for the stack's region: a literal when the region is known, else Fn::FindInMap."""
+    stack = Stack.of(scope)
+    regions = supported_regions(config)
+    if not Token.is_unresolved(stack.region):
+        if stack.region not in regions:
+            raise ConfigError(region_error(stack.region, config))
+        return regions[stack.region]
+    mapping = CfnMapping(scope, "PowertoolsLayer", mapping={r: {"Arn": arn} for r, arn in sorted(regions.items())})
+    CfnRule(
+        scope,
+        "SupportedRegion",
+        assertions=[
+            CfnRuleAssertion(
+                assert_=Fn.condition_contains(sorted(regions), Aws.REGION),
+                assert_description="This region has no Powertools arm64 layer"
+                + (" or no ECR pull-through cache" if config.pull_through_cache else "")
+                + "; stacks/regions.py lists the supported regions",
+            )
+        ],
+    )
+    return mapping.find_in_map(Aws.REGION, "Arn")
