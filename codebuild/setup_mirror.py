@@ -616,6 +616,14 @@ def report(pidfile: Path) -> str:
     return line + f"; {len(fell_back)} fell back to the upstream: {shown}{more}"
 
 
+def default_buildkit_config() -> Path:
+    """Where buildx (v0.9+, util/confutil DefaultConfigFile) looks for a new builder's buildkitd.toml."""
+    if os.environ.get("MIRROR_BUILDKIT_CONFIG"):
+        return Path(os.environ["MIRROR_BUILDKIT_CONFIG"])
+    docker_config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    return Path(os.environ.get("BUILDX_CONFIG") or docker_config / "buildx") / "buildkitd.default.toml"
+
+
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", help="the mirror's registry, HOST[:PORT] (plain HTTP on loopback only)")
@@ -627,8 +635,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         default=Path(os.environ.get("MIRROR_DAEMON_PIDFILE", "/var/run/docker.pid")))
     parser.add_argument("--endpoint-pidfile", type=Path,
                         default=Path(os.environ.get("MIRROR_ENDPOINT_PIDFILE", "/var/run/mirror-endpoint.pid")))
-    parser.add_argument("--buildkit-config", type=Path, default=Path(os.environ.get(
-        "MIRROR_BUILDKIT_CONFIG", Path.home() / ".docker" / "buildx" / "buildkitd.default.toml")))
+    parser.add_argument("--buildkit-config", type=Path, default=default_buildkit_config())
     parser.add_argument("--port", type=int, default=0, help="the endpoint's port on 127.0.0.1 (default: any free)")
     parser.add_argument("--report", action="store_true", help="print what this build's pulls got, and exit")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
