@@ -42,10 +42,11 @@ def layer(marker: str, extra: dict[str, str] | None = None) -> bytes:
     return gzip.compress(out.getvalue(), mtime=0)
 
 
-def push_busybox(registry: str, repository: str, tag: str, *, marker: str,
-                 extra: dict[str, str] | None = None) -> str:
+def push_busybox(registry: str, repository: str, tag: str, *, marker: str, extra: dict[str, str] | None = None,
+                 credentials: tuple[str, str] | None = None) -> str:
     """Push a linux/amd64 Docker v2 image; returns its manifest digest."""
-    pusher = Pusher(registry)
+    username, password = credentials or (None, None)
+    pusher = Pusher(registry, username=username, password=password)
     blob = layer(marker, extra)
     diff_id = descriptor("", gzip.decompress(blob))["digest"]
     config = json.dumps({
