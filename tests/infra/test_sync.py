@@ -81,7 +81,7 @@ def cache_repos(app: Synthesized) -> set[str]:
 
 
 def test_the_schedule_from_the_config_invokes_the_planner(default_app: Synthesized, variant_app: Synthesized) -> None:
-    for app, expression in ((default_app, "rate(6 hours)"), (variant_app, "cron(0 3 * * ? *)")):
+    for app, expression in ((default_app, "rate(10 minutes)"), (variant_app, "cron(0 3 * * ? *)")):
         planner = app.logical_id("AWS::Lambda::Function", Handler=PLANNER)
         app.template.has_resource_properties(
             "AWS::Events::Rule",
