@@ -13,6 +13,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from lambdas.mirror import settings
@@ -63,6 +64,14 @@ class MirrorSync(Construct):
             "POWERTOOLS_SERVICE_NAME": settings.SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": settings.METRICS_NAMESPACE,
         }
+        # The planner rewrites it when the set of pending changes changes; CloudFormation only creates it.
+        self.state = ssm.StringParameter(
+            self,
+            "PlannerState",
+            parameter_name=constants.PARAMETER_STATE,
+            string_value="{}",
+            description="When the mirror planner first saw each change not yet mirrored (for staleness)",
+        )
         self.planner = self._function(
             "Planner",
             code=code,
@@ -71,9 +80,15 @@ class MirrorSync(Construct):
             timeout=constants.PLANNER_TIMEOUT,
             memory_size=constants.PLANNER_MEMORY_MB,
             # Only the planner reads the spec; each queued message carries all the copier needs.
-            environment={**environment, settings.ENV_SPEC_PARAMETER: spec_parameter_name},
+            environment={
+                **environment,
+                settings.ENV_SPEC_PARAMETER: spec_parameter_name,
+                settings.ENV_STATE_PARAMETER: self.state.parameter_name,
+            },
             description="Plans the mirror sync with HEAD requests and queues one message per image/tag",
         )
+        self.state.grant_read(self.planner)
+        self.state.grant_write(self.planner)
         self.copier = self._function(
             "Copier",
             code=code,

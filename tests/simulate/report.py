@@ -9,7 +9,7 @@ from pathlib import Path
 from .run import Mode, Result
 
 COLUMNS = ("Mode", "Builds", "Failed with 429", "Upstream manifest GETs", "Upstream bytes",
-           "Bumped tag reaches builds after")
+           "`docker run` pulls (of them from Docker Hub)", "Bumped tag reaches builds after")
 
 
 def size(count: int) -> str:
@@ -22,6 +22,8 @@ def size(count: int) -> str:
 def hours(seconds: float | None) -> str:
     if seconds is None:
         return "not by the end"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
@@ -58,7 +60,8 @@ def rows(results: Sequence[Result], accounts: int) -> list[tuple[str, ...]]:
         failed = f"{r.failed_429} ({100 * r.failed_429 / max(r.builds, 1):.0f}%)"
         if r.failed_other:
             failed += f" +{r.failed_other} other"
-        out.append((label(r, accounts), str(r.builds), failed, gets, size(r.upstream_bytes), staleness(r)))
+        runs = f"{r.test_pulls} ({r.test_hub_pulls})"
+        out.append((label(r, accounts), str(r.builds), failed, gets, size(r.upstream_bytes), runs, staleness(r)))
     return out
 
 
@@ -74,12 +77,21 @@ def table(results: Sequence[Result], accounts: int) -> str:
 def markdown_table(results: Sequence[Result], accounts: int) -> str:
     body = [COLUMNS, *rows(results, accounts)]
     lines = ["| " + " | ".join(row) + " |" for row in body]
-    lines.insert(1, "|" + "|".join(["---"] + ["--:"] * 4 + ["---"]) + "|")
+    lines.insert(1, "|" + "|".join(["---"] + ["--:"] * 5 + ["---"]) + "|")
     return "\n".join(lines)
 
 
-def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequence[float],
-          limits: tuple[int, int]) -> Path:
+def staleness_table(result: Result) -> str:
+    """Markdown: per bump, when it happened and when the cache's tag named the new digest."""
+    out = ["| Upstream tag bump | At | Builds get the new image after | Builds that got the old image |",
+           "|---|--:|--:|--:|"]
+    for s in result.staleness:
+        at = f"{int(s.bumped_at // 3600):02d}:{int(s.bumped_at % 3600 // 60):02d}"
+        out.append(f"| {s.image} | {at} | {hours(s.served_after)} | {s.stale_builds} |")
+    return "\n".join(out)
+
+
+def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequence[float]) -> Path:
     """Cumulative upstream pulls and failed builds over the simulated day, per mode; below, for the
     mirrored modes, each bumped tag's time from the bump until builds got the new image."""
     import matplotlib
@@ -123,8 +135,10 @@ def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequen
     stale.set_xlabel("simulated hour of the day (dotted: upstream tag bumps; dashed green: scheduled syncs)")
     stale.set_xlim(0, 24)
     stale.set_xticks(range(0, 25, 3))
-    pulls.set_title(f"{results[0].builds} builds from one IP; limits {limits[0]} anonymous, "
-                    f"{limits[1]} authenticated pulls per 6 h", fontsize=11)
+    policy = results[0].policy
+    pulls.set_title(f"{results[0].builds} builds from one IP; Docker Hub policy {policy.anonymous} anonymous / "
+                    f"{policy.authenticated} per account per {policy.window / 3600:g} h; mirror {results[0].schedule}",
+                    fontsize=10)
     pulls.legend(loc="upper left", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -107,7 +107,7 @@ class Result:
     schedule: str = DEFAULT_SCHEDULE
     image_pulls: Counter[str] = field(default_factory=Counter)  # catalog name -> successful pulls by builds
     test_pulls: int = 0  # images builds' test commands pulled (`docker run`), wherever from
-    test_hub_gets: int = 0  # manifest GETs "Docker Hub" served for test-run images to the builds themselves
+    test_hub_pulls: int = 0  # test-run images "Docker Hub" served to the builds themselves (GETs by tag)
     build_hub_gets: int = 0  # manifest GETs "Docker Hub" served to the builds themselves (not the mirror)
     planner_runs: int = 0  # mirrored: scheduled planner runs in the day (the first fill not counted)
     mirror_heads: int = 0  # mirrored: manifest HEADs the mirror's account made at "Docker Hub" in the day
@@ -266,7 +266,7 @@ def simulate(day: Day, mode: Mode, *, template: Path | None = None, policy: Poli
 
 def _simulate(day: Day, mode: Mode, template: Path, *, policy: Policy, accounts: int, schedule: str,
               progress: Callable[[str], None] | None) -> Result:
-    clock = ManualClock(start=-3600.0)
+    clock = ManualClock(start=_Sync.FIRST_FILL_START)
     team_accounts = [(f"team{n + 1}" if accounts > 1 else "ci", f"dckr_pat_team{n + 1}") for n in range(accounts)]
     users = dict(team_accounts) if mode is Mode.LOGGED_IN else {}
     result = Result(mode, policy=policy, schedule=schedule)
@@ -329,7 +329,7 @@ def _simulate(day: Day, mode: Mode, template: Path, *, policy: Policy, accounts:
         for pull_ in world.hub.limiter.pulls():
             if pull_.identity != MIRROR_USER and pull_.status == 200 and pull_.time >= 0:
                 result.build_hub_gets += 1
-                result.test_hub_gets += pull_.repository in tested
+                result.test_hub_pulls += pull_.repository in tested and not pull_.reference.startswith("sha256:")
         if mode.mirrored:
             result.mirror_heads = usage[MIRROR_USER].manifest_heads - prefill_heads
             _staleness(world, bumped, served, result)
@@ -361,7 +361,8 @@ class _Sync:
     `by_tag`: drop each task's source digest, so the copier warms by tag (before the retag fix).
     """
 
-    FIRST_FILL_RUNS = 3
+    FIRST_FILL_START = -2 * 3600.0  # 22:00 the day before
+    FIRST_FILL_EVERY = 600.0  # a run every 10 minutes until nothing is deferred
 
     def __init__(self, world: World, day: Day, schedule: str, *, by_tag: bool = False) -> None:
         mirror = world.mirror
@@ -378,13 +379,16 @@ class _Sync:
                                    caches={PTC_PREFIX: replace(cache, cached_digest=mirror.described_digest)})
 
     def first_fill(self, clock: ManualClock, result: Result) -> None:
-        """The mirror was running before this day: runs until nothing is deferred. The planner
-        assumes an index it has not seen lists 16 manifests, so the budget defers part of a first
-        fill to the next run."""
-        for _ in range(self.FIRST_FILL_RUNS):
+        """The mirror was running before this day: runs from 22:00 the day before until nothing is
+        deferred. The planner assumes an index it has not seen lists 16 manifests, and keeps the
+        quota reserve, so the budget spreads a first fill over runs (over hours, under an hourly
+        limit of 100)."""
+        runs = int(-self.FIRST_FILL_START // self.FIRST_FILL_EVERY)
+        for n in range(runs):
+            clock.set(self.FIRST_FILL_START + n * self.FIRST_FILL_EVERY)
             if not self.run(clock, result)["deferred"]:
                 return
-        result.errors.append(f"first fill still deferred work after {self.FIRST_FILL_RUNS} runs")
+        result.errors.append(f"first fill still deferred work after {runs} runs")
 
     def run(self, clock: ManualClock, result: Result) -> Counter[str]:
         started = time.monotonic()
