@@ -72,8 +72,9 @@ How the figures are counted:
   manifests, {official_gets} GETs. That is {expected} manifests for the day's bumps, against {gets}
   GETs spent (warm by tag only: {gets_by_tag}); every other check by the mirror or the cache was a
   HEAD: {heads} HEADs in {runs} planner runs.
-- *`docker run` pulls*: images the builds' test commands pulled, and in brackets how many of them
-  "Docker Hub" served to the builds (GETs by tag; 0: every one came from the mirror).
+- *`docker run` images pulled / tag GETs at Docker Hub*: images the builds' test commands pulled
+  completely, and the manifest GETs by tag "Docker Hub" answered for them to the builds (0: every
+  one came from the mirror; more GETs than pulls: the pull's next GET got 429).
 - *Upstream bytes*: bytes of manifests and blobs "Docker Hub" served during the day. The stand-in
   fetches, once, every blob of every manifest it fetches (all platforms); ECR fetches layers as
   they are pulled, so the mirrored figures are above what ECR would fetch.

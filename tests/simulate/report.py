@@ -9,7 +9,7 @@ from pathlib import Path
 from .run import Mode, Result
 
 COLUMNS = ("Mode", "Builds", "Failed with 429", "Upstream manifest GETs", "Upstream bytes",
-           "`docker run` pulls (of them from Docker Hub)", "Bumped tag reaches builds after")
+           "`docker run` images pulled / tag GETs at Docker Hub", "Bumped tag reaches builds after")
 
 
 def size(count: int) -> str:
@@ -48,7 +48,7 @@ def staleness(result: Result) -> str:
         return f"{sum(s is None for s in served)} of {len(served)} bumps never; {stale} builds got the old image"
     known = [s for s in served if s is not None]
     return (f"median {hours(statistics.median(known))}, max {hours(max(known))}; "
-            f"{stale} builds got the old image")
+            f"{stale} build{'' if stale == 1 else 's'} got the old image")
 
 
 def rows(results: Sequence[Result], accounts: int) -> list[tuple[str, ...]]:
@@ -60,7 +60,7 @@ def rows(results: Sequence[Result], accounts: int) -> list[tuple[str, ...]]:
         failed = f"{r.failed_429} ({100 * r.failed_429 / max(r.builds, 1):.0f}%)"
         if r.failed_other:
             failed += f" +{r.failed_other} other"
-        runs = f"{r.test_pulls} ({r.test_hub_pulls})"
+        runs = f"{r.test_pulls} / {r.test_hub_pulls}"
         out.append((label(r, accounts), str(r.builds), failed, gets, size(r.upstream_bytes), runs, staleness(r)))
     return out
 
