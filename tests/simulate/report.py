@@ -121,8 +121,9 @@ def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequen
         names = [s.image for s in mirrored[0].staleness]
         stale.set_yticks(range(len(names)), names, fontsize=8)
         stale.invert_yaxis()
-        for when, _ in mirrored[0].syncs:
-            if when >= 0:
+        syncs = [when for when, _ in mirrored[0].syncs if when >= 0]
+        if len(syncs) <= 25:  # every 10 minutes would hide the bars
+            for when in syncs:
                 stale.axvline(when / 3600, color="#2ca02c", linestyle="--", linewidth=0.8)
         stale.legend(loc="lower left", fontsize=8)
     for axis in (pulls, failures, stale):
@@ -132,13 +133,12 @@ def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequen
     pulls.set_ylabel("upstream manifest GETs\n(Docker Hub pulls, cumulative)")
     failures.set_ylabel("builds failed with 429\n(cumulative)")
     stale.set_ylabel("bump until builds\nget the new image")
-    stale.set_xlabel("simulated hour of the day (dotted: upstream tag bumps; dashed green: scheduled syncs)")
+    stale.set_xlabel(f"simulated hour of the day (dotted: upstream tag bumps; syncs: {results[0].schedule})")
     stale.set_xlim(0, 24)
     stale.set_xticks(range(0, 25, 3))
     policy = results[0].policy
-    pulls.set_title(f"{results[0].builds} builds from one IP; Docker Hub policy {policy.anonymous} anonymous / "
-                    f"{policy.authenticated} per account per {policy.window / 3600:g} h; mirror {results[0].schedule}",
-                    fontsize=10)
+    pulls.set_title(f"{results[0].builds} builds from one IP; Docker Hub: {policy.anonymous} anonymous / "
+                    f"{policy.authenticated} per account per {policy.window / 3600:g} h", fontsize=11)
     pulls.legend(loc="upper left", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
