@@ -42,6 +42,8 @@ PARAMETER_PROJECT_NAME = f"{PARAMETER_PREFIX}/codebuild-project-name"
 PARAMETER_PROJECT_ARN = f"{PARAMETER_PREFIX}/codebuild-project-arn"
 PARAMETER_ROLE_ARN = f"{PARAMETER_PREFIX}/codebuild-role-arn"
 PARAMETER_SPEC = f"{PARAMETER_PREFIX}/spec"
+# Not contract: the planner's memory of when it first saw each pending change (staleness metric).
+PARAMETER_STATE = f"{PARAMETER_PREFIX}/state/pending-changes"
 STANDARD_PARAMETER_BYTES = 4096
 ADVANCED_PARAMETER_BYTES = 8192
 

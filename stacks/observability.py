@@ -31,6 +31,18 @@ def mirror_metric(name: str, statistic: str = "Sum") -> cloudwatch.Metric:
     )
 
 
+def upstream_metric(name: str, upstream: str, statistic: str) -> cloudwatch.Metric:
+    """A metric the planner publishes per upstream registry (dimensions `service`, `upstream`)."""
+    return cloudwatch.Metric(
+        namespace=settings.METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": settings.SERVICE_NAME, settings.DIMENSION_UPSTREAM: upstream},
+        statistic=statistic,
+        period=constants.ALARM_PERIOD,
+        label=upstream,
+    )
+
+
 class MirrorObservability(Construct):
     def __init__(
         self,
@@ -133,6 +145,7 @@ class MirrorObservability(Construct):
                 width=8,
             ),
         )
+        self.dashboard.add_widgets(*self._upstream_widgets(config))
         self.dashboard.add_widgets(*(cloudwatch.AlarmWidget(alarm=alarm, width=8) for alarm in self.alarms))
 
     def _alarm_name(self, id: str) -> str:
@@ -178,6 +191,22 @@ class MirrorObservability(Construct):
                 conditions=cloudwatch_only,
             )
         )
+
+    @staticmethod
+    def _upstream_widgets(config: Config) -> list[cloudwatch.GraphWidget]:
+        """Per upstream registry the config mirrors from: quota left, images deferred, staleness."""
+        upstreams = sorted({image.ref.registry for image in config.images})
+        panels = (
+            ("Pulls left per upstream (ratelimit-remaining)", settings.METRIC_UPSTREAM_QUOTA, "Minimum"),
+            ("Images deferred per upstream", settings.METRIC_UPSTREAM_DEFERRED, "Maximum"),
+            ("Oldest change not yet mirrored, seconds", settings.METRIC_UPSTREAM_STALENESS, "Maximum"),
+        )
+        return [
+            cloudwatch.GraphWidget(
+                title=title, left=[upstream_metric(name, upstream, statistic) for upstream in upstreams], width=8
+            )
+            for title, name, statistic in panels
+        ]
 
     def _alarm(
         self,

@@ -14,6 +14,7 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from lambdas.mirror import settings
@@ -83,6 +84,14 @@ class MirrorSync(Construct):
             "POWERTOOLS_SERVICE_NAME": settings.SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": settings.METRICS_NAMESPACE,
         }
+        # The planner rewrites it when the set of pending changes changes; CloudFormation only creates it.
+        self.state = ssm.StringParameter(
+            self,
+            "PlannerState",
+            parameter_name=constants.PARAMETER_STATE,
+            string_value="{}",
+            description="When the mirror planner first saw each change not yet mirrored (for staleness)",
+        )
         self.planner = self._function(
             "Planner",
             code=code,
@@ -91,7 +100,11 @@ class MirrorSync(Construct):
             timeout=constants.PLANNER_TIMEOUT,
             memory_size=constants.PLANNER_MEMORY_MB,
             # Only the planner reads the spec; each queued message carries all the copier needs.
-            environment={**environment, settings.ENV_SPEC_PARAMETER: spec_parameter_name},
+            environment={
+                **environment,
+                settings.ENV_SPEC_PARAMETER: spec_parameter_name,
+                settings.ENV_STATE_PARAMETER: self.state.parameter_name,
+            },
             description="Plans the mirror sync with HEAD requests and queues one message per image/tag",
             # Lambda's async invocation: two retries on error, then the event goes to the failure queue.
             # Reserved concurrency 1 keeps two runs from planning (and queueing) the same work; an
@@ -102,6 +115,8 @@ class MirrorSync(Construct):
             max_event_age=constants.PLANNER_MAX_EVENT_AGE,
             reserved_concurrent_executions=constants.PLANNER_RESERVED_CONCURRENCY,
         )
+        self.state.grant_read(self.planner)
+        self.state.grant_write(self.planner)
         self.copier = self._function(
             "Copier",
             code=code,

@@ -14,7 +14,7 @@ from typing import Any
 
 from .reference import DOCKER_HUB, Reference, ReferenceError, parse
 
-DEFAULT_SCHEDULE = "rate(6 hours)"
+DEFAULT_SCHEDULE = "rate(10 minutes)"
 DEFAULT_SECRET = "ecr-pullthroughcache/docker-hub"
 SECRET_PREFIX = "ecr-pullthroughcache/"
 

@@ -15,6 +15,7 @@ from .endpoints import Endpoints
 from .errors import TooManyRequests
 from .observability import logger, record_copy, record_failure, record_plan
 from .plan import Task, plan
+from .staleness import ParameterState, track
 from .sync import run_task
 
 SQS_BATCH = 10  # SendMessageBatch takes at most 10 entries
@@ -54,14 +55,20 @@ def enqueue(tasks: Sequence[Task], queue_url: str, *, sqs: Any = None) -> int:
 
 
 def plan_and_enqueue(spec: str, endpoints: Endpoints, queue_url: str, *, origin: str = "mirror spec",
-                     sqs: Any = None) -> dict[str, Any]:
-    """Parse the spec (the JSON the stack stored), plan with HEADs only, queue what needs copying."""
+                     sqs: Any = None, state: ParameterState | None = None) -> dict[str, Any]:
+    """Parse the spec (the JSON the stack stored), plan with HEADs only, queue what needs copying.
+    `state` remembers when each pending change was first seen, for the staleness metric."""
     config = parse_config(json.loads(spec), origin=origin)
     result = plan(config, endpoints)
     sent = enqueue(result.tasks(), queue_url, sqs=sqs)
-    record_plan(result)
+    seen = state.load() if state else {}
+    pending, staleness = track(result, seen, time.time())
+    if state:
+        state.save(seen, pending)
+    record_plan(result, staleness)
     summary = {"images": len(config.images), "tags": len(result.items), **result.counts(), "enqueued": sent,
-               "quotas": [q.as_dict() for q in result.quotas.values()]}
+               "quotas": [q.as_dict() for q in result.quotas.values()],
+               "staleness_seconds": {registry: round(age) for registry, age in staleness.items()}}
     logger.info("planned", extra=summary)
     return summary
 

@@ -5,6 +5,7 @@ ENV_SPEC_PARAMETER = "MIRROR_SPEC_PARAMETER"  # SSM parameter holding Config.to_
 ENV_QUEUE_URL = "MIRROR_QUEUE_URL"  # SQS queue the planner fills and the copier drains
 ENV_DOCKER_HUB_SECRET = "MIRROR_DOCKER_HUB_SECRET"  # Secrets Manager name of the Docker Hub secret
 ENV_REGISTRY = "MIRROR_REGISTRY"  # destination registry host; unset in Lambda: the account's ECR
+ENV_STATE_PARAMETER = "MIRROR_STATE_PARAMETER"  # SSM parameter: when the planner first saw each pending change
 
 # CloudWatch metrics (Powertools EMF). The service dimension is POWERTOOLS_SERVICE_NAME.
 METRICS_NAMESPACE = "EcrMirror"
@@ -15,3 +16,10 @@ METRIC_DEFERRED = "ImagesDeferred"
 METRIC_FAILED = "ImagesFailed"
 METRIC_BYTES = "BytesCopied"
 METRIC_QUOTA_REMAINING = "DockerHubQuotaRemaining"  # ratelimit-remaining seen on Docker Hub HEADs
+# Per upstream registry (dimension `upstream`: docker.io, quay.io, ...), from each planner run.
+DIMENSION_UPSTREAM = "upstream"
+METRIC_UPSTREAM_QUOTA = "UpstreamQuotaRemaining"  # ratelimit-remaining the upstream's HEADs reported
+METRIC_UPSTREAM_DEFERRED = "UpstreamImagesDeferred"  # image/tags left for a later run (quota, 429)
+METRIC_UPSTREAM_STALENESS = "UpstreamStalenessSeconds"  # age of the oldest change not yet mirrored
+SERVICE_METRICS = (METRIC_COPIED, METRIC_SKIPPED, METRIC_DEFERRED, METRIC_FAILED, METRIC_BYTES, METRIC_QUOTA_REMAINING)
+METRICS_PER_UPSTREAM = (METRIC_UPSTREAM_QUOTA, METRIC_UPSTREAM_DEFERRED, METRIC_UPSTREAM_STALENESS)

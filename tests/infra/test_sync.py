@@ -91,7 +91,7 @@ def cache_repos(app: Synthesized) -> set[str]:
 
 
 def test_the_schedule_from_the_config_invokes_the_planner(default_app: Synthesized, variant_app: Synthesized) -> None:
-    for app, expression in ((default_app, "rate(6 hours)"), (variant_app, "cron(0 3 * * ? *)")):
+    for app, expression in ((default_app, "rate(10 minutes)"), (variant_app, "cron(0 3 * * ? *)")):
         planner = app.logical_id("AWS::Lambda::Function", Handler=PLANNER)
         app.template.has_resource_properties(
             "AWS::Events::Rule",
@@ -297,8 +297,11 @@ def test_the_planner_reads_ecr_and_the_spec_and_fills_the_queue(default_app: Syn
         ref(app.logical_id("AWS::SecretsManager::Secret"))
     }
     spec = app.logical_id("AWS::SSM::Parameter", Name="/ecr-mirror/spec")
-    [spec_arn] = resources_for(app, role, "ssm:GetParameter")
-    assert ref(spec) in spec_arn
+    state = app.logical_id("AWS::SSM::Parameter", Name="/ecr-mirror/state/pending-changes")
+    spec_arn, state_arn = sorted(resources_for(app, role, "ssm:GetParameter"), key=lambda a: ref(state) in a)
+    assert ref(spec) in spec_arn and ref(state) in state_arn
+    [written] = resources_for(app, role, "ssm:PutParameter")
+    assert ref(state) in written
     granted = set().union(*(actions for actions, _ in statements(app, role)))
     assert not granted & (PUSH | {"ecr:BatchImportUpstreamImage", "ecr:CreateRepository", "sqs:ReceiveMessage"})
 

@@ -14,7 +14,7 @@ from lambdas.mirror.ecr import cached_digest_reader, docker_hub_credentials, log
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.plan import plan
 from tests.support.images import push_image
-from tests.support.limiter import AUTHENTICATED_LIMIT, Limiter
+from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer
 
 
@@ -74,4 +74,4 @@ def test_docker_hub_is_asked_with_the_secret_credentials_so_the_quota_is_the_acc
     with Limiter(hub.host, users={"mirror-bot": "dckr_pat_abc"}) as limiter:
         result = plan(cfg, connect(destination.host, upstreams={"docker.io": limiter.host}, docker_hub_secret=name))
 
-    assert result.quotas["docker.io"].limit == AUTHENTICATED_LIMIT
+    assert result.quotas["docker.io"].limit == SIX_HOURS.authenticated

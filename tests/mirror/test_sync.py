@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.plan import Action, plan
@@ -11,7 +12,7 @@ from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.sync import run_tasks
 from tests.support.faults import FaultProxy
 from tests.support.images import push_image
-from tests.support.limiter import Limiter
+from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer
 
 from .support import config
@@ -133,7 +134,7 @@ def test_docker_hub_quota_budget_keeps_the_reserve_and_defers_the_rest(
     for n in range(8):
         push_image(hub.host, "team/tool", f"t{n}", kind="docker-v2", seed=n)
     cfg = config({"source": "team/tool", "tag_regex": "t[0-9]"}, sync={"quota_reserve": 3})
-    with Limiter(hub.host, anonymous_limit=8) as limiter:
+    with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=8)) as limiter:
         endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
         planned = plan(cfg, endpoints)
         outcomes = run_tasks(planned.tasks(), endpoints)

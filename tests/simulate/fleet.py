@@ -27,6 +27,7 @@ class Image:
     platforms: tuple[str, ...] = OFFICIAL_PLATFORMS
     layer_size: int = 4096
     attestations: bool = False  # buildx SBOM/provenance manifests in the index, as official images have
+    real_mb: float = 50.0  # compressed size of one platform's image on Docker Hub, for the cost table only
 
     @property
     def name(self) -> str:
@@ -43,21 +44,25 @@ class Image:
         return zlib.crc32(self.name.encode())
 
 
+# `real_mb`: the real image's compressed size per platform, approximate (the cost table's storage
+# and transfer figures scale by it; the simulated images are a few kB so the day runs in seconds).
 CATALOG: tuple[Image, ...] = (
-    Image("library/python", "3.13-slim", layer_size=6000, attestations=True),
-    Image("library/python", "3.12-slim", layer_size=6000, attestations=True),
-    Image("library/node", "22-bookworm-slim", layer_size=5000, attestations=True),
-    Image("library/node", "20-alpine", layer_size=3000, attestations=True),
-    Image("library/golang", "1.23-alpine", layer_size=8000, attestations=True),
-    Image("library/alpine", "3.20", layer_size=1500, attestations=True),
-    Image("library/nginx", "1.27-alpine", layer_size=2500, attestations=True),
-    Image("library/debian", "bookworm-slim", layer_size=3500, attestations=True),
-    Image("library/eclipse-temurin", "21-jre", layer_size=7000, attestations=True),
-    Image("library/maven", "3.9-eclipse-temurin-21", layer_size=9000, attestations=True),
-    Image("bitnami/kubectl", "1.31", platforms=MIRRORED_PLATFORMS, layer_size=4000),
-    Image("bitnami/node", "22", platforms=MIRRORED_PLATFORMS, layer_size=5000),
-    Image("hashicorp/terraform", "1.9", platforms=MIRRORED_PLATFORMS, layer_size=6000),
-    Image("acme/build-tools", "2024.11", kind="docker-v2", platforms=("linux/amd64",), layer_size=3000),
+    Image("library/python", "3.13-slim", layer_size=6000, attestations=True, real_mb=45),
+    Image("library/python", "3.12-slim", layer_size=6000, attestations=True, real_mb=45),
+    Image("library/node", "22-bookworm-slim", layer_size=5000, attestations=True, real_mb=75),
+    Image("library/node", "20-alpine", layer_size=3000, attestations=True, real_mb=45),
+    Image("library/golang", "1.23-alpine", layer_size=8000, attestations=True, real_mb=85),
+    Image("library/alpine", "3.20", layer_size=1500, attestations=True, real_mb=4),
+    Image("library/nginx", "1.27-alpine", layer_size=2500, attestations=True, real_mb=20),
+    Image("library/debian", "bookworm-slim", layer_size=3500, attestations=True, real_mb=30),
+    Image("library/eclipse-temurin", "21-jre", layer_size=7000, attestations=True, real_mb=95),
+    Image("library/maven", "3.9-eclipse-temurin-21", layer_size=9000, attestations=True, real_mb=200),
+    Image("library/postgres", "16-alpine", layer_size=7000, attestations=True, real_mb=100),
+    Image("library/redis", "7.4-alpine", layer_size=3000, attestations=True, real_mb=17),
+    Image("bitnami/kubectl", "1.31", platforms=MIRRORED_PLATFORMS, layer_size=4000, real_mb=90),
+    Image("bitnami/node", "22", platforms=MIRRORED_PLATFORMS, layer_size=5000, real_mb=250),
+    Image("hashicorp/terraform", "1.9", platforms=MIRRORED_PLATFORMS, layer_size=6000, real_mb=30),
+    Image("acme/build-tools", "2024.11", kind="docker-v2", platforms=("linux/amd64",), layer_size=3000, real_mb=60),
 )
 
 # The teams' Dockerfiles: ARG-built tags, multi-stage, --platform, scratch, COPY --from=image.
@@ -99,10 +104,21 @@ DOCKERFILES: dict[str, str] = {
     "infra": "FROM hashicorp/terraform:1.9\nCOPY . /infra\n",
 }
 
+# Images the builds' test commands `docker run` (integration tests against a database), as
+# `docker run postgres:16-alpine` names them: with the mirror, the daemon's registry mirror serves them.
+TEST_RUNS: dict[str, tuple[str, ...]] = {
+    "orders-api": ("postgres:16-alpine",),
+    "billing-worker": ("redis:7.4-alpine",),
+    "ledger": ("postgres:16-alpine",),
+    "etl": ("postgres:16-alpine", "redis:7.4-alpine"),
+    "search-svc": ("redis:7.4-alpine",),
+}
+
 # Upstream rebuilds during the day: (hours after midnight, image name). Same tag, new content.
 BUMPS: tuple[tuple[float, str], ...] = (
     (7.7, "python:3.12-slim"),
     (10.25, "node:22-bookworm-slim"),
+    (11.6, "postgres:16-alpine"),  # pulled by test commands (`docker run`), not by a FROM
     (13.1, "nginx:1.27-alpine"),
     (16.5, "alpine:3.20"),
     (20.8, "golang:1.23-alpine"),
@@ -119,6 +135,10 @@ class Build:
     @property
     def dockerfile(self) -> str:
         return DOCKERFILES[self.service]
+
+    @property
+    def test_runs(self) -> tuple[str, ...]:
+        return TEST_RUNS.get(self.service, ())
 
 
 @dataclass(frozen=True)
@@ -153,7 +173,7 @@ def plan_day(builds: int = 500, *, seed: int = 7, arm_share: float = 0.15, bumps
               "linux/arm64" if rng.random() < arm_share else "linux/amd64")
         for n, t in enumerate(times)
     )
-    used = {name for service in services for name in uses(DOCKERFILES[service])}
+    used = {name for service in services for name in (*uses(DOCKERFILES[service]), *TEST_RUNS.get(service, ()))}
     images = tuple(image for image in CATALOG if image.name in used)
     by_name = {image.name: image for image in images}
     chosen = [(hours, name) for hours, name in BUMPS if name in by_name][:bumps]

@@ -9,7 +9,7 @@ from pathlib import Path
 from .run import Mode, Result
 
 COLUMNS = ("Mode", "Builds", "Failed with 429", "Upstream manifest GETs", "Upstream bytes",
-           "Bumped tag reaches builds after")
+           "`docker run` images pulled / tag GETs at Docker Hub", "Bumped tag reaches builds after")
 
 
 def size(count: int) -> str:
@@ -22,6 +22,8 @@ def size(count: int) -> str:
 def hours(seconds: float | None) -> str:
     if seconds is None:
         return "not by the end"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
@@ -46,7 +48,7 @@ def staleness(result: Result) -> str:
         return f"{sum(s is None for s in served)} of {len(served)} bumps never; {stale} builds got the old image"
     known = [s for s in served if s is not None]
     return (f"median {hours(statistics.median(known))}, max {hours(max(known))}; "
-            f"{stale} builds got the old image")
+            f"{stale} build{'' if stale == 1 else 's'} got the old image")
 
 
 def rows(results: Sequence[Result], accounts: int) -> list[tuple[str, ...]]:
@@ -58,7 +60,8 @@ def rows(results: Sequence[Result], accounts: int) -> list[tuple[str, ...]]:
         failed = f"{r.failed_429} ({100 * r.failed_429 / max(r.builds, 1):.0f}%)"
         if r.failed_other:
             failed += f" +{r.failed_other} other"
-        out.append((label(r, accounts), str(r.builds), failed, gets, size(r.upstream_bytes), staleness(r)))
+        runs = f"{r.test_pulls} / {r.test_hub_pulls}"
+        out.append((label(r, accounts), str(r.builds), failed, gets, size(r.upstream_bytes), runs, staleness(r)))
     return out
 
 
@@ -74,12 +77,21 @@ def table(results: Sequence[Result], accounts: int) -> str:
 def markdown_table(results: Sequence[Result], accounts: int) -> str:
     body = [COLUMNS, *rows(results, accounts)]
     lines = ["| " + " | ".join(row) + " |" for row in body]
-    lines.insert(1, "|" + "|".join(["---"] + ["--:"] * 4 + ["---"]) + "|")
+    lines.insert(1, "|" + "|".join(["---"] + ["--:"] * 5 + ["---"]) + "|")
     return "\n".join(lines)
 
 
-def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequence[float],
-          limits: tuple[int, int]) -> Path:
+def staleness_table(result: Result) -> str:
+    """Markdown: per bump, when it happened and when the cache's tag named the new digest."""
+    out = ["| Upstream tag bump | At | Builds get the new image after | Builds that got the old image |",
+           "|---|--:|--:|--:|"]
+    for s in result.staleness:
+        at = f"{int(s.bumped_at // 3600):02d}:{int(s.bumped_at % 3600 // 60):02d}"
+        out.append(f"| {s.image} | {at} | {hours(s.served_after)} | {s.stale_builds} |")
+    return "\n".join(out)
+
+
+def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequence[float]) -> Path:
     """Cumulative upstream pulls and failed builds over the simulated day, per mode; below, for the
     mirrored modes, each bumped tag's time from the bump until builds got the new image."""
     import matplotlib
@@ -109,8 +121,9 @@ def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequen
         names = [s.image for s in mirrored[0].staleness]
         stale.set_yticks(range(len(names)), names, fontsize=8)
         stale.invert_yaxis()
-        for when, _ in mirrored[0].syncs:
-            if when >= 0:
+        syncs = [when for when, _ in mirrored[0].syncs if when >= 0]
+        if len(syncs) <= 25:  # every 10 minutes would hide the bars
+            for when in syncs:
                 stale.axvline(when / 3600, color="#2ca02c", linestyle="--", linewidth=0.8)
         stale.legend(loc="lower left", fontsize=8)
     for axis in (pulls, failures, stale):
@@ -120,11 +133,12 @@ def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequen
     pulls.set_ylabel("upstream manifest GETs\n(Docker Hub pulls, cumulative)")
     failures.set_ylabel("builds failed with 429\n(cumulative)")
     stale.set_ylabel("bump until builds\nget the new image")
-    stale.set_xlabel("simulated hour of the day (dotted: upstream tag bumps; dashed green: scheduled syncs)")
+    stale.set_xlabel(f"simulated hour of the day (dotted: upstream tag bumps; syncs: {results[0].schedule})")
     stale.set_xlim(0, 24)
     stale.set_xticks(range(0, 25, 3))
-    pulls.set_title(f"{results[0].builds} builds from one IP; limits {limits[0]} anonymous, "
-                    f"{limits[1]} authenticated pulls per 6 h", fontsize=11)
+    policy = results[0].policy
+    pulls.set_title(f"{results[0].builds} builds from one IP; Docker Hub: {policy.anonymous} anonymous / "
+                    f"{policy.authenticated} per account per {policy.window / 3600:g} h", fontsize=11)
     pulls.legend(loc="upper left", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -7,14 +7,17 @@ HTTP. So Docker Hub's real 6-hour window applies unscaled, and the day takes as 
 A build "pulls" its bases as a Docker client resolving them does: for each distinct base image of
 the Dockerfile (redirect.find_images: FROM, COPY --from=<image>, ARGs substituted), a manifest GET
 by tag, then, for an index, a GET of the build platform's manifest, then GETs of its config and
-layers (a fresh CodeBuild host has no layer cache). The first 429 fails the build; nothing is
+layers (a fresh CodeBuild host has no layer cache). Then its test commands `docker run` their
+images (fleet.TEST_RUNS), pulled the same way. The first 429 fails the build; nothing is
 retried, as `docker build` does not retry. Clients are the engine's RegistryClient.
 
 Mirrored, the builds pull `<ecr>/docker-hub/<path>` from the ECR-like pull-through cache
-(world.py), which checks a tag upstream at most once per 24 hours; the scheduled sync warms the
-bumped digest and moves the cache's tag (`copy.refresh_through_cache`). `Mode.MIRRORED_BY_TAG`
-runs the same engine with the tasks' source digests dropped, so the copier warms by tag, as it did
-before that fix, to show what ECR's 24 hours do then.
+(world.py), test-run images included (the daemon's registry mirror, codebuild/setup_mirror.py,
+sends `docker run postgres:16-alpine` there). The cache checks a tag upstream at most once per 24
+hours; the scheduled sync warms the bumped digest and moves the cache's tag
+(`copy.refresh_through_cache`). `Mode.MIRRORED_BY_TAG` runs the same engine with the tasks' source
+digests dropped, so the copier warms by tag, as it did before that fix, to show what ECR's 24
+hours do then.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from lambdas.mirror.config import DEFAULT_SCHEDULE
 from lambdas.mirror.endpoints import Endpoints, connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches
@@ -38,10 +42,10 @@ from lambdas.mirror.settings import SERVICE_NAME
 from lambdas.mirror.sync import run_tasks
 from tests.simulate.dockerfile import MirrorMap, find_images, normalize, parse_dockerfile
 from tests.simulate.dockerfile import plan as redirect_plan
-from tests.support.limiter import ManualClock
+from tests.support.limiter import SIX_HOURS, ManualClock, Policy
 
-from .fleet import Build, Bump, Day
-from .world import MIRROR_USER, PTC_PREFIX, Limits, World, mirror_config, mirror_map, seeded
+from .fleet import TEST_RUNS, Build, Bump, Day
+from .world import MIRROR_USER, PTC_PREFIX, World, mirror_config, mirror_map, seeded
 
 _RATE = re.compile(r"rate\((\d+) (minute|hour|day)s?\)")
 _UNIT = {"minute": 60, "hour": 3600, "day": 86400}
@@ -67,6 +71,8 @@ class Base:
     reference: str
     username: str | None = None
     password: str | None = None
+    image: str = ""  # the catalog name it stands for (`python:3.12-slim`)
+    test_run: bool = False  # pulled by a test command's `docker run`, not by the Dockerfile
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,17 @@ class Result:
     resolved: list[tuple[float, str, str]] = field(default_factory=list)  # mirrored: (t, repo:tag, digest) per base
     mirror_fetches: Counter[str] = field(default_factory=Counter)  # digest -> the mirror's GETs of it in the day
     syncs: list[tuple[float, Counter[str]]] = field(default_factory=list)
+    policy: Policy = SIX_HOURS
+    schedule: str = DEFAULT_SCHEDULE
+    image_pulls: Counter[str] = field(default_factory=Counter)  # catalog name -> successful pulls by builds
+    test_pulls: int = 0  # images builds' test commands pulled (`docker run`), wherever from
+    test_hub_pulls: int = 0  # test-run images "Docker Hub" served to the builds themselves (GETs by tag)
+    build_hub_gets: int = 0  # manifest GETs "Docker Hub" served to the builds themselves (not the mirror)
+    planner_runs: int = 0  # mirrored: scheduled planner runs in the day (the first fill not counted)
+    mirror_heads: int = 0  # mirrored: manifest HEADs the mirror's account made at "Docker Hub" in the day
+    copier_tasks: int = 0  # mirrored: tasks the planners queued in the day (one SQS message each)
+    copier_bytes: int = 0  # mirrored: bytes the copier moved in the day
+    plan_seconds: float = 0.0  # mirrored: wall time of the day's plans, in process over loopback
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, cumulative GETs, failed builds)
     errors: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
@@ -142,6 +159,8 @@ class Fleet:
         self.accounts = list(accounts)
         self.map: MirrorMap | None = None  # mirrored mode: what the build's redirect step is given
         self.resolved: list[tuple[float, str, str]] = []  # (t, repository:reference, digest) of each base
+        self.pulled: Counter[str] = Counter()  # catalog name -> successful pulls
+        self.test_pulls = 0
 
     def route(self, build: Build) -> list[Base]:
         hub = self.world.hub.limiter.host
@@ -154,7 +173,10 @@ class Fleet:
         out = []
         for written in base_images(build):
             ref = normalize(written)
-            out.append(Base(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials))
+            out.append(Base(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials, image=written))
+        for written in build.test_runs:  # the daemon pulls with the build's `docker login`, if any
+            ref = normalize(written)
+            out.append(Base(hub, ref.repository, ref.tag or "latest", *credentials, image=written, test_run=True))
         return out
 
     def _mirrored(self, build: Build) -> list[Base]:
@@ -164,10 +186,17 @@ class Fleet:
         for redirect in redirects:
             if redirect.target is None:  # not covered: the build goes to Docker Hub anonymously
                 ref = normalize(redirect.written)
-                out.append(Base(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest"))
+                out.append(Base(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest",
+                                image=redirect.written))
                 continue
             ref = normalize(redirect.target)  # <ecr>/docker-hub/library/python:3.12-slim, pulled as written
-            out.append(Base(ref.registry, ref.repository, ref.digest or ref.tag or "latest"))
+            out.append(Base(ref.registry, ref.repository, ref.digest or ref.tag or "latest", image=redirect.written))
+        assert self.world.mirror is not None
+        for written in build.test_runs:
+            # A registry mirror for docker.io: the same path under the cache's prefix (setup_mirror.py's endpoint).
+            ref = normalize(written)
+            out.append(Base(self.world.mirror.cache.host, f"{PTC_PREFIX}/{ref.repository}", ref.tag or "latest",
+                            image=written, test_run=True))
         return out
 
     def build(self, build: Build) -> str | None:
@@ -181,6 +210,8 @@ class Fleet:
                                                   pool_size=2, max_retry_wait=0)
                 digest = pull(clients[key], base.repository, base.reference, build.platform)
                 self.resolved.append((self.world.clock(), f"{base.repository}:{base.reference}", digest))
+                self.pulled[catalog_name(base.image)] += 1
+                self.test_pulls += base.test_run
         except TooManyRequests:
             return "429"
         except RegistryError as err:
@@ -189,6 +220,12 @@ class Fleet:
             for client in clients.values():
                 client.http.clear()
         return None
+
+
+def catalog_name(written: str) -> str:
+    """`python:3.12-slim`, `bitnami/kubectl:1.31`: how fleet.CATALOG names an image reference."""
+    ref = normalize(written)
+    return f"{ref.repository.removeprefix('library/')}:{ref.tag or 'latest'}"
 
 
 def hash_service(service: str) -> int:
@@ -205,8 +242,8 @@ class _Secrets:
         return self.value
 
 
-def simulate(day: Day, mode: Mode, *, template: Path | None = None, limits: Limits = Limits(), accounts: int = 1,
-             schedule: str = "rate(6 hours)", progress: Callable[[str], None] | None = None) -> Result:
+def simulate(day: Day, mode: Mode, *, template: Path | None = None, policy: Policy = SIX_HOURS, accounts: int = 1,
+             schedule: str = DEFAULT_SCHEDULE, progress: Callable[[str], None] | None = None) -> Result:
     """One mode over the day; every server is started here and stopped before returning.
 
     `template` is a `seeded(day)` directory, to share one seeding between modes.
@@ -219,7 +256,7 @@ def simulate(day: Day, mode: Mode, *, template: Path | None = None, limits: Limi
         with ExitStack() as stack:
             if template is None:
                 template = stack.enter_context(seeded(day))
-            result = _simulate(day, mode, template, limits=limits, accounts=accounts, schedule=schedule,
+            result = _simulate(day, mode, template, policy=policy, accounts=accounts, schedule=schedule,
                                progress=progress)
     finally:
         engine_log.setLevel(level)
@@ -227,15 +264,16 @@ def simulate(day: Day, mode: Mode, *, template: Path | None = None, limits: Limi
     return result
 
 
-def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts: int, schedule: str,
+def _simulate(day: Day, mode: Mode, template: Path, *, policy: Policy, accounts: int, schedule: str,
               progress: Callable[[str], None] | None) -> Result:
-    clock = ManualClock(start=-3600.0)
+    clock = ManualClock(start=_Sync.FIRST_FILL_START)
     team_accounts = [(f"team{n + 1}" if accounts > 1 else "ci", f"dckr_pat_team{n + 1}") for n in range(accounts)]
     users = dict(team_accounts) if mode is Mode.LOGGED_IN else {}
-    result = Result(mode)
-    with World(clock, template, limits=limits, users=users, mirror=mode.mirrored) as world:
+    result = Result(mode, policy=policy, schedule=schedule)
+    with World(clock, template, policy=policy, users=users, mirror=mode.mirrored) as world:
         fleet = Fleet(world, mode, team_accounts)
         sync = None
+        prefill_heads = 0
         if mode.mirrored:
             sync = _Sync(world, day, schedule, by_tag=mode is Mode.MIRRORED_BY_TAG)
             fleet.map = sync.map
@@ -244,6 +282,9 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
             usage = world.hub.limiter.usage()
             result.prefill_gets = sum(u.manifest_gets for u in usage.values())
             result.prefill_bytes = sum(u.bytes_served for u in usage.values())
+            prefill_heads = usage[MIRROR_USER].manifest_heads if MIRROR_USER in usage else 0
+            result.planner_runs = result.copier_tasks = result.copier_bytes = 0
+            result.plan_seconds = 0.0
         events = _events(day, mode, schedule)
         bumped: list[tuple[Bump, str, str, set[str]]] = []  # (bump, old digest, new digest, manifests fetched)
         served: dict[int, float] = {}  # bump index -> when the cache's tag first named the new digest
@@ -281,7 +322,16 @@ def _simulate(day: Day, mode: Mode, template: Path, *, limits: Limits, accounts:
         result.upstream_bytes = sum(u.bytes_served for u in usage.values()) - result.prefill_bytes
         result.throttled = sum(u.throttled for u in usage.values())
         result.resolved = fleet.resolved
+        result.image_pulls = fleet.pulled
+        result.test_pulls = fleet.test_pulls
+        tested = {f"library/{name.split(':')[0]}" if "/" not in name else name.split(":")[0]
+                  for names in TEST_RUNS.values() for name in names}
+        for pull_ in world.hub.limiter.pulls():
+            if pull_.identity != MIRROR_USER and pull_.status == 200 and pull_.time >= 0:
+                result.build_hub_gets += 1
+                result.test_hub_pulls += pull_.repository in tested and not pull_.reference.startswith("sha256:")
         if mode.mirrored:
+            result.mirror_heads = usage[MIRROR_USER].manifest_heads - prefill_heads
             _staleness(world, bumped, served, result)
     return result
 
@@ -311,7 +361,8 @@ class _Sync:
     `by_tag`: drop each task's source digest, so the copier warms by tag (before the retag fix).
     """
 
-    FIRST_FILL_RUNS = 3
+    FIRST_FILL_START = -2 * 3600.0  # 22:00 the day before
+    FIRST_FILL_EVERY = 600.0  # a run every 10 minutes until nothing is deferred
 
     def __init__(self, world: World, day: Day, schedule: str, *, by_tag: bool = False) -> None:
         mirror = world.mirror
@@ -328,22 +379,30 @@ class _Sync:
                                    caches={PTC_PREFIX: replace(cache, cached_digest=mirror.described_digest)})
 
     def first_fill(self, clock: ManualClock, result: Result) -> None:
-        """The mirror was running before this day: runs until nothing is deferred. The planner
-        assumes an index it has not seen lists 16 manifests, so the budget defers part of a first
-        fill to the next run."""
-        for _ in range(self.FIRST_FILL_RUNS):
+        """The mirror was running before this day: runs from 22:00 the day before until nothing is
+        deferred. The planner assumes an index it has not seen lists 16 manifests, and keeps the
+        quota reserve, so the budget spreads a first fill over runs (over hours, under an hourly
+        limit of 100)."""
+        runs = int(-self.FIRST_FILL_START // self.FIRST_FILL_EVERY)
+        for n in range(runs):
+            clock.set(self.FIRST_FILL_START + n * self.FIRST_FILL_EVERY)
             if not self.run(clock, result)["deferred"]:
                 return
-        result.errors.append(f"first fill still deferred work after {self.FIRST_FILL_RUNS} runs")
+        result.errors.append(f"first fill still deferred work after {runs} runs")
 
     def run(self, clock: ManualClock, result: Result) -> Counter[str]:
+        started = time.monotonic()
         plan = plan_sync(self.config, self.endpoints)
+        result.plan_seconds += time.monotonic() - started
+        result.planner_runs += 1
         tasks = plan.tasks()
+        result.copier_tasks += len(tasks)
         if self.by_tag:
             tasks = [replace(task, source_digest=None) for task in tasks]
         outcomes = run_tasks(tasks, self.endpoints)
         counts = Counter(str(item.action) for item in plan.items)
         counts.update(f"task {o.status}" for o in outcomes)
+        result.copier_bytes += sum(o.bytes_copied for o in outcomes)
         for outcome in outcomes:
             if outcome.status != "copied":
                 result.errors.append(f"sync at {clock():.0f}s: {outcome.task.ref}: {outcome.status} {outcome.error}")

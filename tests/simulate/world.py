@@ -27,7 +27,7 @@ from lambdas.mirror.config import Config, parse_config
 from lambdas.mirror.registry import RegistryClient
 from tests.simulate.dockerfile import MirrorMap
 from tests.support.images import push_image
-from tests.support.limiter import ANONYMOUS_LIMIT, AUTHENTICATED_LIMIT, WINDOW_SECONDS, Limiter, ManualClock
+from tests.support.limiter import SIX_HOURS, Limiter, ManualClock, Policy
 from tests.support.ptc import PullThroughCache
 from tests.support.registry import RegistryServer
 
@@ -39,13 +39,6 @@ PTC_REFRESH = 24 * 3600.0  # ECR: "checks the remote repository up to once per 2
 _ACCEPT = ", ".join((
     "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"))
-
-
-@dataclass(frozen=True)
-class Limits:
-    window: float = WINDOW_SECONDS
-    anonymous: int = ANONYMOUS_LIMIT
-    authenticated: int = AUTHENTICATED_LIMIT
 
 
 def staging_tag(bump: Bump) -> str:
@@ -152,11 +145,11 @@ class Mirror:
 class World:
     """Everything one mode needs; `with World(...) as world:` stops every server on the way out."""
 
-    def __init__(self, clock: ManualClock, template: Path, *, limits: Limits = Limits(),
+    def __init__(self, clock: ManualClock, template: Path, *, policy: Policy = SIX_HOURS,
                  users: dict[str, str] | None = None, mirror: bool = False) -> None:
         self.clock = clock
         self.template = template
-        self.limits = limits
+        self.policy = policy
         self.users = dict(users or {})
         self.with_mirror = mirror
         self._stack = ExitStack()
@@ -171,9 +164,7 @@ class World:
             self._stack.enter_context(registry)
             mirror_password = "dckr_pat_mirror"  # noqa: S105 - a loopback test account
             users = {**self.users, **({MIRROR_USER: mirror_password} if self.with_mirror else {})}
-            limiter = Limiter(registry.host, users=users, window=self.limits.window,
-                              anonymous_limit=self.limits.anonymous,
-                              authenticated_limit=self.limits.authenticated, clock=self.clock)
+            limiter = Limiter(registry.host, users=users, policy=self.policy, clock=self.clock)
             self._stack.enter_context(limiter)
             self.hub = Hub(registry, limiter)
             if self.with_mirror:

@@ -1,6 +1,7 @@
-"""A small simulated day (tens of builds, seconds): the mirror removes the 429s, spends exactly
-one upstream manifest GET per manifest the day's upstream tag bumps made the cache fetch, and
-builds get a bumped tag's new image from the first scheduled sync after the bump.
+"""A small simulated day (tens of builds in four simulated hours, seconds): the mirror removes the 429s, spends exactly
+one upstream manifest GET per manifest the day's upstream tag bumps made the cache fetch, builds
+get a bumped tag's new image from the first scheduled sync after the bump (the default schedule,
+so within its interval), and the images test commands `docker run` cost Docker Hub nothing.
 
 How the GETs are counted: the cache behaves as ECR's pull-through cache (tests/support/ptc.py), which
 fetches an index with every manifest it lists. So a bumped multi-platform tag costs its new index
@@ -15,24 +16,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from lambdas.mirror.config import DEFAULT_SCHEDULE
 from tests.simulate.fleet import Day, plan_day
-from tests.simulate.run import Mode, Result, simulate
-from tests.simulate.world import Limits, seeded
+from tests.simulate.run import Mode, Result, schedule_period, simulate
+from tests.simulate.world import seeded
+from tests.support.limiter import SIX_HOURS
 
 # An anonymous limit forty builds cross, as five hundred cross Docker Hub's 100; the mirror's
-# account keeps Docker Hub's 200, which its first fill (51 pulls) fits with the reserve it leaves.
-LIMITS = Limits(anonymous=20)
-SERVICES = ("orders-api", "storefront", "search-svc", "deploy-tools")
-SYNC_PERIOD = 6 * 3600  # the default schedule, rate(6 hours)
+# account keeps Docker Hub's 200, which its first fill fits in two runs with the reserve it leaves.
+POLICY = replace(SIX_HOURS, anonymous=20)
+SERVICES = ("orders-api", "storefront", "search-svc", "deploy-tools")  # two also `docker run` a database
+SYNC_PERIOD = schedule_period(DEFAULT_SCHEDULE)
+DAY_LENGTH = 4 * 3600.0
 
 
 @pytest.fixture(scope="module")
 def day() -> Day:
-    return plan_day(40, seed=11, services=SERVICES, bumps=2)
+    # The day's shape squeezed into four hours: 25 syncs on the default schedule instead of 145.
+    return plan_day(40, seed=11, services=SERVICES, bumps=2, length=DAY_LENGTH)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def test_the_small_day_has_tag_bumps_of_multi_platform_images_with_attestations(
 def mirrored(day: Day, template: Path) -> Result:
     """The day with the fleet resolving its bases through the redirect to the ECR-like cache that
     the engine keeps current, with two upstream tag bumps."""
-    return simulate(day, Mode.MIRRORED, template=template, limits=LIMITS)
+    return simulate(day, Mode.MIRRORED, template=template, policy=POLICY)
 
 
 def test_mirrored_builds_never_fail_and_each_changed_manifest_costs_one_upstream_pull(
@@ -86,19 +92,22 @@ def test_mirrored_builds_never_fail_and_each_changed_manifest_costs_one_upstream
 
 
 def test_after_a_bump_and_one_scheduled_sync_builds_get_the_new_image(day: Day, mirrored: Result) -> None:
-    # Given the day's bumps, against a cache that checks a tag upstream at most once per 24 hours
+    # Given the day's bumps on the default schedule, against a cache that checks a tag upstream at
+    # most once per 24 hours
+    assert mirrored.schedule == DEFAULT_SCHEDULE and SYNC_PERIOD <= 15 * 60
     assert [s.image for s in mirrored.staleness] == [b.image.name for b in day.bumps]
     for bump, seen in zip(day.bumps, mirrored.staleness, strict=True):
         synced = first_sync_after(bump.time)
-        # Then the cache's tag names the new digest by the first sync after the bump
+        # Then the cache's tag names the new digest by the first sync after the bump: within the interval
         assert seen.served_after is not None and bump.time + seen.served_after <= synced, seen
+        assert seen.served_after <= SYNC_PERIOD
         # And every build from then on resolves the tag to it
         assert resolved_after(mirrored, f"{bump.image.repository}:{bump.image.tag}", synced) == {seen.new}
 
 
 def test_warming_by_tag_alone_leaves_builds_on_the_old_image_past_the_next_sync(day: Day, template: Path) -> None:
     # Given the same day, with the copier warming the cache by tag (no planned digest, no tag move)
-    result = simulate(day, Mode.MIRRORED_BY_TAG, template=template, limits=LIMITS)
+    result = simulate(day, Mode.MIRRORED_BY_TAG, template=template, policy=POLICY)
 
     # Then no build fails, but a bumped tag stays old for builds after the next sync: the cache's
     # 24 hours decide, not the schedule
@@ -112,11 +121,31 @@ def test_warming_by_tag_alone_leaves_builds_on_the_old_image_past_the_next_sync(
 def test_direct_builds_fail_with_429_once_the_shared_ip_uses_up_its_window(day: Day, template: Path) -> None:
     # Given the same builds pulling anonymously from one IP
     # When the day runs
-    result = simulate(day, Mode.DIRECT, template=template, limits=LIMITS)
+    result = simulate(day, Mode.DIRECT, template=template, policy=POLICY)
 
     # Then builds fail with 429, and only after the IP made its allowance of pulls
     assert result.failed_429 > 0 and result.failed_other == 0, result.errors
     assert result.throttled == result.failed_429
     first_failure = next(gets for _, gets, failed in result.timeline if failed)
-    assert first_failure >= LIMITS.anonymous
+    assert first_failure >= POLICY.anonymous
     assert result.upstream_gets > needed_manifests(day)
+
+
+def test_test_commands_docker_run_their_images_through_the_mirror_at_no_docker_hub_pull(mirrored: Result) -> None:
+    # Given builds whose test commands `docker run` a database image, with the mirror set up
+    # When the day runs (the `mirrored` fixture)
+    # Then they pulled those images, and "Docker Hub" served no manifest to any build: not for a
+    # FROM, not for a `docker run`; only the mirror's account fetched, once per changed manifest
+    assert mirrored.test_pulls > 0
+    assert (mirrored.test_hub_pulls, mirrored.build_hub_gets) == (0, 0)
+    assert {"postgres:16-alpine", "redis:7.4-alpine"} <= set(mirrored.image_pulls)
+
+
+def test_without_the_mirror_test_commands_pull_from_docker_hub(day: Day, template: Path) -> None:
+    # Given the same builds logged in to one Docker Hub account, no mirror
+    result = simulate(day, Mode.LOGGED_IN, template=template, policy=POLICY)
+
+    # Then every test-time `docker run` is a Docker Hub pull counted against that account
+    assert result.failed_429 == 0 and result.test_pulls > 0, result.errors
+    assert result.test_hub_pulls == result.test_pulls
+    assert result.build_hub_gets == result.upstream_gets

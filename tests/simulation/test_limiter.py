@@ -5,11 +5,13 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
+import pytest
 import urllib3
 
 from tests.support.images import Pusher, push_image
-from tests.support.limiter import TOO_MANY_REQUESTS_BODY, Limiter, ManualClock
+from tests.support.limiter import HOURLY, POLICIES, SIX_HOURS, TOO_MANY_REQUESTS_BODY, Limiter, ManualClock, Policy
 from tests.support.registry import RegistryServer
 
 ACCEPT = {"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"}
@@ -110,7 +112,7 @@ def test_the_window_slides_so_a_pull_frees_its_slot_when_it_ages_out(
         registry: RegistryServer, limiter_factory: Callable[..., Limiter], clock: ManualClock) -> None:
     # Given a limit of 3 per 600 s, with pulls at t=0, t=100 and t=200
     push_image(registry.host, "library/python", "3.13")
-    limiter = limiter_factory(window=600, anonymous_limit=3)
+    limiter = limiter_factory(policy=replace(SIX_HOURS, window=600, anonymous=3))
     client = Pusher(limiter.host)
     statuses = []
     for _ in range(3):
@@ -133,7 +135,8 @@ def test_an_authenticated_user_gets_the_higher_limit_counted_apart_from_the_addr
         registry: RegistryServer, limiter_factory: Callable[..., Limiter]) -> None:
     # Given a user account and an anonymous client on the same address, with the anonymous quota used up
     push_image(registry.host, "library/python", "3.13")
-    limiter = limiter_factory(users={"ci-team": "dckr_pat_test"}, anonymous_limit=2, authenticated_limit=4)
+    limiter = limiter_factory(users={"ci-team": "dckr_pat_test"},
+                              policy=replace(SIX_HOURS, anonymous=2, authenticated=4))
     anonymous = Pusher(limiter.host)
     user = Pusher(limiter.host, username="ci-team", password="dckr_pat_test")
     assert [get_manifest(anonymous).status for _ in range(3)] == [200, 200, 429]
@@ -176,7 +179,7 @@ def test_clients_behind_different_forwarded_addresses_are_counted_apart(
         registry: RegistryServer, limiter_factory: Callable[..., Limiter]) -> None:
     # Given an anonymous limit of one pull
     push_image(registry.host, "library/python", "3.13")
-    limiter = limiter_factory(anonymous_limit=1)
+    limiter = limiter_factory(policy=replace(SIX_HOURS, anonymous=1))
     client = Pusher(limiter.host)
 
     # When two simulated NAT addresses pull, one of them twice
@@ -242,3 +245,102 @@ def test_pushes_stream_through_uncounted_including_chunked_uploads(
     assert Pusher(registry.host).has_blob("acme/app", digest)
     assert Pusher(registry.host).get_manifest("acme/app", "1")
     assert sum(u.manifest_gets for u in limiter.usage().values()) == 0
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=[p.name for p in POLICIES])
+def test_each_policy_reports_its_limit_and_window_in_docker_hubs_header_shape(
+        registry: RegistryServer, limiter_factory: Callable[..., Limiter], policy: Policy) -> None:
+    # Given a limiter under one of Docker Hub's published policies, and a user account
+    push_image(registry.host, "library/python", "3.13")
+    limiter = limiter_factory(policy=policy, users={"ci-team": "token"})
+
+    # When an anonymous client and the user each GET the manifest once
+    anonymous = get_manifest(Pusher(limiter.host))
+    user = get_manifest(Pusher(limiter.host, username="ci-team", password="token"))
+
+    # Then the headers read `<limit>;w=<window seconds>`: 100;w=21600 / 200;w=21600, or 10;w=3600 / 100;w=3600
+    window = int(policy.window)
+    assert anonymous.headers["ratelimit-limit"] == f"{policy.anonymous};w={window}"
+    assert anonymous.headers["ratelimit-remaining"] == f"{policy.anonymous - 1};w={window}"
+    assert user.headers["ratelimit-limit"] == f"{policy.authenticated};w={window}"
+    assert user.headers["ratelimit-remaining"] == f"{policy.authenticated - 1};w={window}"
+
+
+def test_the_hourly_policy_allows_ten_anonymous_pulls_an_hour_in_a_sliding_window(
+        registry: RegistryServer, limiter_factory: Callable[..., Limiter], clock: ManualClock) -> None:
+    # Given the hourly policy and an anonymous client that pulls ten times, one a minute
+    push_image(registry.host, "library/python", "3.13")
+    limiter = limiter_factory(policy=HOURLY)
+    client = Pusher(limiter.host)
+    first = []
+    for _ in range(10):
+        first.append(get_manifest(client).status)
+        clock.advance(60)
+
+    # When it pulls again at 10 min, 59:59 after the first pull, and at 60:00 (the first pull aged out)
+    at_ten = get_manifest(client)
+    clock.advance(3599 - 600)
+    before_hour = get_manifest(client).status
+    clock.advance(1)
+    at_hour = get_manifest(client).status
+
+    # Then the 11th pull within the hour is refused with Docker Hub's 429, and the window slides
+    assert first == [200] * 10
+    assert (at_ten.status, at_ten.headers["ratelimit-remaining"]) == (429, "0;w=3600")
+    assert (before_hour, at_hour) == (429, 200)
+
+
+def test_the_hourly_policy_counts_anonymous_ipv6_clients_per_64_network(
+        registry: RegistryServer, limiter_factory: Callable[..., Limiter]) -> None:
+    # Given the hourly policy, and anonymous clients on two addresses of one IPv6 /64 and one of another
+    push_image(registry.host, "library/python", "3.13")
+    limiter = limiter_factory(policy=replace(HOURLY, anonymous=2))
+    client = Pusher(limiter.host)
+
+    # When the two same-network addresses pull once each, then once more, and the other network pulls
+    first = get_manifest(client, **{"X-Forwarded-For": "2001:db8:0:1::a"})
+    second = get_manifest(client, **{"X-Forwarded-For": "2001:db8:0:1:ffff::b"})
+    third = get_manifest(client, **{"X-Forwarded-For": "2001:db8:0:1::a"})
+    other = get_manifest(client, **{"X-Forwarded-For": "2001:db8:0:2::a"})
+
+    # Then the /64 shares one allowance, named by its network address, and the other /64 has its own
+    assert (first.status, second.status, third.status, other.status) == (200, 200, 429, 200)
+    assert first.headers["docker-ratelimit-source"] == "2001:db8:0:1::"
+    assert limiter.usage()["2001:db8:0:1::"].manifest_gets == 2
+
+
+def test_the_six_hour_policy_counts_anonymous_ipv6_clients_per_address(
+        registry: RegistryServer, limiter_factory: Callable[..., Limiter]) -> None:
+    # Given the six-hour policy ("per IP address") with one anonymous pull allowed
+    push_image(registry.host, "library/python", "3.13")
+    limiter = limiter_factory(policy=replace(SIX_HOURS, anonymous=1))
+    client = Pusher(limiter.host)
+
+    # When two addresses of one IPv6 /64 pull
+    first = get_manifest(client, **{"X-Forwarded-For": "2001:db8:0:1::a"})
+    second = get_manifest(client, **{"X-Forwarded-For": "2001:db8:0:1::b"})
+
+    # Then each address has its own allowance
+    assert (first.status, second.status) == (200, 200)
+    assert second.headers["docker-ratelimit-source"] == "2001:db8:0:1::b"
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=[p.name for p in POLICIES])
+def test_an_account_is_counted_across_addresses_and_apart_from_them(
+        registry: RegistryServer, limiter_factory: Callable[..., Limiter], policy: Policy) -> None:
+    # Given a policy with a three-pull account allowance, and one account used from two NAT addresses
+    push_image(registry.host, "library/python", "3.13")
+    limiter = limiter_factory(policy=replace(policy, authenticated=3), users={"ci-team": "token"})
+    user = Pusher(limiter.host, username="ci-team", password="token")
+    anonymous = Pusher(limiter.host)
+
+    # When the account pulls twice from each address, and an anonymous client pulls from the first
+    statuses = [get_manifest(user, **{"X-Forwarded-For": ip}).status
+                for ip in ("203.0.113.7", "198.51.100.9", "203.0.113.7", "198.51.100.9")]
+    address = get_manifest(anonymous, **{"X-Forwarded-For": "203.0.113.7"})
+
+    # Then the account's allowance is one, whatever the address, and the address keeps its own
+    assert statuses == [200, 200, 200, 429]
+    assert address.status == 200
+    assert address.headers["ratelimit-remaining"] == f"{policy.anonymous - 1};w={int(policy.window)}"
+    assert limiter.usage()["ci-team"].manifest_gets == 3

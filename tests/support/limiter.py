@@ -1,14 +1,18 @@
 """A "Docker Hub" for tests and the fleet simulation: a rate-limiting reverse proxy in front of a
 loopback docker-registry that counts pulls the way Docker Hub documents them.
 
-What it reproduces (docs.docker.com/docker-hub/usage/pulls, and the 2020 download-rate-limit page):
-- a pull is a manifest GET (`/v2/<name>/manifests/<reference>`); HEAD is free, blobs are free;
+What it reproduces (Docker's docs, docker/docs `content/manuals/docker-hub/usage/`):
+- a pull is a manifest GET (`/v2/<name>/manifests/<reference>`); HEAD is free ("Using GET emulates a
+  real pull and counts towards the limit. Using HEAD won't.", pulls.md), blobs are free;
 - pulls are counted per identity in a sliding window: the user behind the token (or Basic
   credentials), else the client address (the first `X-Forwarded-For` entry, which the fleet uses
-  to simulate a shared NAT address, or the TCP peer);
-- 100 pulls per window anonymous, 200 authenticated, window 21600 s unless told otherwise;
-- `ratelimit-limit: 100;w=21600`, `ratelimit-remaining: N;w=21600` and `docker-ratelimit-source`
-  on manifest responses, GET and HEAD;
+  to simulate a shared NAT address, or the TCP peer), or its IPv6 /64 when the policy says so;
+- the limits and the window come from a `Policy`: `SIX_HOURS` (100 anonymous per IP / 200 per
+  account per 6 hours, the 2020 policy, still in pulls.md at commit 000a96d) or `HOURLY` (10
+  anonymous per IPv4 address or IPv6 /64 / 100 per personal account per hour, usage/_index.md at
+  commit 0d14e0d; docker/docs PR 21494 announced 40 per account, PR 22134 made it 100);
+- `ratelimit-limit: <limit>;w=<window seconds>` (`100;w=21600`, `10;w=3600`), `ratelimit-remaining`
+  in the same shape and `docker-ratelimit-source` on manifest responses, GET and HEAD;
 - past the limit a manifest GET gets `429` and the JSON error body Docker Hub sends
   (`TOOMANYREQUESTS`, which clients print as `toomanyrequests: You have reached ...`);
 - the token dance: every `/v2/` request without credentials gets `401` with a
@@ -18,13 +22,16 @@ What it reproduces (docs.docker.com/docker-hub/usage/pulls, and the 2020 downloa
 Deliberate differences: `docker-ratelimit-source` carries the user name where Docker Hub sends the
 account's id; tokens never expire; only a GET the registry answers with 2xx is counted (a reserved
 slot is handed back on 404), and the 429 carries no `Retry-After` (Docker Hub's pull limit sends
-none). Time comes from an injectable clock, so a simulated day runs as fast as the requests do.
+none). Docker Hub's abuse limit ("thousands of requests per minute" per IPv4 address or IPv6 /64,
+usage/_index.md) is not modelled. Time comes from an injectable clock, so a simulated day runs as
+fast as the requests do.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import ipaddress
 import json
 import re
 import secrets
@@ -39,9 +46,6 @@ from urllib.parse import urlsplit
 
 from tests.support.wire import CHUNK, request_body
 
-ANONYMOUS_LIMIT = 100
-AUTHENTICATED_LIMIT = 200
-WINDOW_SECONDS = 6 * 3600
 SERVICE = "registry.docker.io"
 CLIENT_IP_HEADER = "X-Forwarded-For"
 TOO_MANY_REQUESTS_MESSAGE = (
@@ -58,6 +62,39 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriz
                "transfer-encoding", "upgrade", "authorization", "server", "date"}
 
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One published Docker Hub pull limit: pulls per sliding window, anonymous and per account.
+
+    `ipv6_prefix`: anonymous IPv6 clients are counted per network of this length (128: per address).
+    """
+
+    name: str
+    window: float
+    anonymous: int
+    authenticated: int
+    ipv6_prefix: int = 128
+
+    def anonymous_identity(self, address: str) -> str:
+        """The identity an anonymous client's pulls count against: its address, or its IPv6 network."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        if ip.version == 6 and self.ipv6_prefix < 128:
+            return str(ipaddress.ip_network(f"{ip}/{self.ipv6_prefix}", strict=False).network_address)
+        return str(ip)
+
+
+# pulls.md (docker/docs commit 000a96d): "Personal (authenticated) 200", "Unauthenticated 100", per 6 hours;
+# the 2020-2024 pages counted anonymous pulls "per IP address".
+SIX_HOURS = Policy("100/200 per 6 h", 6 * 3600, 100, 200)
+# usage/_index.md (docker/docs commit 0d14e0d): per hour, "Personal (authenticated) 100",
+# "Unauthenticated users 10 per IPv4 address or IPv6 /64 subnet".
+HOURLY = Policy("10/100 per hour", 3600, 10, 100, ipv6_prefix=64)
+POLICIES = (SIX_HOURS, HOURLY)
 
 
 class ManualClock:
@@ -144,22 +181,20 @@ class _Caller:
 class Limiter:
     """The rate-limited "Docker Hub": start it in front of a running registry (`upstream` host:port).
 
-    `users` maps user name to password (access token); their pulls count against
-    `authenticated_limit`. Pushes and other writes pass through uncounted, but tests push
-    straight to the registry behind it.
+    `users` maps user name to password (access token); their pulls count against the policy's
+    `authenticated` limit, anonymous pulls against its `anonymous` one. Pushes and other writes
+    pass through uncounted, but tests push straight to the registry behind it.
     """
 
-    def __init__(self, upstream: str, *, users: dict[str, str] | None = None, window: float = WINDOW_SECONDS,
-                 anonymous_limit: int = ANONYMOUS_LIMIT, authenticated_limit: int = AUTHENTICATED_LIMIT,
+    def __init__(self, upstream: str, *, users: dict[str, str] | None = None, policy: Policy = SIX_HOURS,
                  clock: Clock | None = None) -> None:
         self.upstream = upstream
         self.users = dict(users or {})
-        self.window = window
-        self.anonymous_limit = anonymous_limit
-        self.authenticated_limit = authenticated_limit
+        self.policy = policy
+        self.window = policy.window
         self.clock: Clock = clock or time.monotonic
         self._lock = threading.Lock()
-        self._counter = SlidingWindow(window, self.clock)
+        self._counter = SlidingWindow(self.window, self.clock)
         self._usage: dict[str, Usage] = defaultdict(Usage)
         self._pulls: list[Pull] = []
         self._tokens: dict[str, str | None] = {}
@@ -212,7 +247,7 @@ class Limiter:
 
     def quota(self, identity: str) -> Quota:
         authenticated = identity in self.users
-        limit = self.authenticated_limit if authenticated else self.anonymous_limit
+        limit = self._limit(authenticated)
         with self._lock:
             return Quota(identity, authenticated, limit, max(0, limit - self._counter.used(identity)))
 
@@ -270,11 +305,14 @@ class Limiter:
                 return None
         else:
             return None
-        return _Caller(user, True) if user else _Caller(address, False)
+        return _Caller(user, True) if user else _Caller(self.policy.anonymous_identity(address), False)
+
+    def _limit(self, authenticated: bool) -> int:
+        return self.policy.authenticated if authenticated else self.policy.anonymous
 
     def admit_get(self, caller: _Caller) -> float | None:
         """Reserve one pull for a manifest GET; None when the identity is past its limit."""
-        limit = self.authenticated_limit if caller.authenticated else self.anonymous_limit
+        limit = self._limit(caller.authenticated)
         with self._lock:
             return self._counter.take(caller.identity, limit)
 
@@ -284,7 +322,7 @@ class Limiter:
 
     def peek(self, caller: _Caller) -> tuple[int, int]:
         """(limit, remaining) for the caller, counting nothing."""
-        limit = self.authenticated_limit if caller.authenticated else self.anonymous_limit
+        limit = self._limit(caller.authenticated)
         with self._lock:
             return limit, max(0, limit - self._counter.used(caller.identity))
 

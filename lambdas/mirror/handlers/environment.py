@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from ..endpoints import Endpoints, connect
-from ..settings import ENV_DOCKER_HUB_SECRET, ENV_QUEUE_URL, ENV_REGISTRY, ENV_SPEC_PARAMETER
+from ..settings import ENV_DOCKER_HUB_SECRET, ENV_QUEUE_URL, ENV_REGISTRY, ENV_SPEC_PARAMETER, ENV_STATE_PARAMETER
 
 SPEC_MAX_AGE = 300  # seconds a warm planner reuses the spec it read from SSM
 
@@ -24,6 +24,7 @@ class Settings:
     queue_url: str | None
     registry: str | None  # None: the account's ECR
     docker_hub_secret: str | None
+    state_parameter: str | None = None  # where the planner remembers pending changes (staleness)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, required: tuple[str, ...] = ()) -> Settings:
@@ -35,6 +36,7 @@ class Settings:
             queue_url=env.get(ENV_QUEUE_URL) or None,
             registry=env.get(ENV_REGISTRY) or None,
             docker_hub_secret=env.get(ENV_DOCKER_HUB_SECRET) or None,
+            state_parameter=env.get(ENV_STATE_PARAMETER) or None,
         )
 
 

@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..jobs import plan_and_enqueue
 from ..observability import logger, metrics, tracer
+from ..staleness import ParameterState
 from .environment import SPEC_MAX_AGE, endpoints_for, planner_settings
 
 
@@ -19,4 +20,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = planner_settings()
     assert settings.spec_parameter and settings.queue_url  # noqa: S101 - planner_settings requires both
     spec = parameters.get_parameter(settings.spec_parameter, max_age=SPEC_MAX_AGE)
-    return plan_and_enqueue(spec, endpoints_for(settings), settings.queue_url, origin=f"ssm:{settings.spec_parameter}")
+    state = ParameterState(settings.state_parameter) if settings.state_parameter else None
+    return plan_and_enqueue(spec, endpoints_for(settings), settings.queue_url, origin=f"ssm:{settings.spec_parameter}",
+                            state=state)

@@ -1,0 +1,87 @@
+"""Staleness: how long a change upstream has waited to be mirrored, per upstream registry.
+
+The planner sees a change (a source digest the destination does not have) at the first run after
+the tag moved; it remembers when, by change (`<reference>@<digest>`), between runs, and reports per
+upstream the age of the oldest change still pending (queued, deferred or failed). A change is
+mirrored once a run finds the destination at that digest; it is then forgotten. The age counts
+from the run that first saw it, so the tag moved at most one schedule interval earlier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .observability import logger
+from .plan import Action, Plan
+
+MAX_REMEMBERED = 100  # oldest kept: they decide the age; about 3 kB of JSON, under SSM's 4 KB
+
+
+def change_key(reference: str, digest: str) -> str:
+    """A short stable key for one change, so the state fits a standard SSM parameter."""
+    return hashlib.sha256(f"{reference}@{digest}".encode()).hexdigest()[:16]
+
+
+def track(plan: Plan, seen: Mapping[str, float], now: float) -> tuple[dict[str, float], dict[str, float]]:
+    """(when each pending change was first seen, oldest pending age in seconds per upstream registry).
+
+    Every upstream the plan touched gets an age, 0 when nothing of it is pending. A tag whose source
+    could not be checked (429 before its HEAD, listing failed) has no digest and is not counted.
+    """
+    pending: dict[str, float] = {}
+    ages: dict[str, float] = {}
+    for item in plan.items:
+        task = item.task
+        registry = task.ref.registry
+        ages.setdefault(registry, 0.0)
+        if item.action is Action.SKIP or not task.source_digest:
+            continue
+        key = change_key(str(task.ref), task.source_digest)
+        first = min(seen.get(key, now), now)
+        pending[key] = first
+        ages[registry] = max(ages[registry], now - first)
+    return pending, ages
+
+
+def trimmed(pending: Mapping[str, float]) -> dict[str, float]:
+    """The oldest MAX_REMEMBERED changes: newer ones are re-seen as new, which never hides the oldest."""
+    return dict(sorted(pending.items(), key=lambda kv: kv[1])[:MAX_REMEMBERED])
+
+
+class ParameterState:
+    """The remembered changes, as JSON in an SSM String parameter the stack creates (`{}` at first)."""
+
+    def __init__(self, name: str, ssm: Any = None) -> None:
+        self.name = name
+        self._ssm = ssm
+
+    @property
+    def ssm(self) -> Any:
+        if self._ssm is None:
+            import boto3
+
+            self._ssm = boto3.client("ssm")
+        return self._ssm
+
+    def load(self) -> dict[str, float]:
+        """What the last run saved; empty (every change counts as new) if it cannot be read."""
+        try:
+            value = self.ssm.get_parameter(Name=self.name)["Parameter"]["Value"]
+            data = json.loads(value)
+            return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        except Exception as err:  # noqa: BLE001 - staleness may under-report; the sync must not stop
+            logger.warning(f"cannot read {self.name}; pending changes count from now: {err}")
+            return {}
+
+    def save(self, before: Mapping[str, float], pending: Mapping[str, float]) -> None:
+        after = trimmed(pending)
+        if after == dict(before):
+            return  # most runs change nothing: no write
+        try:
+            self.ssm.put_parameter(Name=self.name, Value=json.dumps(after, separators=(",", ":")),
+                                   Type="String", Overwrite=True)
+        except Exception as err:  # noqa: BLE001 - as above
+            logger.warning(f"cannot write {self.name}: {err}")
