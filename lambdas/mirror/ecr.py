@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .endpoints import CachedDigest
+from .errors import CredentialsError
 
 SECRET_MAX_AGE = 300  # seconds a warm Lambda reuses the Docker Hub secret before reading it again
 PLACEHOLDER = "REPLACE_ME"  # what the stack stores until `make docker-hub-token` runs
@@ -66,13 +67,19 @@ def cached_digest_reader(ecr: Any = None) -> CachedDigest:
 
 def docker_hub_credentials(secret_name: str, *, provider: Any = None,
                            max_age: int = SECRET_MAX_AGE) -> tuple[str, str] | None:
-    """(username, access token) from the secret, or None (anonymous) while it holds the placeholder."""
-    if provider is None:
-        from aws_lambda_powertools.utilities import parameters
+    """(username, access token) from the secret, or None (anonymous) while it holds the placeholder.
 
-        value = parameters.get_secret(secret_name, transform="json", max_age=max_age)
-    else:
-        value = provider.get(secret_name, transform="json", max_age=max_age)
+    Raises CredentialsError when the secret cannot be read (missing, no access, AWS unreachable).
+    """
+    try:
+        if provider is None:
+            from aws_lambda_powertools.utilities import parameters
+
+            value = parameters.get_secret(secret_name, transform="json", max_age=max_age)
+        else:
+            value = provider.get(secret_name, transform="json", max_age=max_age)
+    except Exception as err:  # noqa: BLE001 - Powertools and botocore raise many kinds; the message says which
+        raise CredentialsError(f"cannot read the Docker Hub secret {secret_name}: {err}") from err
     if not isinstance(value, dict):
         return None
     username, token = value.get("username"), value.get("accessToken")

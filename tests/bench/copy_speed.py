@@ -49,8 +49,10 @@ def _engine_process(source: RegistryServer, destination: RegistryServer, reposit
     config.write_text(f"images:\n  - source: {source.host}/bench/app\n    tags: [v1]\n    target: {repository}\n")
     started = time.perf_counter()
     # The CLI copies with half its --workers (the other half serve planning): the same 8 as the engine.
-    subprocess.run([sys.executable, "-m", "lambdas.mirror", "sync", "--config", str(config), "--registry",
-                    destination.host, "--workers", str(2 * WORKERS)], check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "lambdas.mirror", "sync", "--config", str(config), "--registry",
+                           destination.host, "--workers", str(2 * WORKERS)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the CLI failed ({done.returncode}): {done.stdout[-1000:]} {done.stderr[-1000:]}")
     return time.perf_counter() - started
 
 

@@ -163,7 +163,7 @@ def test_bad_config_is_one_line_naming_file_entry_and_field_with_exit_2(tmp_path
 
     assert (code, out) == (2, "")
     assert err.count("\n") == 1
-    assert err.startswith(f"error: {cfg}: images[0] (python).platforms: 'linux/sparc' is not a platform")
+    assert err.startswith(f"error: {cfg}: images[0] (python).platforms[0]: 'linux/sparc' is not a platform")
 
 
 def test_cache_for_a_prefix_without_a_rule_is_a_usage_error(tmp_path: Path) -> None:
