@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -98,8 +98,9 @@ class PullBudget:
 
     Every manifest response, HEAD or GET, states what is left; a GET in flight has not been
     counted in the latest figure yet, so it is reserved here until its own response arrives.
-    Unknown until a response has said: the first GET of a process is let through (copy_image
-    HEADs first when it is given a floor).
+    Responses to concurrent GETs may arrive out of order, so while others are in flight the lower
+    figure wins. Unknown until a response has said: the first GET of a process is let through
+    (copy_image HEADs first when it is given a floor).
     """
 
     def __init__(self) -> None:
@@ -107,24 +108,41 @@ class PullBudget:
         self.remaining: int | None = None
         self._in_flight = 0
 
+    def _update(self, remaining: int) -> None:
+        if self.remaining is None or not self._in_flight:
+            self.remaining = remaining
+        else:
+            self.remaining = min(self.remaining, remaining)
+
     def seen(self, rate: RateLimit | None) -> None:
         if rate is not None and rate.remaining is not None:
             with self._lock:
-                self.remaining = rate.remaining
+                self._update(rate.remaining)
 
     @contextlib.contextmanager
-    def pull(self, floor: int | None, what: str) -> Iterator[None]:
+    def pull(self, floor: int | None, what: str) -> Iterator[Callable[[RateLimit | None], None]]:
+        """Reserve one GET, or raise QuotaReserved; the caller hands the response's figure to the
+        yielded function, which ends the reservation and records it in one step."""
         with self._lock:
             if floor is not None and self.remaining is not None and self.remaining - self._in_flight <= floor:
                 raise QuotaReserved(f"GET {what} not sent: {self.remaining} pulls left"
                                     f"{f' ({self._in_flight} in flight)' if self._in_flight else ''}, "
                                     f"reserve {floor}; deferred")
             self._in_flight += 1
-        try:
-            yield
-        finally:
+        open_ = [True]
+
+        def answered(rate: RateLimit | None) -> None:
             with self._lock:
-                self._in_flight -= 1
+                if open_[0]:
+                    open_[0] = False
+                    self._in_flight -= 1
+                if rate is not None and rate.remaining is not None:
+                    self._update(rate.remaining)
+
+        try:
+            yield answered
+        finally:
+            answered(None)
 
 
 def _without_query(url: str) -> str:
@@ -347,11 +365,10 @@ class RegistryClient:
         `floor`: raise QuotaReserved instead of sending the GET when the registry's last stated
         `ratelimit-remaining`, less the GETs in flight, is not above it.
         """
-        with self.budget.pull(floor, f"{repository}:{reference}"):
+        with self.budget.pull(floor, f"{repository}:{reference}") as answered:
             response = self.request("GET", f"/v2/{repository}/manifests/{reference}", kind="manifest",
                                     scopes=[(repository, "pull")], headers={"Accept": _ACCEPT})
-            # Read the figure before the GET stops counting as in flight.
-            self.budget.seen(RateLimit.from_headers(response.headers))
+            answered(RateLimit.from_headers(response.headers))
         if response.status != 200:
             raise self._fail(response, f"GET {repository}:{reference}")
         body = bytes(response.data)
