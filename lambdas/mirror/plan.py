@@ -305,7 +305,8 @@ class _Planner:
             try:
                 source = self.endpoints.source(ref.registry)
             except RegistryError as err:  # its credentials cannot be read: this image fails, the rest go on
-                out.append(Probe(PlanItem(template, Action.FAILED, str(err))))
+                out += [Probe(PlanItem(replace(template, tag=tag), Action.FAILED, str(err)))
+                        for tag in image.tags or ("*",)]
                 continue
             try:
                 tags = expand_tags(image, partial(source.list_tags, ref.repository))
