@@ -88,7 +88,7 @@ def test_a_token_endpoint_that_refuses_names_the_credential_used_and_never_the_s
     with pytest.raises(RegistryError) as failed:
         client.head_manifest("team/app", "v1")
 
-    assert f"refused user 'alice' from secret ecr-pullthroughcache/docker-hub (HTTP 401)" in str(failed.value)
+    assert "refused user 'alice' from secret ecr-pullthroughcache/docker-hub (HTTP 401)" in str(failed.value)
     assert password not in str(failed.value)
 
 

@@ -21,6 +21,7 @@ from tests.support.registry import RegistryServer, free_port
 from .support import config, write_config
 
 MISSING = "ecr-pullthroughcache/not-created"
+Registries = tuple[RegistryServer, RegistryServer, RegistryServer]
 
 
 class Queue:
@@ -33,7 +34,7 @@ class Queue:
 
 
 @pytest.fixture
-def registries(registry_factory: Callable[..., RegistryServer]) -> tuple[RegistryServer, RegistryServer, RegistryServer]:
+def registries(registry_factory: Callable[..., RegistryServer]) -> Registries:
     hub, other, destination = registry_factory("hub"), registry_factory("other"), registry_factory("destination")
     push_image(hub.host, "library/python", "3.13", kind="docker-v2")
     push_image(other.host, "team/app", "v1", kind="docker-v2")
@@ -41,7 +42,7 @@ def registries(registry_factory: Callable[..., RegistryServer]) -> tuple[Registr
 
 
 def test_a_missing_secret_fails_docker_hubs_images_and_plans_the_others(
-        aws: str, registries: tuple[RegistryServer, RegistryServer, RegistryServer]) -> None:
+        aws: str, registries: Registries) -> None:
     hub, other, destination = registries
     cfg = config({"source": "python", "tags": ["3.13"]}, {"source": f"{other.host}/team/app", "tags": ["v1"]})
     endpoints = connect(destination.host, upstreams={"docker.io": hub.host}, docker_hub_secret=MISSING)
@@ -56,7 +57,7 @@ def test_a_missing_secret_fails_docker_hubs_images_and_plans_the_others(
 
 
 def test_the_planner_job_queues_the_others_when_the_secret_is_missing(
-        aws: str, registries: tuple[RegistryServer, RegistryServer, RegistryServer]) -> None:
+        aws: str, registries: Registries) -> None:
     hub, other, destination = registries
     spec = config({"source": "python", "tags": ["3.13"]}, {"source": f"{other.host}/team/app", "tags": ["v1"]})
     queue = Queue()
@@ -70,7 +71,7 @@ def test_the_planner_job_queues_the_others_when_the_secret_is_missing(
 
 def test_an_unreachable_secrets_manager_is_one_line_per_image_and_the_cli_copies_the_rest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        registries: tuple[RegistryServer, RegistryServer, RegistryServer]) -> None:
+        registries: Registries) -> None:
     hub, other, destination = registries
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -92,8 +93,7 @@ def test_an_unreachable_secrets_manager_is_one_line_per_image_and_the_cli_copies
     assert "Traceback" not in err.getvalue()
 
 
-def test_a_secret_that_exists_is_used(aws: str, registries: tuple[RegistryServer, RegistryServer, RegistryServer]
-                                      ) -> None:
+def test_a_secret_that_exists_is_used(aws: str, registries: Registries) -> None:
     hub, _, destination = registries
     moto_client("secretsmanager", aws).create_secret(
         Name="ecr-pullthroughcache/docker-hub", SecretString=json.dumps({"username": "u", "accessToken": "t"}))
