@@ -6,10 +6,10 @@ Credentials never reach a log line: they go straight into the registry client.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .endpoints import CachedDigest
 from .errors import CredentialsError
 
 SECRET_MAX_AGE = 300  # seconds a warm Lambda reuses the Docker Hub secret before reading it again
@@ -51,7 +51,7 @@ def registry_client(ecr: Any = None, **options: Any) -> tuple[Any, EcrLogin]:
     return client, credentials
 
 
-def cached_digest_reader(ecr: Any = None) -> CachedDigest:
+def cached_digest_reader(ecr: Any = None) -> Callable[[str, str], str | None]:  # endpoints.CachedDigest
     """What a PTC repository holds, from DescribeImages: the control plane never pulls upstream."""
     client = ecr_client(ecr)
 
