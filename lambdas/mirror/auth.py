@@ -58,9 +58,11 @@ class Authenticator:
     """Produces the Authorization header for a request; thread-safe."""
 
     def __init__(self, http: urllib3.PoolManager, *, username: str | None, password: str | None,
-                 timeout: urllib3.Timeout, count: Callable[[str, str], None]) -> None:
+                 timeout: urllib3.Timeout, count: Callable[[str, str], None],
+                 credentials_from: str | None = None) -> None:
         self._http = http
         self._username = username
+        self._credentials_from = credentials_from  # where the credentials came from, for error messages
         self._password = password
         self._timeout = timeout
         self._count = count
@@ -69,6 +71,13 @@ class Authenticator:
         self._service: str | None = None
         self._tokens: list[_Token] = []
         self._lock = threading.Lock()
+
+    @property
+    def credential(self) -> str:
+        """Which credential requests carry, for error messages; never the secret itself."""
+        if self._username is None:
+            return "anonymous access"
+        return f"user {self._username!r}" + (f" from {self._credentials_from}" if self._credentials_from else "")
 
     @property
     def _basic(self) -> str:
@@ -123,6 +132,9 @@ class Authenticator:
                                           timeout=self._timeout, retries=_TOKEN_RETRIES)
         except urllib3.exceptions.HTTPError as err:
             raise RegistryError(f"token endpoint {self._realm}: {err}") from err
+        if response.status in (401, 403):
+            raise RegistryError(f"token endpoint {self._realm} refused {self.credential} (HTTP {response.status})",
+                                response.status)
         if response.status != 200:
             raise RegistryError(f"token endpoint {self._realm} answered HTTP {response.status}", response.status)
         try:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 
-from .errors import DigestMismatch, RegistryError, TooManyRequests
+from .errors import Cancelled, DigestMismatch, RegistryError, TooManyRequests
 from .manifests import Descriptor
 from .registry import RegistryClient
 
@@ -87,9 +87,14 @@ def _prefetched(chunks: Iterator[bytes], depth: int = _PREFETCH_DEPTH) -> Genera
         reader.join()
 
 
-def _watched(chunks: Iterator[bytes], blob: Descriptor, progress: Progress | None) -> Generator[bytes, None, None]:
+def _watched(chunks: Iterator[bytes], blob: Descriptor, progress: Progress | None,
+             stop: threading.Event | None) -> Generator[bytes, None, None]:
+    """Report progress, and abandon the upload mid-body once `stop` is set: the registry then
+    never sees the whole blob, so nothing is committed."""
     done, reported = 0, 0
     for chunk in chunks:
+        if stop is not None and stop.is_set():
+            raise Cancelled(f"blob {blob.digest}: stopped after {done} of {blob.size} bytes")
         done += len(chunk)
         if progress and (done - reported >= _PROGRESS_STEP or done == blob.size):
             progress(blob.digest, done, blob.size)
@@ -99,7 +104,7 @@ def _watched(chunks: Iterator[bytes], blob: Descriptor, progress: Progress | Non
 
 def copy_blob(source: RegistryClient, source_repository: str, destination: RegistryClient,
               destination_repository: str, blob: Descriptor, *, mount_from: Sequence[str] = (),
-              tally: Tally, progress: Progress | None = None) -> None:
+              tally: Tally, progress: Progress | None = None, stop: threading.Event | None = None) -> None:
     if destination.has_blob(destination_repository, blob.digest):
         tally.add(blobs_skipped=1)
         return
@@ -118,7 +123,7 @@ def copy_blob(source: RegistryClient, source_repository: str, destination: Regis
         reader = source.open_blob(source_repository, blob.digest, blob.size)
         read = reader.chunks()
         ahead = _prefetched(read) if blob.size >= _PREFETCH_MIN else None
-        watched = _watched(ahead or read, blob, progress)
+        watched = _watched(ahead or read, blob, progress, stop)
         try:
             destination.upload_blob(destination_repository, blob.digest, blob.size, watched, location=location)
         except RegistryError as err:
@@ -137,7 +142,8 @@ def copy_blob(source: RegistryClient, source_repository: str, destination: Regis
         return
 
 
-def warm_blob(cache: RegistryClient, repository: str, blob: Descriptor, *, skip_cached: bool, tally: Tally) -> None:
+def warm_blob(cache: RegistryClient, repository: str, blob: Descriptor, *, skip_cached: bool, tally: Tally,
+              stop: threading.Event | None = None) -> None:
     """Pull a blob through a pull-through cache so it stores it; bytes are verified and dropped."""
     if skip_cached and cache.has_blob(repository, blob.digest):
         tally.add(blobs_skipped=1)
@@ -145,7 +151,7 @@ def warm_blob(cache: RegistryClient, repository: str, blob: Descriptor, *, skip_
     for attempt in range(1, BLOB_ATTEMPTS + 1):
         try:
             with cache.open_blob(repository, blob.digest, blob.size) as reader:
-                moved = reader.read_all()
+                moved = sum(len(chunk) for chunk in _watched(reader.chunks(), blob, None, stop))
         except RegistryError as err:
             if attempt == BLOB_ATTEMPTS or not _retryable(err):
                 raise

@@ -1,7 +1,10 @@
 """Local CLI: the Lambdas' planner and copier in one process, against any registry.
 
 Exit status: 0 when nothing failed (deferred work is not a failure), 1 when an image failed,
-2 for a bad command line or config file.
+2 for a bad command line or config file, 130 when interrupted (Ctrl-C).
+
+Imports only what a command uses: no Powertools or X-Ray SDK (0.3 s per process), and boto3 only
+when the destination is ECR or a Docker Hub secret is read.
 """
 
 from __future__ import annotations
@@ -9,17 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import Config, ConfigError, load_config
 from .endpoints import Endpoints, connect, parse_cache
-from .observability import logger
 from .plan import Action, Plan, PlanItem, Task, plan
+from .settings import SERVICE_NAME
 from .sync import Outcome, run_tasks
 
 if TYPE_CHECKING:
@@ -28,17 +33,33 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+PROGRESS_INTERVAL = 5.0  # seconds between progress lines when the output is not a terminal (CI logs)
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?")
+
+
+def _host(text: str) -> str:
+    """HOST[:PORT], as image references name registries: no scheme, no path."""
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give HOST[:PORT] without {scheme}:// (loopback hosts are reached over HTTP, others HTTPS)")
+    if not _HOST.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST[:PORT]")
+    return text
+
+
 def _mapping(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=HOST[:PORT]")
-    return key, value
+    host, slash, path = value.partition("/")
+    return key, _host(host) + slash + path
 
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="mirror.yaml", help="mirror config file (default: mirror.yaml)")
-    common.add_argument("--registry", metavar="HOST[:PORT]",
+    common.add_argument("--registry", metavar="HOST[:PORT]", type=_host,
                         help="destination registry (loopback hosts over HTTP); default: your account's ECR")
     common.add_argument("--upstream", metavar="REGISTRY=HOST[:PORT]", type=_mapping, action="append", default=[],
                         help="reach a source registry elsewhere, e.g. docker.io=127.0.0.1:5001 (repeatable)")
@@ -69,6 +90,22 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     out, err = out or sys.stdout, err or sys.stderr
     args = parser().parse_args(argv)
     try:
+        with _logs(err, verbose=args.verbose):
+            return _run(args, out, err, endpoints)
+    except KeyboardInterrupt:
+        print("interrupted: the image in progress was abandoned uncommitted (its tags unchanged); "
+              "images reported as copied are complete", file=err)
+        return 130
+    except BrokenPipeError:
+        # `... --json | head`: the reader left. Stop quietly, as the Python docs advise
+        # (library/signal.html, "Note on SIGPIPE"): no traceback, and no second error at exit.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO, endpoints: Endpoints | None) -> int:
+    try:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"error: {error}", file=err)
@@ -84,34 +121,55 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         except ValueError as error:
             print(f"error: --{error}", file=err)
             return EXIT_USAGE
-    with _quiet_logs(err, verbose=args.verbose):
-        try:
-            endpoints = endpoints or connect(args.registry, upstreams=dict(args.upstream), caches=dict(args.cache),
-                                             docker_hub_secret=args.docker_hub_secret)
-        except Exception as error:  # noqa: BLE001 - no AWS credentials, no ECR: one line, not a traceback
-            print(f"error: cannot reach the destination registry: {type(error).__name__}: {error}", file=err)
-            return EXIT_FAILED
-        result = plan(config, endpoints, workers=args.workers)
-        if args.command == "plan":
-            return _report_plan(result, config, out, as_json=args.json)
-        return _sync(result, endpoints, out, as_json=args.json, workers=args.workers)
+    try:
+        endpoints = endpoints or connect(args.registry, upstreams=dict(args.upstream), caches=dict(args.cache),
+                                         docker_hub_secret=args.docker_hub_secret)
+    except Exception as error:  # noqa: BLE001 - no AWS credentials, no ECR: one line, not a traceback
+        print(f"error: {_destination_problem(error)}", file=err)
+        return EXIT_FAILED
+    result = plan(config, endpoints, workers=args.workers)
+    if args.command == "plan":
+        return _report_plan(result, config, out, as_json=args.json)
+    return _sync(result, endpoints, out, as_json=args.json, workers=args.workers)
+
+
+def _destination_problem(error: Exception) -> str:
+    """One line for the usual reasons the account's ECR cannot be reached, with the fix."""
+    kind = type(error).__name__
+    other = "or give --registry HOST[:PORT] to mirror into another registry"
+    if kind == "NoRegionError":
+        return f"no AWS region for your account's ECR: set AWS_REGION (e.g. AWS_REGION=eu-west-1), {other}"
+    if kind in ("NoCredentialsError", "PartialCredentialsError"):
+        return f"no AWS credentials for your account's ECR: set AWS_PROFILE or AWS_ACCESS_KEY_ID, {other}"
+    return f"cannot reach your account's ECR: {kind}: {error} ({other})"
+
+
+class _JsonLines(logging.Formatter):
+    """--verbose: one JSON object per log record, with the fields the engine attaches."""
+
+    _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {k: v for k, v in vars(record).items() if k not in self._STANDARD}
+        return json.dumps({"level": record.levelname, "message": record.getMessage(), **fields}, default=str)
 
 
 @contextmanager
-def _quiet_logs(stream: TextIO, *, verbose: bool) -> Any:
-    """Logs go to stderr (stdout carries the report), warnings only unless --verbose."""
-    handler = logger.registered_handler
-    old_stream = getattr(handler, "stream", None)
-    old_level = logger.log_level
-    if isinstance(handler, logging.StreamHandler):
-        handler.setStream(stream)
-    logger.setLevel(logging.INFO if verbose else logging.ERROR)
+def _logs(stream: TextIO, *, verbose: bool) -> Iterator[None]:
+    """The engine's log records go to stderr (stdout carries the report): errors only, all with --verbose."""
+    log = logging.getLogger(SERVICE_NAME)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_JsonLines())
+    old_level, old_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if verbose else logging.ERROR)
+    log.propagate = False
     try:
         yield
     finally:
-        logger.setLevel(old_level)
-        if isinstance(handler, logging.StreamHandler) and old_stream is not None:
-            handler.setStream(old_stream)
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
 
 
 def _short(digest: str | None) -> str:
@@ -137,6 +195,7 @@ def _report_plan(result: Plan, config: Config, out: TextIO, *, as_json: bool) ->
         json.dump({"items": [i.as_dict() for i in result.items], "counts": dict(counts),
                    "quotas": [q.as_dict() for q in result.quotas.values()]}, out, indent=2)
         out.write("\n")
+        out.flush()
     else:
         rows = [(str(i.task.ref), i.task.route_name, _short(i.task.source_digest),
                  _short(i.task.destination_digest), str(i.action),
@@ -154,32 +213,41 @@ def _report_plan(result: Plan, config: Config, out: TextIO, *, as_json: bool) ->
     return EXIT_FAILED if counts.get("failed") else EXIT_OK
 
 
-class _Display:
-    """One status line rewritten in place on a terminal; plain lines elsewhere."""
+def _rate(count: int, seconds: float) -> str:
+    return f"{_size(count / seconds)}/s" if seconds > 0 else "-"
 
-    def __init__(self, out: TextIO, total: int) -> None:
+
+class _Display:
+    """Progress: on a terminal one status line rewritten in place; elsewhere (CI logs) a plain line
+    at most every `interval` seconds. Always a line per finished image, with bytes and rate."""
+
+    def __init__(self, out: TextIO, total: int, *, interval: float = PROGRESS_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out
         self.tty = out.isatty()
         self.total = total
         self.done = 0
         self.lock = threading.Lock()
         self.moved: dict[str, int] = {}
-        self.last = 0.0
+        self.interval = 0.1 if self.tty else interval
+        self.clock = clock
+        self.last = clock()
 
-    def progress(self, task: Task) -> Progress | None:
-        if not self.tty:
-            return None
+    def progress(self, task: Task) -> Progress:
         self.moved = {}
+        started = self.clock()
 
         def report(digest: str, moved: int, size: int) -> None:
             with self.lock:
                 self.moved[digest] = moved
-                now = time.monotonic()
-                if now - self.last < 0.1:
+                now = self.clock()
+                if now - self.last < self.interval:
                     return
                 self.last = now
-                self.out.write(f"\r\033[K[{self.done + 1}/{self.total}] {task.ref}  "
-                               f"{_size(sum(self.moved.values()))}  {len(self.moved)} blobs")
+                total = sum(self.moved.values())
+                text = (f"[{self.done + 1}/{self.total}] {task.ref}  {_size(total)}  {len(self.moved)} blobs  "
+                        f"{_rate(total, now - started)}")
+                self.out.write(f"\r\033[K{text}" if self.tty else f"{text}\n")
                 self.out.flush()
 
         return report
@@ -188,39 +256,43 @@ class _Display:
         with self.lock:
             self.out.write(("\r\033[K" if self.tty else "") + text + "\n")
             self.out.flush()
+            self.last = self.clock()
 
     def finished(self, outcome: Outcome) -> None:
         self.done += 1
         task = outcome.task
         if outcome.status == "copied":
             verb = "warmed" if task.via else "copied"
-            self.line(f"{verb} {task.ref} {outcome.destination_digest} {_size(outcome.bytes_copied)}, "
-                      f"{outcome.blobs_copied} blobs ({outcome.blobs_skipped} present, {outcome.blobs_mounted} "
-                      f"mounted), {outcome.seconds:.1f}s")
+            tags = f" (also {', '.join(t for t, _ in task.also)})" if task.also else ""
+            self.line(f"[{self.done}/{self.total}] {verb} {task.ref}{tags} {outcome.destination_digest} "
+                      f"{_size(outcome.bytes_copied)} in {outcome.seconds:.1f}s "
+                      f"({_rate(outcome.bytes_copied, outcome.seconds)}), {outcome.blobs_copied} blobs "
+                      f"({outcome.blobs_skipped} present, {outcome.blobs_mounted} mounted)")
         else:
-            self.line(f"{outcome.status} {task.ref}: {outcome.error}")
+            self.line(f"[{self.done}/{self.total}] {outcome.status} {task.ref}: {outcome.error}")
 
 
-def _planned_entry(item: PlanItem) -> dict[str, Any]:
-    entry = item.as_dict()
-    entry["status"] = {"skip": "skipped"}.get(entry.pop("action"), str(item.action))
-    return entry
+def _planned(item: PlanItem) -> Outcome:
+    """A plan item nothing was done for, as an outcome: sync reports every tag in one schema."""
+    status = "skipped" if item.action is Action.SKIP else str(item.action)
+    return Outcome(item.task, status, destination_digest=item.task.destination_digest,
+                   error="" if item.action is Action.SKIP else item.reason, retry_after=item.retry_after)
 
 
 def _sync(result: Plan, endpoints: Endpoints, out: TextIO, *, as_json: bool, workers: int) -> int:
     started = time.monotonic()
     tasks = result.tasks()
     display = _Display(out, len(tasks))
+    planned = [_planned(i) for i in result.items if i.action is not Action.COPY]
     if not as_json:
-        for item in result.items:
-            if item.action is not Action.COPY:
-                note = "up to date" if item.action is Action.SKIP else item.reason
-                display.line(f"{'skipped' if item.action is Action.SKIP else item.action} {item.task.ref}: {note}")
+        for outcome in planned:
+            note = "up to date" if outcome.status == "skipped" else outcome.error
+            display.line(f"{outcome.status} {outcome.task.ref}: {note}")
     outcomes = run_tasks(tasks, endpoints, workers=max(2, workers // 2),
                          progress=None if as_json else display.progress,
                          done=None if as_json else display.finished)
-    entries = [_planned_entry(i) for i in result.items if i.action is not Action.COPY]
-    entries += [o.as_dict() for o in outcomes]
+    entries = [o.as_dict() for o in planned]
+    entries += [tag.as_dict() for o in outcomes for tag in o.per_tag()]
     statuses = [e["status"] for e in entries]
     summary: dict[str, Any] = {
         "copied": statuses.count("copied"), "skipped": statuses.count("skipped"),
@@ -231,6 +303,7 @@ def _sync(result: Plan, endpoints: Endpoints, out: TextIO, *, as_json: bool, wor
     if as_json:
         json.dump(summary, out, indent=2)
         out.write("\n")
+        out.flush()
     else:
         for line in _quota_lines(result):
             display.line(line)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .reference import DOCKER_HUB, Reference, ReferenceError, parse
+from .reference import DOCKER_HUB, TAG_RE, Reference, ReferenceError, parse
 
 DEFAULT_SCHEDULE = "rate(10 minutes)"
 DEFAULT_SECRET = "ecr-pullthroughcache/docker-hub"
@@ -59,7 +59,14 @@ _ARCH = {
     "loong64",
     "wasm",
 }
-_VARIANT = re.compile(r"v[5-9]|v8\.[0-9]")
+# Variants as the OCI image index spec and Go's GOAMD64/GOARM/GOARM64 name them: linux/amd64/v2 ... v4
+# (x86-64 micro-architecture levels), linux/arm/v5 ... v8, linux/arm64/v8 or v8.N, v9 or v9.N.
+_VARIANTS = {
+    "amd64": re.compile(r"v[1-4]"),
+    "arm": re.compile(r"v[5-8]"),
+    "arm64": re.compile(r"v[89](?:\.[0-9])?"),
+}
+_OTHER_VARIANT = re.compile(r"v[5-9]|v8\.[0-9]")
 _SSM_NAME = re.compile(r"/?[a-zA-Z0-9_.\-/]{1,1011}")
 
 
@@ -172,15 +179,17 @@ def default_repository(ref: Reference, prefix: str) -> str:
 
 
 def load_config(path: str | Path) -> Config:
-    import yaml  # only synth and the CLI read YAML; the planner reads JSON
+    from . import yaml_source  # only synth and the CLI read YAML; the planner reads JSON
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    try:
+        data = yaml_source.load(raw)
+    except yaml_source.SourceError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return parse_config(data, origin=str(path))
 
 
@@ -198,17 +207,38 @@ class _Parser:
     def mapping(self, value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(where, f"must be a mapping, got {type(value).__name__}")
-        unknown = sorted(set(value) - allowed)
+        unknown = sorted(set(value) - allowed, key=str)  # keys may be numbers, or a mix
         if unknown:
             raise self.fail(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
         return value
 
+    def string(self, value: Any, where: str) -> str:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # YAML reads `3.10` as the number 3.1: the text as written says what to quote.
+            text = getattr(value, "text", repr(value))
+            read = "" if text == repr(value) else f" (read as {value!r})"
+            raise self.fail(where, f"{text} is a YAML number{read}, not a string: quote it, \"{text}\"")
+        if isinstance(value, bool):
+            raise self.fail(where, f"{value!r} is a YAML boolean (from yes/no/on/off/true/false), not a string: "
+                                   "quote it")
+        raise self.fail(where, f"must be a non-empty string, got {value!r}")
+
     def string_list(self, value: Any, where: str) -> tuple[str, ...]:
         if value is None:
             return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(where, "must be a list of non-empty strings")
-        return tuple(value)
+        if not isinstance(value, list):
+            raise self.fail(where, f"must be a list of strings, got {type(value).__name__}")
+        return tuple(self.string(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+    def tag_list(self, value: Any, where: str) -> tuple[str, ...]:
+        tags = self.string_list(value, where)
+        for i, tag in enumerate(tags):
+            if not TAG_RE.fullmatch(tag):
+                raise self.fail(f"{where}[{i}]", f"{tag!r} is not a tag: 1 to 128 of A-Z a-z 0-9 _ . -, "
+                                                 "not starting with . or - (OCI distribution spec)")
+        return tags
 
     def integer(self, value: Any, where: str, low: int, high: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -337,7 +367,7 @@ class _Parser:
             raise self.fail(f"{where}.source", str(err)) from None
         if ref.tag or ref.digest:
             raise self.fail(f"{where}.source", f"{source!r} names a tag or digest; list tags under 'tags' instead")
-        tags = self.string_list(raw.get("tags"), f"{where}.tags")
+        tags = self.tag_list(raw.get("tags"), f"{where}.tags")
         regex = raw.get("tag_regex")
         if not tags and regex is None:
             raise self.fail(where, "needs 'tags' or 'tag_regex' (or both)")
@@ -349,8 +379,8 @@ class _Parser:
             except re.error as err:
                 raise self.fail(f"{where}.tag_regex", f"invalid regex '{regex}': {err}") from None
         platforms = self.string_list(raw.get("platforms"), f"{where}.platforms")
-        for platform in platforms:
-            self.platform(platform, f"{where}.platforms")
+        for n, platform in enumerate(platforms):
+            self.platform(platform, f"{where}.platforms[{n}]")
         rule = next((r for r in rules if r.registry == ref.registry), None)
         target = raw.get("target")
         if target is not None:
@@ -375,9 +405,9 @@ class _Parser:
         parts = value.split("/")
         ok = 2 <= len(parts) <= 3 and parts[0] in _OS and parts[1] in _ARCH
         if ok and len(parts) == 3:
-            ok = bool(_VARIANT.fullmatch(parts[2]))
+            ok = bool(_VARIANTS.get(parts[1], _OTHER_VARIANT).fullmatch(parts[2]))
         if not ok:
-            raise self.fail(where, f"{value!r} is not a platform like linux/amd64 or linux/arm/v7")
+            raise self.fail(where, f"{value!r} is not a platform like linux/amd64, linux/amd64/v3 or linux/arm/v7")
 
     def sync(self, value: Any) -> Sync:
         raw = self.mapping(value, "sync", {"quota_reserve", "max_concurrency"})

@@ -29,10 +29,21 @@ the digest D the planner saw at the source instead:
    third digest since planning (ECR's own refresh, or a newer task) is left alone, so a task that
    waited in the queue never moves a tag back.
 Without a planned digest (an old message) the cache is warmed by tag, as before.
+
+Tags that share a digest cost one source GET: `copy_image` and `refresh_through_cache` take every
+tag that pointed at the planned digest and put the manifest they fetched once under each.
+
+Quota floor: given `floor`, no manifest GET is sent while the source's last stated
+`ratelimit-remaining` (less the GETs in flight) is not above it; the copy stops with
+QuotaReserved (a TooManyRequests) before any tag moves, whatever the plan estimated.
+
+Interrupted (Ctrl-C: KeyboardInterrupt in the calling thread), the blob transfers in flight stop
+at their next chunk and abandon their upload uncommitted; no manifest or tag is put after that.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -51,7 +62,7 @@ from .manifests import (
     select,
 )
 from .reference import DIGEST_RE
-from .registry import RegistryClient, compute_digest
+from .registry import ManifestInfo, RegistryClient, compute_digest
 
 __all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest", "refresh_through_cache",
            "warm_through_cache"]
@@ -72,28 +83,46 @@ class CopyResult:
     manifests_put: int = 0
 
 
-def _run_all(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """Run `fn` over `items` on the pool; on the first failure cancel what has not started and raise."""
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T],
+             halt: threading.Event | None = None) -> list[R]:
+    """Run `fn` over `items` on the pool; on the first failure cancel what has not started and raise.
+    Interrupted while waiting (Ctrl-C), also set `halt`, which the transfers in flight watch."""
     futures: list[Future[R]] = [pool.submit(fn, item) for item in items]
-    wait(futures, return_when=FIRST_EXCEPTION)
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:
+        if halt is not None:
+            halt.set()
+        _cancel(futures)
+        raise
     failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
     if failed is not None:
-        for future in futures:
-            future.cancel()
-        wait(futures)
+        _cancel(futures)
         raise failed.exception()  # type: ignore[misc]
     return [f.result() for f in futures]
+
+
+def _cancel(futures: Sequence[Future[R]]) -> None:
+    for future in futures:
+        future.cancel()
+    wait(futures)
 
 
 class _Tree:
     """The manifests of one image below its top-level manifest, fetched as needed."""
 
-    def __init__(self, client: RegistryClient, repository: str) -> None:
+    def __init__(self, client: RegistryClient, repository: str, floor: int | None = None) -> None:
         self.client = client
         self.repository = repository
+        self.floor = floor
+
+    def get(self, reference: str) -> tuple[bytes, ManifestInfo]:
+        if self.floor is None:
+            return self.client.get_manifest(self.repository, reference)
+        return self.client.get_manifest(self.repository, reference, floor=self.floor)
 
     def fetch(self, descriptor: Descriptor) -> Manifest:
-        body, info = self.client.get_manifest(self.repository, descriptor.digest)
+        body, info = self.get(descriptor.digest)
         if info.size != descriptor.size:
             raise RegistryError(f"manifest {descriptor.digest}: {info.size} bytes, descriptor says {descriptor.size}")
         return parse_manifest(body, descriptor.media_type or info.media_type, info.digest)
@@ -125,15 +154,20 @@ def _unique_blobs(manifests: Iterable[Manifest]) -> list[Descriptor]:
 
 
 def copy_image(source: RegistryClient, source_repository: str, destination: RegistryClient,
-               destination_repository: str, reference: str, *, platforms: Sequence[str] = (),
-               mount_from: Sequence[str] = (), workers: int = 4, progress: Progress | None = None) -> CopyResult:
-    """Copy `source_repository:reference` (tag or digest) to the same reference in the destination.
+               destination_repository: str, reference: str, *, tags: Sequence[str] | None = None,
+               platforms: Sequence[str] = (), mount_from: Sequence[str] = (), workers: int = 4,
+               progress: Progress | None = None, floor: int | None = None) -> CopyResult:
+    """Copy `source_repository:reference` (tag or digest) into the destination, under `tags`
+    (default: the same reference; for a digest, the digest alone).
 
     Costs one source manifest GET for the top level plus one per child manifest the destination
-    does not already hold. Raises RegistryError (and its subclasses DigestMismatch,
-    TooManyRequests, ManifestError, NoMatchingPlatform); the destination tag is then unchanged.
+    does not already hold, however many tags. `floor`: see the module docstring. Raises
+    RegistryError (and its subclasses DigestMismatch, TooManyRequests, QuotaReserved,
+    ManifestError, NoMatchingPlatform, Cancelled); the destination tags are then unchanged.
     """
-    body, info = source.get_manifest(source_repository, reference)
+    if floor is not None and source.budget.remaining is None:
+        source.head_manifest(source_repository, reference)  # free: learn the quota before the first GET
+    body, info = _Tree(source, source_repository, floor).get(reference)
     top = parse_manifest(body, info.media_type, info.digest)
     put_body, put_type = top.body, top.media_type
     children: tuple[Descriptor, ...] = ()
@@ -142,9 +176,11 @@ def copy_image(source: RegistryClient, source_repository: str, destination: Regi
         if len(children) != len(top.children):
             put_body = rewrite_index(top, children, platforms)
     put_digest = compute_digest(put_body)
-    target = put_digest if DIGEST_RE.fullmatch(reference) else reference
+    if tags is None:
+        tags = [put_digest if DIGEST_RE.fullmatch(reference) else reference]
     tally = Tally()
     manifests_put = 0
+    halt = threading.Event()
 
     def present(descriptor: Descriptor) -> bool:
         # A registry accepts a manifest only once everything it references is there, so a manifest
@@ -153,23 +189,24 @@ def copy_image(source: RegistryClient, source_repository: str, destination: Regi
 
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="copy") as pool:
         if destination.head_manifest(destination_repository, put_digest) is None:
-            levels = _levels(pool, _Tree(source, source_repository), children, present)
+            levels = _levels(pool, _Tree(source, source_repository, floor), children, present)
             images = [top, *(m for level in levels for m in level)]
 
             def move(blob: Descriptor) -> None:
                 copy_blob(source, source_repository, destination, destination_repository, blob,
-                          mount_from=mount_from, tally=tally, progress=progress)
+                          mount_from=mount_from, tally=tally, progress=progress, stop=halt)
 
-            _run_all(pool, move, _unique_blobs(images))
+            _run_all(pool, move, _unique_blobs(images), halt)
             for level in levels:
                 _run_all(pool, lambda m: destination.put_manifest(destination_repository, m.digest, m.body,
                                                                   m.media_type), level)
                 manifests_put += len(level)
-    destination.put_manifest(destination_repository, target, put_body, put_type)
+    for tag in tags:
+        destination.put_manifest(destination_repository, tag, put_body, put_type)
     return CopyResult(
         source_digest=top.digest, destination_digest=put_digest, bytes_copied=tally.bytes_copied,
         blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped, blobs_mounted=tally.blobs_mounted,
-        manifests_put=manifests_put + 1)
+        manifests_put=manifests_put + len(tags))
 
 
 def warm_through_cache(cache: RegistryClient, repository: str, reference: str, *, platforms: Sequence[str] = (),
@@ -191,37 +228,46 @@ def _warm(cache: RegistryClient, repository: str, reference: str, platforms: Seq
     top = parse_manifest(body, info.media_type, info.digest)
     children = select(top, platforms) if top.is_index else ()
     tally = Tally()
+    halt = threading.Event()
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="warm") as pool:
         levels = _levels(pool, _Tree(cache, repository), children, lambda _: False)
         images = [top, *(m for level in levels for m in level)]
 
         def pull(blob: Descriptor) -> None:
-            warm_blob(cache, repository, blob, skip_cached=skip_cached, tally=tally)
+            warm_blob(cache, repository, blob, skip_cached=skip_cached, tally=tally, stop=halt)
 
-        _run_all(pool, pull, _unique_blobs(images))
+        _run_all(pool, pull, _unique_blobs(images), halt)
     return top, CopyResult(
         source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
         blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
 
 
 def refresh_through_cache(cache: RegistryClient, repository: str, tag: str, digest: str, *,
-                          tag_digest: Callable[[], str | None], planned_tag_digest: str | None = None,
-                          platforms: Sequence[str] = (), workers: int = 4, skip_cached: bool = True) -> CopyResult:
+                          tag_digest: Callable[[str], str | None], planned_tag_digest: str | None = None,
+                          also: Sequence[tuple[str, str | None]] = (), platforms: Sequence[str] = (),
+                          workers: int = 4, skip_cached: bool = True) -> CopyResult:
     """Warm `repository@digest` through the cache, then point the cache's `tag` at it (module docstring).
 
-    `tag_digest` reads where the cache's tag points without a stale pull; `planned_tag_digest` is
-    what it pointed at when planned (None: unknown). `manifests_put` is 1 when the tag was moved.
+    `tag_digest(tag)` reads where a cache tag points without a stale pull; `planned_tag_digest` is
+    what `tag` pointed at when planned (None: unknown); `also` lists more tags of the same digest,
+    each with its planned digest. `manifests_put` counts the tags moved; `destination_digest` is
+    where `tag` points afterwards.
     """
     top, result = _warm(cache, repository, digest, platforms, workers, skip_cached)
-    current = tag_digest()
-    if current == top.digest:
-        return result
-    if planned_tag_digest is not None and current not in (planned_tag_digest, None):
-        # Moved by someone else since planning (ECR's own check, or a newer task): not ours to undo.
-        # The caller sees it as destination_digest != source_digest with no manifest put.
-        return replace(result, destination_digest=current)
-    cache.put_manifest(repository, tag, top.body, top.media_type)
-    return replace(result, manifests_put=1)
+    moved = 0
+    where = top.digest
+    for name, planned in [(tag, planned_tag_digest), *also]:
+        current = tag_digest(name)
+        if current == top.digest:
+            continue
+        if planned is not None and current not in (planned, None):
+            # Moved by someone else since planning (ECR's own check, or a newer task): not ours to undo.
+            # The caller sees it as destination_digest != source_digest with no manifest put.
+            where = current if name == tag else where
+            continue
+        cache.put_manifest(repository, name, top.body, top.media_type)
+        moved += 1
+    return replace(result, destination_digest=where, manifests_put=moved)
 
 
 def recorded_source_digest(destination: RegistryClient, repository: str, tag: str, *,

@@ -6,10 +6,11 @@ Credentials never reach a log line: they go straight into the registry client.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .endpoints import CachedDigest
+from .errors import CredentialsError
 
 SECRET_MAX_AGE = 300  # seconds a warm Lambda reuses the Docker Hub secret before reading it again
 PLACEHOLDER = "REPLACE_ME"  # what the stack stores until `make docker-hub-token` runs
@@ -50,7 +51,7 @@ def registry_client(ecr: Any = None, **options: Any) -> tuple[Any, EcrLogin]:
     return client, credentials
 
 
-def cached_digest_reader(ecr: Any = None) -> CachedDigest:
+def cached_digest_reader(ecr: Any = None) -> Callable[[str, str], str | None]:  # endpoints.CachedDigest
     """What a PTC repository holds, from DescribeImages: the control plane never pulls upstream."""
     client = ecr_client(ecr)
 
@@ -66,13 +67,19 @@ def cached_digest_reader(ecr: Any = None) -> CachedDigest:
 
 def docker_hub_credentials(secret_name: str, *, provider: Any = None,
                            max_age: int = SECRET_MAX_AGE) -> tuple[str, str] | None:
-    """(username, access token) from the secret, or None (anonymous) while it holds the placeholder."""
-    if provider is None:
-        from aws_lambda_powertools.utilities import parameters
+    """(username, access token) from the secret, or None (anonymous) while it holds the placeholder.
 
-        value = parameters.get_secret(secret_name, transform="json", max_age=max_age)
-    else:
-        value = provider.get(secret_name, transform="json", max_age=max_age)
+    Raises CredentialsError when the secret cannot be read (missing, no access, AWS unreachable).
+    """
+    try:
+        if provider is None:
+            from aws_lambda_powertools.utilities import parameters
+
+            value = parameters.get_secret(secret_name, transform="json", max_age=max_age)
+        else:
+            value = provider.get(secret_name, transform="json", max_age=max_age)
+    except Exception as err:  # noqa: BLE001 - Powertools and botocore raise many kinds; the message says which
+        raise CredentialsError(f"cannot read the Docker Hub secret {secret_name}: {err}") from err
     if not isinstance(value, dict):
         return None
     username, token = value.get("username"), value.get("accessToken")

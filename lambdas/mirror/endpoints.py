@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .errors import CredentialsError
 from .reference import DOCKER_HUB, api_host
 
 if TYPE_CHECKING:
@@ -113,27 +114,34 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     clients: dict[tuple[str, str | None], RegistryClient] = {}
     lock = threading.Lock()
 
-    def client(host: str, credentials: tuple[str, str] | None = None) -> RegistryClient:
+    def client(host: str, credentials: tuple[str, str] | None = None, origin: str | None = None) -> RegistryClient:
         key = (host, credentials[0] if credentials else None)
         with lock:
             if key not in clients:
                 username, password = credentials or (None, None)
                 clients[key] = RegistryClient(host, username=username, password=password, pool_size=pool_size,
-                                              max_retry_wait=max_retry_wait)
+                                              max_retry_wait=max_retry_wait, credentials_from=origin)
             return clients[key]
 
     overrides = dict(upstreams or {})
-    sources: dict[str, RegistryClient] = {}
+    sources: dict[str, RegistryClient | CredentialsError] = {}
 
     def source(registry: str) -> RegistryClient:
-        # Credentials are read once per source registry and endpoints (a warm Lambda keeps both).
+        """Credentials are read once per source registry and endpoints (a warm Lambda keeps both); when
+        they cannot be read, that registry's images fail with the reason and the others go on."""
         if registry not in sources:
             host = overrides.get(registry) or api_host(registry)
-            credentials = None
-            if registry == DOCKER_HUB and docker_hub_secret:
-                credentials = ecr_adapter.docker_hub_credentials(docker_hub_secret, provider=secrets)
-            sources[registry] = client(host, credentials)
-        return sources[registry]
+            try:
+                credentials = None
+                if registry == DOCKER_HUB and docker_hub_secret:
+                    credentials = ecr_adapter.docker_hub_credentials(docker_hub_secret, provider=secrets)
+                sources[registry] = client(host, credentials, f"secret {docker_hub_secret}")
+            except CredentialsError as err:
+                sources[registry] = err
+        found = sources[registry]
+        if isinstance(found, CredentialsError):
+            raise CredentialsError(str(found))
+        return found
 
     cache_map = {}
     for prefix, value in (caches or {}).items():

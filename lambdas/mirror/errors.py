@@ -29,3 +29,15 @@ class ManifestError(RegistryError):
 
 class NoMatchingPlatform(ManifestError):
     """A platform filter kept no manifest of an index."""
+
+
+class QuotaReserved(TooManyRequests):
+    """A manifest GET would take an upstream's pull quota below the reserve; it was not sent."""
+
+
+class Cancelled(RegistryError):
+    """The copy was told to stop (Ctrl-C); what was in flight was abandoned uncommitted."""
+
+
+class CredentialsError(RegistryError):
+    """A registry's credentials could not be read (secret missing, AWS unreachable): its images fail."""

@@ -31,6 +31,10 @@ ATTESTATION = "attestation-manifest"
 # Digests end up in URL paths: accept only well-formed ones of the algorithms registries use.
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 SOURCE_DIGEST_ANNOTATION = "io.github.ecr-mirror.source-digest"
+# Layers served from elsewhere (`urls`) that registries need not hold: Docker's foreign layers
+# (`...image.rootfs.foreign.diff.tar...`) and OCI's non-distributable ones
+# (`application/vnd.oci.image.layer.nondistributable.v1.tar...`, image-spec layer.md).
+_FOREIGN_KINDS = (".foreign.", ".nondistributable.")
 PLATFORMS_ANNOTATION = "io.github.ecr-mirror.platforms"
 
 
@@ -79,7 +83,7 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
         if platform.get("variant"):
             text += f"/{platform['variant']}"
     annotations = raw.get("annotations") if isinstance(raw.get("annotations"), dict) else {}
-    foreign = bool(raw.get("urls")) and "foreign" in str(media_type)
+    foreign = bool(raw.get("urls")) and any(kind in str(media_type) for kind in _FOREIGN_KINDS)
     return Descriptor(str(media_type), digest, size, text, dict(annotations or {}), foreign, raw)
 
 

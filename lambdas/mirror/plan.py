@@ -10,11 +10,16 @@ Platform filters: when `platforms` drops entries from an index, the destination 
 index whose digest differs from the source's; the engine records the source index digest next to
 it (`recorded_source_digest`), and planning compares against that, so a filtered image is
 recognised as up to date without a GET at the source.
+
+Tags that share a digest: new tags of one image that point at the same source digest become one
+task (the first tag, the rest in `also`) costing one set of GETs; the copy puts the manifest it
+fetched once under every tag.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +33,12 @@ from .config import Config, Image
 from .endpoints import Endpoints
 from .errors import RegistryError, TooManyRequests
 from .manifests import INDEX_TYPES
-from .observability import logger
 from .reference import TAG_RE, Reference, parse
+from .settings import SERVICE_NAME
+
+# Plain logging: the Lambdas' Powertools Logger formats this logger (same name); the CLI, which
+# needs no Powertools, sets its own handler.
+logger = logging.getLogger(SERVICE_NAME)
 
 # An unfiltered index nobody has copied yet: assume an official-image-sized one, ~8 platforms
 # each with its attestation manifest. Pessimistic on purpose: the budget may only delay work.
@@ -67,6 +76,14 @@ class Task:
     platforms: tuple[str, ...] = ()
     cost: int = 1  # manifest GETs at the upstream
     mount_from: tuple[str, ...] = ()
+    # More tags of the same source digest, each with the digest its destination tag had when planned.
+    also: tuple[tuple[str, str | None], ...] = ()
+    # sync.quota_reserve: the copy sends no manifest GET that would leave the upstream fewer pulls.
+    reserve: int | None = None
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return (self.tag, *(tag for tag, _ in self.also))
 
     @property
     def ref(self) -> Reference:
@@ -92,16 +109,24 @@ class Task:
         for key in ("source", "tag", "repository"):
             if not isinstance(data.get(key), str) or not data[key]:
                 raise ValueError(f"task field {key!r} must be a non-empty string")
-        if not TAG_RE.fullmatch(data["tag"]):
-            raise ValueError(f"task tag {data['tag']!r} is not a valid tag")
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"task has unknown field {sorted(unknown)[0]!r}")
+        also = data.get("also") or []
+        if not isinstance(also, list) or not all(isinstance(a, list) and len(a) == 2 for a in also):
+            raise ValueError("task field 'also' must be a list of [tag, digest] pairs")
+        for tag in [data["tag"], *(a[0] for a in also)]:
+            if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+                raise ValueError(f"task tag {tag!r} is not a valid tag")
+        reserve = data.get("reserve")
+        if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int)):
+            raise ValueError("task field 'reserve' must be an integer")
         task = cls(
             source=data["source"], tag=data["tag"], repository=data["repository"], via=data.get("via"),
             source_digest=data.get("source_digest"), destination_digest=data.get("destination_digest"),
             platforms=tuple(data.get("platforms") or ()), cost=int(data.get("cost", 1)),
-            mount_from=tuple(data.get("mount_from") or ()),
+            mount_from=tuple(data.get("mount_from") or ()), also=tuple((a[0], a[1]) for a in also),
+            reserve=reserve,
         )
         task.ref  # noqa: B018 - validates the source reference (raises ReferenceError, a ValueError)
         return task
@@ -149,7 +174,15 @@ class Plan:
     quotas: dict[str, Quota] = field(default_factory=dict)
 
     def tasks(self) -> list[Task]:
-        return [item.task for item in self.items if item.action is Action.COPY]
+        """One task per new source digest: tags that share it ride along in the first one's `also`."""
+        groups: dict[tuple[Any, ...], Task] = {}
+        for item in self.items:
+            if item.action is Action.COPY:
+                key = _digest_key(item.task)
+                first = groups.setdefault(key, item.task)
+                if first is not item.task:
+                    groups[key] = replace(first, also=(*first.also, (item.task.tag, item.task.destination_digest)))
+        return list(groups.values())
 
     def counts(self) -> Counter[str]:
         return Counter(str(item.action) for item in self.items)
@@ -165,12 +198,33 @@ class Probe:
 
 
 def expand_tags(image: Image, list_tags: Callable[[], Iterable[str]]) -> list[str]:
-    """Explicit tags in config order, then the other `tag_regex` full matches, sorted."""
+    """Explicit tags in config order, then the other `tag_regex` full matches, sorted. A listed
+    tag outside the OCI tag grammar is ignored: it would not name one tag in a URL."""
     tags = list(dict.fromkeys(image.tags))
     if image.tag_regex:
         pattern = re.compile(image.tag_regex)
-        tags += sorted({tag for tag in list_tags() if pattern.fullmatch(tag)} - set(tags))
+        listed = {tag for tag in list_tags() if isinstance(tag, str) and TAG_RE.fullmatch(tag)}
+        tags += sorted({tag for tag in listed if pattern.fullmatch(tag)} - set(tags))
     return tags
+
+
+def _digest_key(task: Task) -> tuple[Any, ...]:
+    """Copies that are one copy: same source image and digest, same destination, same filter."""
+    return (task.source, task.source_digest or f"tag:{task.tag}", task.repository, task.via, task.platforms)
+
+
+def share_digests(items: Sequence[PlanItem]) -> list[PlanItem]:
+    """A copy of a digest another copy of this run already fetches costs nothing more."""
+    first: dict[tuple[Any, ...], PlanItem] = {}
+    out = []
+    for item in items:
+        if item.action is Action.COPY and item.task.source_digest:
+            leader = first.setdefault(_digest_key(item.task), item)
+            if leader is not item:
+                item = replace(item, task=replace(item.task, cost=0),
+                               reason=f"{item.reason}; same digest as :{leader.task.tag}, copied with it")
+        out.append(item)
+    return out
 
 
 def route(image: Image, endpoints: Endpoints) -> str | None:
@@ -212,14 +266,18 @@ def apply_budget(probes: Sequence[Probe], reserve: int) -> tuple[list[PlanItem],
         else:
             quota.remaining = min(quota.remaining, probe.remaining)
     items = []
-    for probe in probes:
-        item = probe.item
+    deferred: dict[tuple[Any, ...], str] = {}  # digests deferred: their tags that share them wait too
+    for item in share_digests([probe.item for probe in probes]):
         quota = quotas.get(item.task.ref.registry)
         if item.action is Action.COPY and quota is not None:
-            if item.task.cost > quota.available:
+            key = _digest_key(item.task)
+            if key in deferred:
+                item = replace(item, action=Action.DEFERRED, reason=deferred[key])
+            elif item.task.cost > quota.available:
                 item = replace(item, action=Action.DEFERRED, reason=(
                     f"quota: needs {item.task.cost} manifest GETs, {quota.available} left above the reserve of "
                     f"{reserve} (remaining {quota.remaining})"))
+                deferred[key] = item.reason
             else:
                 quota.planned += item.task.cost
         items.append(item)
@@ -242,8 +300,14 @@ class _Planner:
             via = route(image, self.endpoints)
             mounts = () if via else tuple(r for r in direct if r != image.repository)[:MOUNT_CANDIDATES]
             ref = image.ref
-            template = Task(image.source, "*", image.repository, via, platforms=image.platforms, mount_from=mounts)
-            source = self.endpoints.source(ref.registry)
+            template = Task(image.source, "*", image.repository, via, platforms=image.platforms, mount_from=mounts,
+                            reserve=self.config.sync.quota_reserve)
+            try:
+                source = self.endpoints.source(ref.registry)
+            except RegistryError as err:  # its credentials cannot be read: this image fails, the rest go on
+                out += [Probe(PlanItem(replace(template, tag=tag), Action.FAILED, str(err)))
+                        for tag in image.tags or ("*",)]
+                continue
             try:
                 tags = expand_tags(image, partial(source.list_tags, ref.repository))
             except TooManyRequests as err:

@@ -16,7 +16,7 @@ _DOMAIN_RE = re.compile(
     r"(?:localhost|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
 )
-TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # the OCI distribution spec's tag grammar
 DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
+import math
 import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -22,13 +23,13 @@ from typing import Any
 import urllib3
 
 from .auth import Authenticator, Scope
-from .errors import DigestMismatch, ManifestError, NoMatchingPlatform, RegistryError, TooManyRequests
+from .errors import DigestMismatch, ManifestError, NoMatchingPlatform, QuotaReserved, RegistryError, TooManyRequests
 from .manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT, OCI_INDEX, OCI_MANIFEST
 from .reference import DIGEST_RE, base_url
 
 __all__ = [
-    "BlobReader", "DigestMismatch", "ManifestError", "ManifestInfo", "NoMatchingPlatform", "RateLimit",
-    "RegistryClient", "RegistryError", "TooManyRequests", "MANIFEST_TYPES",
+    "BlobReader", "DigestMismatch", "ManifestError", "ManifestInfo", "NoMatchingPlatform", "QuotaReserved",
+    "RateLimit", "RegistryClient", "RegistryError", "TooManyRequests", "MANIFEST_TYPES",
 ]
 
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST, OCI_ARTIFACT)
@@ -79,17 +80,69 @@ def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait, rounded up to a whole second (never early): delta-seconds or an HTTP-date."""
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return float(max(math.ceil(seconds), 0)) if math.isfinite(seconds) else None
+
+
+class PullBudget:
+    """Keeps manifest GETs (what Docker Hub counts as pulls) above a floor of `ratelimit-remaining`.
+
+    Every manifest response, HEAD or GET, states what is left; a GET in flight has not been
+    counted in the latest figure yet, so it is reserved here until its own response arrives.
+    Responses to concurrent GETs may arrive out of order, so while others are in flight the lower
+    figure wins. Unknown until a response has said: the first GET of a process is let through
+    (copy_image HEADs first when it is given a floor).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.remaining: int | None = None
+        self._in_flight = 0
+
+    def _update(self, remaining: int) -> None:
+        if self.remaining is None or not self._in_flight:
+            self.remaining = remaining
+        else:
+            self.remaining = min(self.remaining, remaining)
+
+    def seen(self, rate: RateLimit | None) -> None:
+        if rate is not None and rate.remaining is not None:
+            with self._lock:
+                self._update(rate.remaining)
+
+    @contextlib.contextmanager
+    def pull(self, floor: int | None, what: str) -> Iterator[Callable[[RateLimit | None], None]]:
+        """Reserve one GET, or raise QuotaReserved; the caller hands the response's figure to the
+        yielded function, which ends the reservation and records it in one step."""
+        with self._lock:
+            if floor is not None and self.remaining is not None and self.remaining - self._in_flight <= floor:
+                raise QuotaReserved(f"GET {what} not sent: {self.remaining} pulls left"
+                                    f"{f' ({self._in_flight} in flight)' if self._in_flight else ''}, "
+                                    f"reserve {floor}; deferred")
+            self._in_flight += 1
+        open_ = [True]
+
+        def answered(rate: RateLimit | None) -> None:
+            with self._lock:
+                if open_[0]:
+                    open_[0] = False
+                    self._in_flight -= 1
+                if rate is not None and rate.remaining is not None:
+                    self._update(rate.remaining)
+
+        try:
+            yield answered
+        finally:
+            answered(None)
 
 
 def _without_query(url: str) -> str:
@@ -182,7 +235,8 @@ class RegistryClient:
 
     def __init__(self, host: str, *, username: str | None = None, password: str | None = None,
                  timeout: float = 60, pool_size: int = 16, max_retry_wait: float = 60.0,
-                 connection_retries: int = 2, chunked_upload: bool = False) -> None:
+                 connection_retries: int = 2, chunked_upload: bool = False,
+                 credentials_from: str | None = None) -> None:
         self.host = host
         self.chunked_upload = chunked_upload
         self.base = base_url(host)
@@ -193,8 +247,9 @@ class RegistryClient:
         self.counters: Counter[tuple[str, str]] = Counter()
         self._counter_lock = threading.Lock()
         self.auth = Authenticator(self.http, username=username, password=password, timeout=self.timeout,
-                                  count=self._count)
+                                  count=self._count, credentials_from=credentials_from)
         self.rate_limit: RateLimit | None = None  # the latest seen, for metrics
+        self.budget = PullBudget()
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.host!r})"
@@ -249,15 +304,15 @@ class RegistryClient:
                 if self.auth.challenged(challenge, scopes, credential):
                     reauthorized = True
                     continue
-                raise RegistryError(f"{method} {_without_query(url)}: unauthorized", 401)
+                raise RegistryError(f"{method} {_without_query(url)}: unauthorized with {self.auth.credential}", 401)
             if status == 429:
                 delay = _retry_after(response.headers.get("Retry-After"))
                 self._discard(response)
                 # `Retry-After: 0` still costs a second of the budget, or a 429 storm never ends.
                 pause = max(delay, _MIN_RETRY_WAIT) if delay is not None else None
                 if pause is None or not replayable or waited + pause > self.max_retry_wait:
-                    raise TooManyRequests(f"{method} {_without_query(url)}: too many requests (Retry-After {delay})",
-                                          delay)
+                    hint = f" (Retry-After {delay:.0f} s)" if delay is not None else ""
+                    raise TooManyRequests(f"{method} {_without_query(url)}: too many requests{hint}", delay)
                 time.sleep(pause)
                 waited += pause
                 continue
@@ -284,6 +339,7 @@ class RegistryClient:
         rate = RateLimit.from_headers(response.headers)
         if rate is not None:
             self.rate_limit = rate
+            self.budget.seen(rate)
         media_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip()
         return ManifestInfo(digest, media_type, size, rate)
 
@@ -302,11 +358,17 @@ class RegistryClient:
             raise RegistryError(f"HEAD {repository}:{reference}: no Docker-Content-Digest header")
         return self._manifest_info(response, digest, int(response.headers.get("Content-Length") or 0))
 
-    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, ManifestInfo]:
+    def get_manifest(self, repository: str, reference: str, *, floor: int | None = None) -> tuple[bytes, ManifestInfo]:
         """The manifest's exact bytes; the digest is computed from them and checked against the
-        reference (when a digest) and the registry's Docker-Content-Digest header."""
-        response = self.request("GET", f"/v2/{repository}/manifests/{reference}", kind="manifest",
-                                scopes=[(repository, "pull")], headers={"Accept": _ACCEPT})
+        reference (when a digest) and the registry's Docker-Content-Digest header.
+
+        `floor`: raise QuotaReserved instead of sending the GET when the registry's last stated
+        `ratelimit-remaining`, less the GETs in flight, is not above it.
+        """
+        with self.budget.pull(floor, f"{repository}:{reference}") as answered:
+            response = self.request("GET", f"/v2/{repository}/manifests/{reference}", kind="manifest",
+                                    scopes=[(repository, "pull")], headers={"Accept": _ACCEPT})
+            answered(RateLimit.from_headers(response.headers))
         if response.status != 200:
             raise self._fail(response, f"GET {repository}:{reference}")
         body = bytes(response.data)

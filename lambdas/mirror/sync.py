@@ -8,19 +8,22 @@ deferred. Every other task of that upstream in the same run is deferred without 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .endpoints import Endpoints
-from .errors import RegistryError, TooManyRequests
-from .observability import logger, tracer
+from .errors import QuotaReserved, RegistryError, TooManyRequests
 from .plan import Task
+from .settings import SERVICE_NAME
 
 if TYPE_CHECKING:
     from .blobs import Progress  # the engine itself is imported when a task runs
+
+logger = logging.getLogger(SERVICE_NAME)  # formatted by Powertools in the Lambdas (plan.py says why)
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,28 @@ class Outcome:
     retry_after: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """One schema for every outcome (and every item of the CLI's `sync --json`)."""
         task = self.task
         return {
-            "image": task.source, "tag": task.tag, "repository": task.repository,
+            "image": task.source, "tag": task.tag, "source": str(task.ref), "repository": task.repository,
             "route": task.route_name, "status": self.status,
             "source_digest": self.source_digest or task.source_digest,
             "destination_digest": self.destination_digest, "bytes": self.bytes_copied,
             "blobs_copied": self.blobs_copied, "blobs_skipped": self.blobs_skipped,
             "blobs_mounted": self.blobs_mounted, "manifests_put": self.manifests_put,
-            "seconds": round(self.seconds, 3), "error": self.error, "retry_after": self.retry_after,
+            "seconds": round(self.seconds, 3), "error": self.error,
+            "retry_after": round(self.retry_after) if self.retry_after is not None else None,
         }
 
+    def per_tag(self) -> list[Outcome]:
+        """This outcome for each tag of its task: the first carries the transfer's figures, the tags
+        that shared its digest only their status and digests."""
+        first = replace(self, task=replace(self.task, also=()))
+        return [first, *(replace(self, task=replace(self.task, tag=tag, also=(), destination_digest=digest),
+                                 bytes_copied=0, blobs_copied=0, blobs_skipped=0, blobs_mounted=0,
+                                 manifests_put=0, seconds=0.0) for tag, digest in self.task.also)]
 
-@tracer.capture_method(capture_response=False)
+
 def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Progress | None = None) -> Outcome:
     """Copy or warm one image/tag. Raises TooManyRequests (and any other engine error) to the caller."""
     from .copy import copy_image, refresh_through_cache, warm_through_cache
@@ -67,16 +79,17 @@ def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Pr
             # By digest, then move the tag: a pull by tag may get ECR's cached image, up to 24 h stale.
             result = refresh_through_cache(
                 cache.client, repository, task.tag, task.source_digest,
-                tag_digest=partial(cache.tag_digest, repository, task.tag),
-                planned_tag_digest=task.destination_digest, platforms=task.platforms, workers=workers,
-                skip_cached=cache.trusts_blob_heads)
+                tag_digest=partial(cache.tag_digest, repository), planned_tag_digest=task.destination_digest,
+                also=task.also, platforms=task.platforms, workers=workers, skip_cached=cache.trusts_blob_heads)
         else:
             result = warm_through_cache(cache.client, repository, task.tag, platforms=task.platforms,
                                         workers=workers, skip_cached=cache.trusts_blob_heads)
     else:
+        # Tags that shared the planned digest get exactly it: fetched once, by digest.
+        reference = task.source_digest if task.also and task.source_digest else task.tag
         result = copy_image(endpoints.source(ref.registry), ref.repository, endpoints.destination, task.repository,
-                            task.tag, platforms=task.platforms, mount_from=task.mount_from, workers=workers,
-                            progress=progress)
+                            reference, tags=task.tags, platforms=task.platforms, mount_from=task.mount_from,
+                            workers=workers, progress=progress, floor=task.reserve)
     outcome = Outcome(
         task, "copied", result.source_digest, result.destination_digest, result.bytes_copied, result.blobs_copied,
         result.blobs_skipped, result.blobs_mounted, result.manifests_put, time.monotonic() - started,
@@ -93,19 +106,20 @@ def run_tasks(tasks: Sequence[Task], endpoints: Endpoints, *, workers: int = 4,
               progress: Callable[[Task], Progress | None] | None = None,
               done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run tasks one after another (each copies its blobs concurrently); never raises for a task."""
-    throttled: dict[str, float | None] = {}
+    throttled: dict[str, tuple[str, float | None]] = {}
     outcomes = []
     for task in tasks:
         registry = task.ref.registry
         if registry in throttled:
-            outcome = Outcome(task, "deferred", error="upstream answered 429 earlier in this run",
-                              retry_after=throttled[registry])
+            why, retry_after = throttled[registry]
+            outcome = Outcome(task, "deferred", error=f"{why} earlier in this run", retry_after=retry_after)
         else:
             started = time.monotonic()
             try:
                 outcome = run_task(task, endpoints, workers=workers, progress=progress(task) if progress else None)
             except TooManyRequests as err:
-                throttled[registry] = err.retry_after
+                why = "quota reserve reached" if isinstance(err, QuotaReserved) else "upstream answered 429"
+                throttled[registry] = (why, err.retry_after)
                 outcome = Outcome(task, "deferred", error=str(err), retry_after=err.retry_after,
                                   seconds=time.monotonic() - started)
             except Exception as err:  # noqa: BLE001 - one bad image must not stop the others

@@ -4,8 +4,8 @@ Each round copies the same source image with each tool (alternating which goes f
 destination registry started for that copy, so both upload every blob: skopeo's blob-info cache
 (/var/lib/containers/cache for root) would otherwise mount blobs it saw in earlier rounds. The
 figure is the median of the rounds. "engine" runs in this process with fresh clients each round
-(a warm Lambda); "engine as a process" adds interpreter start-up and imports (the CLI); skopeo is a
-process per copy.
+(a warm Lambda); "engine as a process" is the CLI, `python -m lambdas.mirror sync`, with its start-up,
+imports, config and planning HEADs; skopeo is a process per copy.
 """
 
 from __future__ import annotations
@@ -43,20 +43,16 @@ def _engine(source: RegistryServer, destination: RegistryServer, repository: str
     return time.perf_counter() - started
 
 
-_PROCESS = """
-import sys
-from lambdas.mirror.copy import copy_image
-from lambdas.mirror.registry import RegistryClient
-source, destination, repository, workers = sys.argv[1:]
-copy_image(RegistryClient(source), "bench/app", RegistryClient(destination), repository, "v1", workers=int(workers))
-"""
-
-
 def _engine_process(source: RegistryServer, destination: RegistryServer, repository: str) -> float:
-    """The engine in its own interpreter, as the CLI runs it: start-up and imports included."""
+    """The CLI in its own interpreter, as a user runs it: start-up, imports, config and plan included."""
+    config = destination.root / f"{destination.name}-mirror.yaml"
+    config.write_text(f"images:\n  - source: {source.host}/bench/app\n    tags: [v1]\n    target: {repository}\n")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _PROCESS, source.host, destination.host, repository, str(WORKERS)],
-                   check=True)
+    # The CLI copies with half its --workers (the other half serve planning): the same 8 as the engine.
+    done = subprocess.run([sys.executable, "-m", "lambdas.mirror", "sync", "--config", str(config), "--registry",
+                           destination.host, "--workers", str(2 * WORKERS)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the CLI failed ({done.returncode}): {done.stdout[-1000:]} {done.stderr[-1000:]}")
     return time.perf_counter() - started
 
 

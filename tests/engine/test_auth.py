@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -75,6 +76,20 @@ def test_wrong_credentials_fail_with_a_registry_error(registry_factory: Callable
     with pytest.raises(RegistryError) as failed:
         RegistryClient(secured.host, username="alice", password="nope").head_manifest("team/app", "v1")
     assert failed.value.status == 401
+
+
+def test_a_token_endpoint_that_refuses_names_the_credential_used_and_never_the_secret(
+        registry_factory: Callable[..., RegistryServer], token_issuer: TokenIssuer) -> None:
+    secured = registry_factory("secured", auth=token_issuer.registry_auth())
+    password = secrets.token_urlsafe(16)  # drawn per run: no credential literal in the source
+    client = RegistryClient(secured.host, username="alice", password=password,
+                            credentials_from="secret ecr-pullthroughcache/docker-hub")
+
+    with pytest.raises(RegistryError) as failed:
+        client.head_manifest("team/app", "v1")
+
+    assert "refused user 'alice' from secret ecr-pullthroughcache/docker-hub (HTTP 401)" in str(failed.value)
+    assert password not in str(failed.value)
 
 
 class _RedirectingRealm:

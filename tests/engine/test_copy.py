@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from lambdas.mirror.copy import copy_image, recorded_source_digest
 from lambdas.mirror.errors import NoMatchingPlatform
 from lambdas.mirror.manifests import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION
 from lambdas.mirror.registry import RegistryClient
 from tests.engine.checks import missing_content, skopeo_inspect, skopeo_raw_digest
-from tests.support.images import KINDS, push_image
+from tests.support.images import DOCKER_LAYER, KINDS, OCI_LAYER, Pusher, descriptor, digest_of, encode, push_image
 from tests.support.registry import RegistryServer
 
 Clients = tuple[RegistryClient, RegistryClient]
@@ -189,3 +192,45 @@ def test_platform_filter_rewrites_a_docker_manifest_list_too(source: RegistrySer
     assert result.destination_digest != digest
     assert recorded_source_digest(clients[1], "mirror/app", "v1", platforms=["linux/amd64"]) == digest
     assert skopeo_inspect(destination.host, "mirror/app", "v1").returncode == 0
+
+
+@pytest.mark.parametrize(("manifest_type", "config_type", "layer_type"), [
+    ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json",
+     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
+    ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.container.image.v1+json",
+     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"),
+])
+def test_layers_served_from_elsewhere_are_not_fetched_and_the_image_still_copies(
+        manifest_type: str, config_type: str, layer_type: str, tmp_path: Path) -> None:
+    # Given registries that accept layer URLs (distribution refuses them unless allowed), and an
+    # image (Windows base images are built this way) whose first layer lives at such a URL, not in the registry
+    with _allowing_layer_urls(tmp_path, "source") as source, _allowing_layer_urls(tmp_path, "dest") as destination:
+        pusher = Pusher(source.host)
+        own = gzip.compress(b"own layer", mtime=0)
+        pusher.blob("team/win", own)
+        elsewhere = b"a layer the registry never held"
+        config = json.dumps({"architecture": "amd64", "os": "windows", "rootfs": {"type": "layers", "diff_ids": []}})
+        pusher.blob("team/win", config.encode())
+        manifest = encode({"schemaVersion": 2, "mediaType": manifest_type,
+                           "config": descriptor(config_type, config.encode()),
+                           "layers": [descriptor(layer_type, elsewhere, urls=["https://example.invalid/layer.tgz"]),
+                                      descriptor(OCI_LAYER if "oci" in manifest_type else DOCKER_LAYER, own)]})
+        digest = pusher.manifest("team/win", "ltsc", manifest, manifest_type)
+
+        # When it is copied
+        result = copy_image(RegistryClient(source.host), "team/win", RegistryClient(destination.host), "mirror/win",
+                            "ltsc")
+
+        # Then the destination has it digest-exact, with the layers the registry held and nothing else
+        assert result.destination_digest == digest
+        assert skopeo_raw_digest(destination.host, "mirror/win", "ltsc") == digest
+        assert result.blobs_copied == 2  # config and the registry's own layer
+        assert [r for r in source.requests() if r.path.endswith(digest_of(elsewhere))] == []
+
+
+def _allowing_layer_urls(root: Path, name: str) -> RegistryServer:
+    server = RegistryServer(root, name=name)
+    settings = yaml.safe_load(server.config_path.read_text())
+    settings["validation"] = {"manifests": {"urls": {"allow": [r"^https://example\.invalid/"]}}}
+    server.config_path.write_text(yaml.safe_dump(settings))
+    return server

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import email.utils
+import time
+
 import pytest
 
 from lambdas.mirror.errors import RegistryError
-from lambdas.mirror.registry import RateLimit, RegistryClient, _next_link
+from lambdas.mirror.registry import RateLimit, RegistryClient, _next_link, _retry_after
 from tests.support.images import DOCKER_MANIFEST, push_image
 from tests.support.registry import RegistryServer
 
@@ -91,3 +94,12 @@ def test_list_tags_refuses_a_link_that_loops_back() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_retry_after_is_whole_seconds_rounded_up_from_seconds_or_an_http_date() -> None:
+    soon = email.utils.formatdate(time.time() + 90.4, usegmt=True)
+
+    assert _retry_after("12.2") == 13.0
+    assert _retry_after("0") == 0.0
+    assert _retry_after(soon) in (90.0, 91.0)  # the date has whole seconds; a second may pass meanwhile
+    assert _retry_after("soon") is None

@@ -54,7 +54,7 @@ BAD_INPUTS = {
     ),
     "invalid platform": (
         "images:\n  - source: python\n    tags: ['3']\n    platforms: [linux/x86]\n",
-        "images[0] (python).platforms",
+        "images[0] (python).platforms[0]",
         "'linux/x86' is not a platform",
     ),
     "illegal target name": (
@@ -66,6 +66,47 @@ BAD_INPUTS = {
         "images:\n  - source: python\n    tagz: ['3']\n",
         "images[0] (python)",
         "unknown key 'tagz'",
+    ),
+    "a YAML number where a tag belongs": (
+        "images:\n  - source: python\n    tags: [3.10]\n",
+        "images[0] (python).tags[0]",
+        '3.10 is a YAML number (read as 3.1), not a string: quote it, "3.10"',
+    ),
+    "a query in a tag": (
+        "images:\n  - source: python\n    tags: ['v1?x=1']\n",
+        "images[0] (python).tags[0]",
+        "'v1?x=1' is not a tag",
+    ),
+    "a tag with a trailing space": (
+        "images:\n  - source: python\n    tags: ['latest ']\n",
+        "images[0] (python).tags[0]",
+        "'latest ' is not a tag",
+    ),
+    "a tag starting with a dot": (
+        "images:\n  - source: python\n    tags: ['.hidden']\n",
+        "images[0] (python).tags[0]",
+        "not starting with . or -",
+    ),
+    "a YAML syntax error": (
+        "images:\n  - source: python\n    tags: [3.13, 3.12\nschedule: rate(1 hour)\n",
+        "line 4, column 9",
+        "not valid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence started on line 3, "
+        "column 11)",
+    ),
+    "a key given twice": (
+        "images:\n  - source: python\n    tags: ['1']\n    tags: ['2']\n",
+        "line 4, column 5",
+        "duplicate key 'tags' (first given on line 3)",
+    ),
+    "two unknown keys of different types": (
+        f"images:\n{GOOD_IMAGE}1: one\nextra: two\n",
+        "top level",
+        "unknown key 1",
+    ),
+    "an unknown platform variant": (
+        "images:\n  - source: python\n    tags: ['3']\n    platforms: [linux/amd64/v5]\n",
+        "images[0] (python).platforms[0]",
+        "'linux/amd64/v5' is not a platform",
     ),
     "unknown top-level key": (
         f"images:\n{GOOD_IMAGE}schedul: rate(1 hour)\n",
@@ -86,6 +127,32 @@ def test_bad_input_names_the_file_the_entry_and_the_field(name: str, tmp_path: P
     assert message.startswith(f"{path}: {where}: "), message
     assert says in message
     assert "\n" not in message
+
+
+def test_a_file_that_is_not_utf8_is_one_line_with_its_position(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_bytes("images:\n  - source: python\n    tags: ['caf\u00e9']\n".encode("latin-1"))
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert str(caught.value) == f"{path}: line 3, column 16: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+def test_amd64_micro_architecture_levels_are_platforms(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text("images:\n  - source: python\n    tags: ['3']\n    platforms: [linux/amd64/v2, linux/amd64/v3, "
+                    "linux/amd64/v4, linux/arm64/v8.2, linux/arm/v6]\n")
+
+    assert load_config(path).images[0].platforms == (
+        "linux/amd64/v2", "linux/amd64/v3", "linux/amd64/v4", "linux/arm64/v8.2", "linux/arm/v6")
+
+
+def test_yaml_merge_keys_may_be_overridden_without_counting_as_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text("images:\n  - &base {source: python, tags: ['1']}\n  - <<: *base\n    source: node\n")
+
+    assert [(i.source, i.tags) for i in load_config(path).images] == [("python", ("1",)), ("node", ("1",))]
 
 
 def test_a_file_with_only_images_is_valid_and_gets_the_defaults(tmp_path: Path) -> None:

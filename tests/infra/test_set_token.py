@@ -113,3 +113,48 @@ def test_the_region_comes_from_aws_region_as_it_does_for_cdk_deploy(client, endp
     )
     assert result.returncode == 0, result.stderr
     assert stored(client) == {"username": "carol", "accessToken": TOKEN}
+
+
+def run_set_token(*args: str, env: dict[str, str], stdin: str = f"dave\n{TOKEN}\n") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stacks.set_token", *args], input=stdin, capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=60, check=False)
+
+
+def no_aws(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment with no AWS settings at all (no region, no credentials, no profile files), plus `extra`."""
+    env = {k: v for k, v in fake_aws_environment("http://unused").items() if not k.startswith("AWS_")}
+    return {**env, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def test_without_a_region_it_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    result = run_set_token("--config", "mirror.yaml", env=no_aws(tmp_path, AWS_ACCESS_KEY_ID="a",
+                                                                 AWS_SECRET_ACCESS_KEY="b"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: no AWS region: set AWS_REGION (e.g. AWS_REGION=eu-west-1 make docker-hub-token) or a profile with "
+        "a region (AWS_PROFILE)"]
+
+
+def test_a_plain_http_endpoint_that_is_not_loopback_is_refused_before_the_token_is_read(tmp_path: Path) -> None:
+    # 192.0.2.2 is TEST-NET-1: if a request were sent, it would hang rather than answer
+    env = no_aws(tmp_path, AWS_REGION=REGION, AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b",
+                 AWS_ENDPOINT_URL="http://192.0.2.2:4566")
+    result = run_set_token("--config", "mirror.yaml", env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: refusing to send the token over plain HTTP to http://192.0.2.2:4566: use an https endpoint "
+        "(unset AWS_ENDPOINT_URL for AWS itself)"]
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_the_deploy_check_names_what_to_set(tmp_path: Path) -> None:
+    no_credentials = run_set_token("--check", env=no_aws(tmp_path, AWS_REGION=REGION))
+    no_region = run_set_token("--check", "make bootstrap", env=no_aws(tmp_path))
+    ready = run_set_token("--check", env=no_aws(tmp_path, AWS_REGION=REGION, AWS_ACCESS_KEY_ID="a",
+                                                 AWS_SECRET_ACCESS_KEY="b"))
+
+    assert (no_credentials.returncode, no_credentials.stderr) == (
+        1, "error: make deploy: no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\n")
+    assert no_region.stderr.startswith("error: make bootstrap: no AWS region: set AWS_REGION (e.g. AWS_REGION=")
+    assert (ready.returncode, ready.stderr) == (0, "")

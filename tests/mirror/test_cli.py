@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.cli import main
+from lambdas.mirror.cli import _Display, main
+from lambdas.mirror.plan import Task
 from lambdas.mirror.registry import RegistryClient
 from tests.support.images import push_image
 from tests.support.ptc import PullThroughCache
@@ -163,7 +165,7 @@ def test_bad_config_is_one_line_naming_file_entry_and_field_with_exit_2(tmp_path
 
     assert (code, out) == (2, "")
     assert err.count("\n") == 1
-    assert err.startswith(f"error: {cfg}: images[0] (python).platforms: 'linux/sparc' is not a platform")
+    assert err.startswith(f"error: {cfg}: images[0] (python).platforms[0]: 'linux/sparc' is not a platform")
 
 
 def test_cache_for_a_prefix_without_a_rule_is_a_usage_error(tmp_path: Path) -> None:
@@ -185,3 +187,65 @@ def test_module_entry_point_runs_as_python_dash_m(
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["copied"] == 1
+
+
+@pytest.mark.parametrize("registry", ["http://127.0.0.1:5000", "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                                      "127.0.0.1:5000/path"])
+def test_a_registry_given_as_a_url_is_a_usage_error_with_exit_2(
+        registry: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["1"]})
+
+    with pytest.raises(SystemExit) as exited:
+        main(["plan", "--config", str(cfg), "--registry", registry])
+
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert exited.value.code == 2
+    assert message.startswith("python -m lambdas.mirror plan: error: argument --registry: ")
+    assert "HOST[:PORT]" in message
+
+
+def test_sync_json_items_share_one_schema_whatever_happened_to_them(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination = registry_factory("destination")
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim", "3.12-slim", "gone"]})
+    argv = ("sync", "--config", str(cfg), "--registry", destination.host, "--upstream", f"docker.io={hub.host}",
+            "--json")
+    run(*argv[:-1], "--json")
+    push_image(hub.host, "library/python", "3.12-slim", kind="docker-list", seed=9)  # one changes upstream
+
+    code, out, _ = run(*argv)
+
+    items = json.loads(out)["items"]
+    assert code == 1
+    assert sorted((i["tag"], i["status"]) for i in items) == [
+        ("3.12-slim", "copied"), ("3.13-slim", "skipped"), ("gone", "failed")]
+    assert len({tuple(sorted(i)) for i in items}) == 1
+
+
+def test_without_a_terminal_each_finished_image_is_a_line_with_bytes_and_rate(
+        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    destination = registry_factory("destination")
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim", "3.12-slim"]})
+
+    code, out, _ = run("sync", "--config", str(cfg), "--registry", destination.host,
+                       "--upstream", f"docker.io={hub.host}")
+
+    copied = [line for line in out.splitlines() if " copied docker.io/" in line]
+    assert code == 0 and "\r" not in out and "\033" not in out
+    assert [line.split()[0] for line in copied] == ["[1/2]", "[2/2]"]
+    assert all(re.search(r" \d+\.\d KB in \d+\.\ds \(\d+(\.\d)? [KMG]?B/s\)", line) for line in copied), copied
+
+
+def test_without_a_terminal_progress_is_a_line_at_most_every_interval() -> None:
+    out, now = io.StringIO(), [0.0]
+    display = _Display(out, 1, interval=5.0, clock=lambda: now[0])
+    report = display.progress(Task("python", "3.13", "mirror/python"))
+
+    for second, moved in ((1, 10_000_000), (4, 20_000_000), (6, 30_000_000), (8, 40_000_000), (12, 50_000_000)):
+        now[0] = float(second)
+        report("sha256:a", moved, 100_000_000)
+
+    assert out.getvalue().splitlines() == [
+        "[1/1] docker.io/library/python:3.13  30.0 MB  1 blobs  5.0 MB/s",
+        "[1/1] docker.io/library/python:3.13  50.0 MB  1 blobs  4.2 MB/s",
+    ]

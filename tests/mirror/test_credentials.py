@@ -1,0 +1,103 @@
+"""A Docker Hub secret that cannot be read fails Docker Hub's images only: the rest are planned and
+copied, by the CLI and by the planner Lambda's job, with one line of reason and no traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lambdas.mirror.cli import main
+from lambdas.mirror.endpoints import connect
+from lambdas.mirror.jobs import plan_and_enqueue
+from lambdas.mirror.plan import Action, plan
+from tests.support.images import push_image
+from tests.support.moto import moto_client
+from tests.support.registry import RegistryServer, free_port
+
+from .support import config, write_config
+
+MISSING = "ecr-pullthroughcache/not-created"
+Registries = tuple[RegistryServer, RegistryServer, RegistryServer]
+
+
+class Queue:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, object]:  # noqa: N803
+        self.bodies += [e["MessageBody"] for e in Entries]
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+@pytest.fixture
+def registries(registry_factory: Callable[..., RegistryServer]) -> Registries:
+    hub, other, destination = registry_factory("hub"), registry_factory("other"), registry_factory("destination")
+    push_image(hub.host, "library/python", "3.13", kind="docker-v2")
+    push_image(other.host, "team/app", "v1", kind="docker-v2")
+    return hub, other, destination
+
+
+def test_a_missing_secret_fails_docker_hubs_images_and_plans_the_others(
+        aws: str, registries: Registries) -> None:
+    hub, other, destination = registries
+    cfg = config({"source": "python", "tags": ["3.13"]}, {"source": f"{other.host}/team/app", "tags": ["v1"]})
+    endpoints = connect(destination.host, upstreams={"docker.io": hub.host}, docker_hub_secret=MISSING)
+
+    planned = plan(cfg, endpoints)
+
+    (python, app) = planned.items
+    assert python.action is Action.FAILED
+    assert python.reason.startswith(f"cannot read the Docker Hub secret {MISSING}: ")
+    assert "ResourceNotFoundException" in python.reason
+    assert app.action is Action.COPY
+
+
+def test_the_planner_job_queues_the_others_when_the_secret_is_missing(
+        aws: str, registries: Registries) -> None:
+    hub, other, destination = registries
+    spec = config({"source": "python", "tags": ["3.13"]}, {"source": f"{other.host}/team/app", "tags": ["v1"]})
+    queue = Queue()
+
+    summary = plan_and_enqueue(spec.to_json(), connect(destination.host, upstreams={"docker.io": hub.host},
+                                                       docker_hub_secret=MISSING), "https://queue", sqs=queue)
+
+    assert (summary["failed"], summary["enqueued"]) == (1, 1)
+    assert [json.loads(body)["source"] for body in queue.bodies] == [f"{other.host}/team/app"]
+
+
+def test_an_unreachable_secrets_manager_is_one_line_per_image_and_the_cli_copies_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        registries: Registries) -> None:
+    hub, other, destination = registries
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13"]},
+                       {"source": f"{other.host}/team/app", "tags": ["v1"]})
+    out, err = io.StringIO(), io.StringIO()
+
+    code = main(["sync", "--config", str(cfg), "--registry", destination.host, "--upstream", f"docker.io={hub.host}",
+                 "--docker-hub-secret", "ecr-pullthroughcache/docker-hub"], out=out, err=err)
+
+    failed = [line for line in out.getvalue().splitlines() if line.startswith("failed ")]
+    assert code == 1
+    assert failed == [f"failed docker.io/library/python:3.13: cannot read the Docker Hub secret "
+                      f"ecr-pullthroughcache/docker-hub: {failed[0].split('docker-hub: ', 1)[1]}"]
+    assert "Could not connect to the endpoint URL" in failed[0]
+    assert f"copied {other.host}/team/app:v1 " in out.getvalue()
+    assert "Traceback" not in err.getvalue()
+
+
+def test_a_secret_that_exists_is_used(aws: str, registries: Registries) -> None:
+    hub, _, destination = registries
+    moto_client("secretsmanager", aws).create_secret(
+        Name="ecr-pullthroughcache/docker-hub", SecretString=json.dumps({"username": "u", "accessToken": "t"}))
+    endpoints = connect(destination.host, upstreams={"docker.io": hub.host},
+                        docker_hub_secret="ecr-pullthroughcache/docker-hub")
+
+    assert endpoints.source("docker.io").auth.credential == "user 'u' from secret ecr-pullthroughcache/docker-hub"
