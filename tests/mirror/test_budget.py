@@ -4,13 +4,14 @@ reserve, and one set of manifest GETs per new digest however many tags share it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.plan import Action, plan
 from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.sync import run_tasks
 from tests.support.images import Pusher, push_image
-from tests.support.limiter import Limiter
+from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer
 
 from .support import config
@@ -30,7 +31,7 @@ def test_an_index_that_grew_from_4_to_24_entries_stops_at_the_reserve_whatever_t
     assert [o.status for o in run_tasks(plan(cfg, first).tasks(), first)] == ["copied"]
     # ... that upstream now lists 12 platforms and their 12 attestations, with 30 pulls left
     push_image(hub.host, "library/python", "3.13", platforms=TWELVE_PLATFORMS, attestations=True, seed=2)
-    with Limiter(hub.host, anonymous_limit=30) as limiter:
+    with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=30)) as limiter:
         endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
 
         # When the plan, estimating from the old index, allows the copy and the sync runs it
@@ -54,7 +55,7 @@ def test_the_floor_holds_with_the_quota_learnt_from_a_head_when_the_process_saw_
     push_image(hub.host, "library/python", "3.13", kind="docker-v2")
     cfg = config({"source": "python", "tags": ["3.13"], "target": "mirror/python"},
                  pull_through_cache=[], sync={"quota_reserve": 20})
-    with Limiter(hub.host, anonymous_limit=20) as limiter:
+    with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=20)) as limiter:
         planned = plan(cfg, connect(destination.host, upstreams={"docker.io": limiter.host}))
         task = planned.items[0].task  # planned before the quota ran down to the reserve
 
@@ -77,7 +78,7 @@ def test_300_new_tags_of_one_digest_cost_one_source_get_and_all_get_tagged(
         pusher.manifest("team/tool", f"t{n}", body, "application/vnd.oci.image.manifest.v1+json")
     cfg = config({"source": "team/tool", "tag_regex": r"t\d+", "target": "mirror/tool"}, pull_through_cache=[],
                  sync={"quota_reserve": 0})
-    with Limiter(hub.host, anonymous_limit=100) as limiter:
+    with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=100)) as limiter:
         endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
 
         # When they are planned and synced
