@@ -404,10 +404,7 @@ class Daemon:
     def stop(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + DAEMON_TIMEOUT
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if alive(pid):
+        if not gone(pid, DAEMON_TIMEOUT):
             raise SetupError(f"dockerd (pid {pid}) did not stop within {DAEMON_TIMEOUT:.0f} s")
 
     def start(self, pidfile: Path) -> int:
@@ -439,6 +436,16 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def gone(pid: int, seconds: float) -> bool:
+    """Wait up to `seconds` for a process to end; whether it did."""
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def parse_flags(args: list[str]) -> list[tuple[str, str]]:
@@ -523,10 +530,7 @@ def stop_endpoint(pidfile: Path) -> None:
         pid = int(pidfile.read_text().strip())
         if b"--serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
             os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not alive(pid):
-                    break
-                time.sleep(0.05)
+            gone(pid, 5)
 
 
 def state_files(pidfile: Path) -> dict[str, Path]:

@@ -12,11 +12,14 @@ buildkitd.toml the setup wrote (the same path semantics as BuildKit's mirrors).
 
 from __future__ import annotations
 
+import gzip
 import http.server
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from codebuild.setup_mirror import stop_endpoint
 from lambdas.mirror.config import load_config
 from tests.build import cfn, codebuild_local
 from tests.build.conftest import REPO, BuildApp, synth_build
@@ -163,19 +167,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             push_busybox(other.host, "tools/lint", "1", marker="other", extra={"/lint": "lint from elsewhere\n"})
             yield World(tmp, hub, ecr, other, s3, daemon, env, app, source)
     finally:
-        subprocess.run([sys.executable, str(REPO / "codebuild" / "setup_mirror.py"), "--report",
-                        "--endpoint-pidfile", str(daemon.root / "mirror-endpoint.pid")], capture_output=True)
         stop_endpoint(daemon.root / "mirror-endpoint.pid")
         daemon.stop()
         for server in (hub, ecr, other):
             server.stop()
         s3.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def stop_endpoint(pidfile: Path) -> None:
-    from codebuild.setup_mirror import stop_endpoint as stop
-    stop(pidfile)
 
 
 @pytest.fixture(scope="module")
@@ -310,10 +307,6 @@ def test_bad_input_is_one_line_and_changes_nothing(world, build, args, message):
 
 def image_files(world: World, reference: str) -> dict[str, bytes]:
     """Every regular file of an image's layers (later layers win), read with skopeo, no container engine."""
-    import gzip
-    import io
-    import tarfile
-
     target = world.tmp / "inspect" / reference.rsplit(":", 1)[1]
     target.parent.mkdir(exist_ok=True)
     world.skopeo("copy", "--src-tls-verify=false", f"docker://{reference}", f"dir:{target}")

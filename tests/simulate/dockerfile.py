@@ -7,16 +7,11 @@ does it, and where the mirror serves them.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
 import shlex
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TextIO
 
 # --- image references, normalized as Docker does (mirrors lambdas/mirror/reference.py) ---------------
 
@@ -357,10 +352,6 @@ class Redirect:
     reason: str
     named_context: bool = True  # False for the `# syntax=` frontend, redirected with BUILDKIT_SYNTAX
 
-    def describe(self) -> str:
-        if self.target:
-            return f"mirror: {self.where}: {self.written} -> {self.target}"
-        return f"mirror: {self.where}: {self.written} left as is ({self.reason})"
 
 
 def plan(dockerfile_text: str, mirror: MirrorMap, build_args: Mapping[str, str]) -> tuple[list[Redirect], str | None]:
@@ -389,69 +380,3 @@ def plan(dockerfile_text: str, mirror: MirrorMap, build_args: Mapping[str, str])
             reason = str(err)
         redirects.append(Redirect(syntax, frontend, "# syntax", reason, named_context=False))
     return redirects, frontend
-
-
-def parse_build_args(text: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """BUILD_ARGS as `K=V K2="with spaces" K3`; a bare name takes its value from the environment, as docker does."""
-    out: dict[str, str] = {}
-    for word in shlex.split(text or ""):
-        if word == "--build-arg":
-            continue
-        name, eq, value = word.partition("=")
-        if not name:
-            raise ValueError(f"BUILD_ARGS: {word!r} is not NAME=value")
-        if not eq:
-            if name not in environ:
-                continue
-            value = environ[name]
-        out[name] = value
-    return out
-
-
-def arguments(redirects: list[Redirect], frontend: str | None, build_args: Mapping[str, str]) -> list[str]:
-    """The extra `docker buildx build` arguments, one list item per line of the output file."""
-    out: list[str] = []
-    for name, value in build_args.items():
-        out += ["--build-arg", f"{name}={value}"]
-    if frontend:
-        out += ["--build-arg", f"BUILDKIT_SYNTAX={frontend}"]
-    for redirect in redirects:
-        if redirect.target and redirect.named_context:
-            out += ["--build-context", f"{redirect.written}=docker-image://{redirect.target}"]
-    for line in out:
-        if "\n" in line or "\r" in line:
-            raise ValueError(f"build argument {line!r} spans lines")
-    return out
-
-
-def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
-    environ = os.environ if environ is None else environ
-    stdout = stdout or sys.stdout
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dockerfile", default="Dockerfile")
-    parser.add_argument("--registry", default=environ.get("MIRROR_REGISTRY", ""), help="the mirror's ECR registry host")
-    parser.add_argument("--map", default=environ.get("MIRROR_MAP", ""), help="MIRROR_MAP JSON from the stack")
-    parser.add_argument("--build-args", default=environ.get("BUILD_ARGS", ""))
-    parser.add_argument("--output", required=True, help="file for the extra build arguments, one per line")
-    options = parser.parse_args(argv)
-    try:
-        if not options.registry:
-            raise ValueError("--registry (MIRROR_REGISTRY) is empty")
-        mirror = MirrorMap.from_json(options.registry, options.map or "{}")
-        build_args = parse_build_args(options.build_args, environ)
-        text = Path(options.dockerfile).read_text()
-        redirects, frontend = plan(text, mirror, build_args)
-        lines = arguments(redirects, frontend, build_args)
-    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
-        print(f"mirror: error: {err}", file=sys.stderr)
-        return 2
-    for redirect in redirects:
-        print(redirect.describe(), file=stdout)
-    if not redirects:
-        print(f"mirror: {options.dockerfile} pulls no base images", file=stdout)
-    Path(options.output).write_text("".join(f"{line}\n" for line in lines))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

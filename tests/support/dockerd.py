@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from codebuild.setup_mirror import gone
+
 DOCKERD = "/usr/sbin/dockerd"
 CLIENT = "/usr/bin/docker"
 
@@ -26,14 +28,6 @@ def available() -> str | None:
         return "dockerd needs root"
     missing = [path for path in (DOCKERD, CLIENT, "/bin/busybox") if not Path(path).exists()]
     return f"missing {', '.join(missing)} (.ci/run installs docker.io and busybox-static)" if missing else None
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (the first dockerd is our child until something reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class DockerDaemon:
@@ -84,11 +78,7 @@ class DockerDaemon:
         if pid:
             try:
                 os.kill(pid, signal.SIGTERM)
-                for _ in range(300):
-                    if not running(pid):
-                        break
-                    time.sleep(0.1)
-                else:
+                if not gone(pid, 30):
                     os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
