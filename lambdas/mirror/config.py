@@ -68,6 +68,13 @@ _VARIANTS = {
 }
 _OTHER_VARIANT = re.compile(r"v[5-9]|v8\.[0-9]")
 _SSM_NAME = re.compile(r"/?[a-zA-Z0-9_.\-/]{1,1011}")
+_ACCOUNT = re.compile(r"[0-9]{12}")
+# AWS Organizations API reference, Organization.Id: "o-" then 10 to 32 lowercase letters or digits.
+_ORGANIZATION = re.compile(r"o-[a-z0-9]{10,32}")
+# Region names as AWS writes them: us-east-1, ap-southeast-5, us-gov-west-1, cn-north-1, eusc-de-east-1.
+_REGION = re.compile(r"[a-z]{2,4}(?:-(?:gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
+# Secrets Manager secret names: 1-512 of letters, digits and /_+=.@-.
+_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
 class ConfigError(ValueError):
@@ -127,6 +134,14 @@ class Repositories:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """Who else may pull from the mirror: an AWS Organization, single accounts, or both."""
+
+    organization_id: str | None = None
+    accounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     images: tuple[Image, ...]
     schedule: str = DEFAULT_SCHEDULE
@@ -134,9 +149,23 @@ class Config:
     docker_hub_credentials: Credentials = field(default_factory=Credentials)
     sync: Sync = field(default_factory=Sync)
     repositories: Repositories = field(default_factory=Repositories)
+    sharing: Sharing | None = None
+    replication_regions: tuple[str, ...] = ()
+    # Upstream registry host -> Secrets Manager secret (JSON `username`, `accessToken`) the mirror logs in with.
+    registry_credentials: tuple[tuple[str, str], ...] = ()
+    origin: str = field(default="mirror.yaml", compare=False)  # the file, for messages
 
     def rule_for(self, registry: str) -> CacheRule | None:
         return next((r for r in self.pull_through_cache if r.registry == registry), None)
+
+    def credential_secrets(self) -> dict[str, str]:
+        """Every upstream registry the mirror logs in to -> its secret: Docker Hub's, each cache rule's and
+        `registry_credentials`. The copier uses them for direct copies, the cache rules for their upstream."""
+        secrets = {DOCKER_HUB: self.docker_hub_credentials.secret_name}
+        secrets.update((rule.registry, rule.credentials_secret) for rule in self.pull_through_cache
+                       if rule.credentials_secret)
+        secrets.update(self.registry_credentials)
+        return secrets
 
     def to_json(self) -> str:
         """The validated config, in the YAML file's own shape, as compact JSON: what the planner reads from SSM."""
@@ -164,6 +193,13 @@ class Config:
             "sync": asdict(self.sync),
             "repositories": asdict(self.repositories),
         }
+        if self.sharing is not None:
+            data["sharing"] = {k: v for k, v in (("organization_id", self.sharing.organization_id),
+                                                 ("accounts", list(self.sharing.accounts))) if v}
+        if self.replication_regions:
+            data["replication"] = {"regions": list(self.replication_regions)}
+        if self.registry_credentials:
+            data["registry_credentials"] = dict(self.registry_credentials)
         if creds.ssm_username and creds.ssm_token:
             data["docker_hub_credentials"]["ssm_parameters"] = {
                 "username": creds.ssm_username,
@@ -251,11 +287,13 @@ class _Parser:
         top = self.mapping(
             data,
             "top level",
-            {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories"},
+            {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories",
+             "sharing", "replication", "registry_credentials"},
         )
         repositories = self.repositories(top.get("repositories", {}))
         credentials = self.credentials(top.get("docker_hub_credentials", {}))
-        rules = self.rules(top.get("pull_through_cache"), credentials)
+        registry_credentials = self.registry_credentials(top.get("registry_credentials"))
+        rules = self.rules(top.get("pull_through_cache"), credentials, dict(registry_credentials))
         images = self.images(top.get("images"), rules, repositories)
         return Config(
             images=images,
@@ -264,7 +302,74 @@ class _Parser:
             docker_hub_credentials=credentials,
             sync=self.sync(top.get("sync", {})),
             repositories=repositories,
+            sharing=self.sharing(top.get("sharing")),
+            replication_regions=self.replication(top.get("replication")),
+            registry_credentials=registry_credentials,
+            origin=self.origin,
         )
+
+    def sharing(self, value: Any) -> Sharing | None:
+        if value is None:
+            return None
+        raw = self.mapping(value, "sharing", {"organization_id", "accounts"})
+        organization = raw.get("organization_id")
+        if organization is not None and not (isinstance(organization, str) and _ORGANIZATION.fullmatch(organization)):
+            raise self.fail("sharing.organization_id", f"{organization!r} is not an AWS Organizations id "
+                                                       "('o-' and 10 to 32 lowercase letters or digits)")
+        accounts = raw.get("accounts")
+        if accounts is not None and not isinstance(accounts, list):
+            raise self.fail("sharing.accounts", f"must be a list of 12-digit account ids, got {accounts!r}")
+        ids: list[str] = []
+        for i, account in enumerate(accounts or []):
+            # An unquoted id is a YAML number, and one with a leading zero would lose it: ask for quotes.
+            if not (isinstance(account, str) and _ACCOUNT.fullmatch(account)):
+                raise self.fail(f"sharing.accounts[{i}]", f"{getattr(account, 'text', repr(account))} is not an "
+                                                          "AWS account id (12 digits, quoted)")
+            if account in ids:
+                raise self.fail(f"sharing.accounts[{i}]", f"{account!r} is listed twice")
+            ids.append(account)
+        if organization is None and not ids:
+            raise self.fail("sharing", "needs 'organization_id', 'accounts' or both")
+        return Sharing(organization, tuple(ids))
+
+    def replication(self, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        raw = self.mapping(value, "replication", {"regions"})
+        regions = raw.get("regions")
+        if not isinstance(regions, list) or not regions:
+            raise self.fail("replication.regions", f"must be a non-empty list of region names, got {regions!r}")
+        # ECR: "up to 25 unique destinations across all rules" (user guide, private image replication).
+        if len(regions) > 25:
+            raise self.fail("replication.regions", f"{len(regions)} regions; ECR replicates to at most 25")
+        names: list[str] = []
+        for i, region in enumerate(regions):
+            if not (isinstance(region, str) and _REGION.fullmatch(region)):
+                raise self.fail(f"replication.regions[{i}]", f"{region!r} is not a region name like eu-west-1")
+            if region in names:
+                raise self.fail(f"replication.regions[{i}]", f"{region!r} is listed twice")
+            names.append(region)
+        return tuple(names)
+
+    def registry_credentials(self, value: Any) -> tuple[tuple[str, str], ...]:
+        if value is None:
+            return ()
+        raw = self.mapping(value, "registry_credentials", set(value) if isinstance(value, dict) else set())
+        pairs: list[tuple[str, str]] = []
+        for host, secret in raw.items():
+            where = f"registry_credentials.{host}"
+            try:
+                ref = parse(f"{host}/x") if isinstance(host, str) else None
+            except ReferenceError:
+                ref = None
+            if ref is None or ref.registry != host:
+                raise self.fail(where, f"{host!r} is not a registry host like ghcr.io or registry.example.com:5000")
+            if host == DOCKER_HUB:
+                raise self.fail(where, "Docker Hub's secret is docker_hub_credentials.secret_name")
+            if not (isinstance(secret, str) and _SECRET_NAME.fullmatch(secret)):
+                raise self.fail(where, f"{secret!r} is not a Secrets Manager secret name")
+            pairs.append((host, secret))
+        return tuple(pairs)
 
     def schedule(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -305,7 +410,7 @@ class _Parser:
             user, token = params["username"], params["token"]
         return Credentials(name, existing, user, token)
 
-    def rules(self, value: Any, credentials: Credentials) -> tuple[CacheRule, ...]:
+    def rules(self, value: Any, credentials: Credentials, registry_secrets: dict[str, str]) -> tuple[CacheRule, ...]:
         if value is None:
             value = [{"upstream": u} for u in DEFAULT_UPSTREAMS]
         if not isinstance(value, list):
@@ -323,14 +428,25 @@ class _Parser:
                     f"{where}.prefix", f"{prefix!r} is not a legal ECR repository prefix (2-30 of a-z 0-9 . _ -)"
                 )
             secret = raw.get("credentials_secret")
-            if upstream == "docker-hub" and secret is None:
+            key = f"{where}.credentials_secret"
+            registry = UPSTREAMS[upstream].registry
+            if secret is None and upstream == "docker-hub":
                 secret = credentials.secret_name
-            if UPSTREAMS[upstream].needs_credentials and not (
-                isinstance(secret, str) and secret.startswith(SECRET_PREFIX)
-            ):
-                raise self.fail(f"{where}.credentials_secret", f"{upstream} needs a secret named {SECRET_PREFIX}...")
+            elif secret is None and registry in registry_secrets:
+                # The rule takes the registry's credentials, so the copier and the cache log in as one user.
+                secret, key = registry_secrets[registry], f"registry_credentials.{registry}"
+            elif secret is not None and registry_secrets.get(registry, secret) != secret:
+                raise self.fail(key, f"{secret!r} differs from registry_credentials.{registry} "
+                                     f"({registry_secrets[registry]!r}); name one secret")
             if not UPSTREAMS[upstream].needs_credentials and secret is not None:
-                raise self.fail(f"{where}.credentials_secret", f"{upstream} takes no credentials")
+                raise self.fail(key, f"{upstream} takes no credentials")
+            if UPSTREAMS[upstream].needs_credentials and secret is None:
+                raise self.fail(key, f"{upstream} needs a secret named {SECRET_PREFIX}... "
+                                     f"(here or in registry_credentials.{registry})")
+            # AWS::ECR::PullThroughCacheRule: the credential secret's name must carry this prefix.
+            if secret is not None and not (isinstance(secret, str) and secret.startswith(SECRET_PREFIX)
+                                           and len(secret) > len(SECRET_PREFIX)):
+                raise self.fail(key, f"{secret!r}: a cache rule's secret must be named {SECRET_PREFIX}...")
             for other in rules:
                 if other.prefix == prefix or other.upstream == upstream:
                     raise self.fail(where, f"duplicates the rule for {other.upstream!r} (prefix {other.prefix!r})")
