@@ -75,7 +75,7 @@ bootstrap: $(BIN)/.runtime node_modules/.installed
 
 deploy: $(BIN)/.runtime node_modules/.installed
 	@$(BIN)/python -m stacks.set_token --check "make deploy"
-	$(CDK) deploy --no-notices -c mirror:config=$(CONFIG)
+	$(CDK) deploy --all --no-notices -c mirror:config=$(CONFIG)
 
 # Reads the Docker Hub username and access token from stdin (never from arguments or the
 # environment) and stores them in the secret the stack created.

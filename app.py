@@ -11,13 +11,19 @@ from cdk_nag import AwsSolutionsChecks
 from lambdas.mirror.config import Config, ConfigError, load_config
 from stacks import constants
 from stacks.mirror_stack import MirrorStack
+from stacks.replication import MirrorReplicaStack
 
 DEFAULT_CONFIG = "mirror.yaml"
 
 
 def build(app: App, config: Config) -> MirrorStack:
-    """The mirror stack with cdk-nag's AwsSolutions checks: any unacknowledged finding fails synth."""
+    """The mirror stack (and a replica stack per replication region) with cdk-nag's AwsSolutions checks:
+    any unacknowledged finding fails synth."""
     stack = MirrorStack(app, constants.STACK_NAME, config=config)
+    for region in config.replication_regions:
+        replica = MirrorReplicaStack(app, config=config, region=region)
+        # Replication must find the mirrored repositories there, or it creates them without their policies.
+        stack.add_dependency(replica, "replica repositories exist before replication writes into them")
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return stack
 

@@ -16,6 +16,7 @@ from .contract import MirrorContract
 from .credentials import DockerHubCredentials
 from .observability import MirrorObservability
 from .registry import MirrorRegistry
+from .replication import replication_configuration
 from .sync import MirrorSync
 
 
@@ -27,6 +28,8 @@ class MirrorStack(Stack):
         registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)
         build = MirrorBuildProject(self, "Build", config=config, registry_uri=registry.uri, docker_hub_secret=secret)
         registry.scan_on_push(also=[build.image_repository.repository_name])
+        if config.replication_regions:
+            replication_configuration(registry, "Replication", config=config)
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
         sync = MirrorSync(
             self,

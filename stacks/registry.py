@@ -13,6 +13,8 @@ from constructs import Construct
 
 from lambdas.mirror.config import Config
 
+from . import sharing
+
 # What reading a repository takes (the planner compares digests; pulls need the layer URLs too).
 READ_ACTIONS = ["ecr:DescribeImages", "ecr:ListImages", "ecr:BatchGetImage"]
 PULL_ACTIONS = [*READ_ACTIONS, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer"]
@@ -32,60 +34,92 @@ def _construct_id(name: str) -> str:
     return name.replace("/", "--")
 
 
+def mirrored_repository(scope: Construct, name: str, config: Config) -> ecr.Repository:
+    """A repository the stack creates for a directly mirrored image (also in each replica region)."""
+    settings = config.repositories
+    repository = ecr.Repository(
+        scope,
+        _construct_id(name),
+        repository_name=name,
+        image_scan_on_push=True,
+        encryption=ecr.RepositoryEncryption.AES_256,
+        image_tag_mutability=ecr.TagMutability(settings.tag_mutability),
+        lifecycle_rules=[
+            ecr.LifecycleRule(
+                description="Expire images a moved tag left behind",
+                tag_status=ecr.TagStatus.UNTAGGED,
+                max_image_age=Duration.days(settings.untagged_expiry_days),
+            )
+        ],
+        # Deleting the stack must not delete images that builds depend on; a failed first create
+        # deletes it, or the retry would fail on the fixed name ("already exists").
+        removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
+    )
+    # ECR's default is AES256 too; stated so the template shows it (the L2 omits the default).
+    cast(ecr.CfnRepository, repository.node.default_child).add_property_override(
+        "EncryptionConfiguration.EncryptionType", "AES256"
+    )
+    if config.sharing is not None:
+        for statement in sharing.pull_statements(config.sharing):
+            repository.add_to_resource_policy(statement)
+        sharing.acknowledge_organization(repository, config.sharing)
+    return repository
+
+
+def creation_template(scope: Construct, id: str, *, prefix: str, applied_for: str, description: str,
+                      config: Config) -> ecr.CfnRepositoryCreationTemplate:
+    """Settings for repositories ECR creates under `prefix` (a cache's first pull, or replication)."""
+    # Without a template, repositories ECR creates get its defaults: no lifecycle policy, no repository policy.
+    # A template has no scanning setting; `scan_on_push` covers that.
+    template = ecr.CfnRepositoryCreationTemplate(
+        scope,
+        id,
+        prefix=prefix,
+        applied_for=[applied_for],
+        description=description,
+        encryption_configuration=ecr.CfnRepositoryCreationTemplate.EncryptionConfigurationProperty(
+            encryption_type="AES256"
+        ),
+        image_tag_mutability=CACHE_TAG_MUTABILITY,
+        lifecycle_policy=_lifecycle_policy(config.repositories.untagged_expiry_days),
+        repository_policy=None if config.sharing is None else sharing.pull_policy_text(scope, config.sharing),
+    )
+    # Stated (Delete) although it is the default: `cdk import` adopts only resources with a DeletionPolicy,
+    # and an account may already hold a rule or template with this prefix (README "Deploy").
+    template.apply_removal_policy(RemovalPolicy.DESTROY)
+    return template
+
+
+def _lifecycle_policy(days: int) -> str:
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": "Expire images a moved tag left behind",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": days,
+                    },
+                    "action": {"type": "expire"},
+                }
+            ]
+        },
+        separators=(",", ":"),
+    )
+
+
 class MirrorRegistry(Construct):
     """Where images land: repositories we create and repositories ECR creates through a cache rule."""
 
     def __init__(self, scope: Construct, id: str, *, config: Config, docker_hub_secret: secretsmanager.ISecret) -> None:
         super().__init__(scope, id)
-        settings = config.repositories
         self.uri = Fn.sub("${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}")
         self.prefixes = [rule.prefix for rule in config.pull_through_cache]
-        self.repositories: list[ecr.Repository] = []
-        for image in config.images:
-            if image.via is not None:
-                continue
-            repository = ecr.Repository(
-                self,
-                _construct_id(image.repository),
-                repository_name=image.repository,
-                image_scan_on_push=True,
-                encryption=ecr.RepositoryEncryption.AES_256,
-                image_tag_mutability=ecr.TagMutability(settings.tag_mutability),
-                lifecycle_rules=[
-                    ecr.LifecycleRule(
-                        description="Expire images a moved tag left behind",
-                        tag_status=ecr.TagStatus.UNTAGGED,
-                        max_image_age=Duration.days(settings.untagged_expiry_days),
-                    )
-                ],
-                # Deleting the stack must not delete images that builds depend on; a failed first create
-                # deletes it, or the retry would fail on the fixed name ("already exists").
-                removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
-            )
-            # ECR's default is AES256 too; stated so the template shows it (the L2 omits the default).
-            cast(ecr.CfnRepository, repository.node.default_child).add_property_override(
-                "EncryptionConfiguration.EncryptionType", "AES256"
-            )
-            self.repositories.append(repository)
-
-        lifecycle_policy = json.dumps(
-            {
-                "rules": [
-                    {
-                        "rulePriority": 1,
-                        "description": "Expire images a moved tag left behind",
-                        "selection": {
-                            "tagStatus": "untagged",
-                            "countType": "sinceImagePushed",
-                            "countUnit": "days",
-                            "countNumber": settings.untagged_expiry_days,
-                        },
-                        "action": {"type": "expire"},
-                    }
-                ]
-            },
-            separators=(",", ":"),
-        )
+        self.repositories = [mirrored_repository(self, image.repository, config)
+                             for image in config.images if image.via is None]
         for rule in config.pull_through_cache:
             credential_arn = None
             if rule.credentials_secret == config.docker_hub_credentials.secret_name:
@@ -94,8 +128,6 @@ class MirrorRegistry(Construct):
                 credential_arn = secretsmanager.Secret.from_secret_name_v2(
                     self, f"{rule.upstream}-secret", rule.credentials_secret
                 ).secret_arn
-            # Stated (Delete) although it is the default: `cdk import` adopts only resources with a DeletionPolicy,
-            # and an account may already hold a rule or template with this prefix (README "Deploy").
             rule_resource = ecr.CfnPullThroughCacheRule(
                 self,
                 f"{rule.upstream}-rule",
@@ -104,22 +136,11 @@ class MirrorRegistry(Construct):
                 upstream_registry_url=rule.upstream_url,
                 credential_arn=credential_arn,
             )
-            # Without a template, repositories the cache creates get ECR's defaults: no lifecycle policy and
-            # IMMUTABLE-or-not as ECR decides. A template has no scanning setting; `scan_on_push` covers that.
-            template = ecr.CfnRepositoryCreationTemplate(
-                self,
-                f"{rule.upstream}-template",
-                prefix=rule.prefix,
-                applied_for=["PULL_THROUGH_CACHE"],
-                description=f"Repositories the {rule.upstream} pull-through cache creates",
-                encryption_configuration=ecr.CfnRepositoryCreationTemplate.EncryptionConfigurationProperty(
-                    encryption_type="AES256"
-                ),
-                image_tag_mutability=CACHE_TAG_MUTABILITY,
-                lifecycle_policy=lifecycle_policy,
-            )
-            for resource in (rule_resource, template):
-                resource.apply_removal_policy(RemovalPolicy.DESTROY)
+            rule_resource.apply_removal_policy(RemovalPolicy.DESTROY)  # stated for `cdk import`, as templates
+            creation_template(self, f"{rule.upstream}-template", prefix=rule.prefix, applied_for="PULL_THROUGH_CACHE",
+                              description=f"Repositories the {rule.upstream} pull-through cache creates", config=config)
+        if config.sharing is not None and self.prefixes:
+            sharing.registry_policy(self, "Policy", sharing=config.sharing, prefix_arns=self.prefix_arns())
 
     def scan_on_push(self, *, also: list[str]) -> ecr.CfnRegistryScanningConfiguration:
         """Basic scan on push for every repository of the mirror: the cache prefixes (repositories the cache

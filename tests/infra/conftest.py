@@ -87,3 +87,23 @@ VARIANT = {
 @pytest.fixture(scope="session")
 def variant_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(parse_config(VARIANT, origin="variant.yaml"), tmp_path_factory.mktemp("cdk.out"))
+
+
+# One mirror for an organization: sharing with the organization and two accounts, two replica regions.
+ORG = "o-a1b2c3d4e5"
+ACCOUNTS = ["111122223333", "444455556666"]
+SHARED = {
+    "images": [
+        {"source": "python", "tags": ["3.13-slim"]},
+        {"source": "gcr.io/distroless/base-debian12", "tags": ["nonroot"]},
+        {"source": "moby/buildkit", "tags": ["buildx-stable-1"], "target": "mirror/docker.io/moby/buildkit"},
+    ],
+    "pull_through_cache": [{"upstream": "docker-hub"}, {"upstream": "quay"}],
+    "sharing": {"organization_id": ORG, "accounts": ACCOUNTS},
+    "replication": {"regions": ["eu-west-1", "us-west-2"]},
+}
+
+
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(parse_config(SHARED, origin="shared.yaml"), tmp_path_factory.mktemp("cdk.out"))

@@ -27,8 +27,9 @@ def acknowledgments(app: Synthesized) -> dict[str, dict[str, str]]:
     }
 
 
-def test_cdk_nag_reports_no_unacknowledged_finding(default_app: Synthesized, variant_app: Synthesized) -> None:
-    for app in (default_app, variant_app):
+def test_cdk_nag_reports_no_unacknowledged_finding(default_app: Synthesized, variant_app: Synthesized,
+                                                   shared_app: Synthesized) -> None:
+    for app in (default_app, variant_app, shared_app):
         report = json.loads((app.outdir / "validation-report.json").read_text())
         assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
 
@@ -73,7 +74,7 @@ def test_wildcard_acknowledgments_name_the_exact_resource(default_app: Synthesiz
     assert all(f.split("AwsSolutions-", 1)[1].startswith("IAM5[") for f in wildcards), wildcards
 
 
-@pytest.mark.parametrize("which", ["default_app", "variant_app"])
+@pytest.mark.parametrize("which", ["default_app", "variant_app", "shared_app"])
 def test_cfn_lint_finds_no_errors_in_any_synthesized_template(which: str, request: pytest.FixtureRequest) -> None:
     app: Synthesized = request.getfixturevalue(which)
     templates = sorted(app.outdir.glob("*.template.json"))

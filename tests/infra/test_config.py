@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,58 @@ BAD_INPUTS = {
         "images[0] (python).platforms[0]",
         "'linux/amd64/v5' is not a platform",
     ),
+    "an account id that is not 12 digits": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  accounts: ['111122223333', '12345678901']\n",
+        "sharing.accounts[1]",
+        "'12345678901' is not an AWS account id (12 digits",
+    ),
+    "an unquoted account id": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  accounts: [011122223333]\n",
+        "sharing.accounts[0]",
+        "011122223333 is not an AWS account id (12 digits, quoted)",
+    ),
+    "an organization id with capitals": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-ABCDEFGHIJ\n",
+        "sharing.organization_id",
+        "'o-ABCDEFGHIJ' is not an AWS Organizations id ('o-' and 10 to 32 lowercase letters or digits)",
+    ),
+    "an organization id too short": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-abc123\n",
+        "sharing.organization_id",
+        "'o-abc123' is not an AWS Organizations id",
+    ),
+    "sharing with nobody": (
+        f"images:\n{GOOD_IMAGE}sharing: {{}}\n",
+        "sharing",
+        "needs 'organization_id', 'accounts' or both",
+    ),
+    "a replication region that is not a region name": (
+        f"images:\n{GOOD_IMAGE}replication:\n  regions: [eu-west-1, Europe]\n",
+        "replication.regions[1]",
+        "'Europe' is not a region name like eu-west-1",
+    ),
+    "a replication region listed twice": (
+        f"images:\n{GOOD_IMAGE}replication:\n  regions: [eu-west-1, eu-west-1]\n",
+        "replication.regions[1]",
+        "'eu-west-1' is listed twice",
+    ),
+    "a cache rule secret without the ECR prefix": (
+        f"images:\n{GOOD_IMAGE}pull_through_cache:\n  - upstream: github-container-registry\n"
+        "    credentials_secret: github-token\n",
+        "pull_through_cache[0].credentials_secret",
+        "'github-token': a cache rule's secret must be named ecr-pullthroughcache/...",
+    ),
+    "registry credentials a cache rule takes, without the ECR prefix": (
+        f"images:\n{GOOD_IMAGE}registry_credentials:\n  ghcr.io: github-token\n"
+        "pull_through_cache:\n  - upstream: github-container-registry\n",
+        "registry_credentials.ghcr.io",
+        "'github-token': a cache rule's secret must be named ecr-pullthroughcache/...",
+    ),
+    "registry credentials for a host that is not one": (
+        f"images:\n{GOOD_IMAGE}registry_credentials:\n  'ghcr.io/org': ecr-pullthroughcache/ghcr\n",
+        "registry_credentials.ghcr.io/org",
+        "is not a registry host",
+    ),
     "unknown top-level key": (
         f"images:\n{GOOD_IMAGE}schedul: rate(1 hour)\n",
         "top level",
@@ -213,3 +266,43 @@ def test_a_target_on_an_image_a_cache_rule_covers_makes_a_direct_copy() -> None:
 def test_a_direct_target_may_not_lie_under_a_cache_prefix() -> None:
     with pytest.raises(ConfigError, match=r"images\[0\] \(moby/buildkit\)\.target: .* pull-through cache prefix"):
         parse_config({"images": [{"source": "moby/buildkit", "tags": ["x"], "target": "docker-hub/moby/buildkit"}]})
+
+
+SHARED = {
+    "images": [{"source": "ghcr.io/org/app", "tags": ["1"]},
+               {"source": "registry.example.com/team/base", "tags": ["2"]}],
+    "pull_through_cache": [{"upstream": "docker-hub"}, {"upstream": "github-container-registry", "prefix": "ghcr"}],
+    "registry_credentials": {"ghcr.io": "ecr-pullthroughcache/ghcr", "registry.example.com": "team/registry"},
+    "sharing": {"organization_id": "o-a1b2c3d4e5", "accounts": ["111122223333"]},
+    "replication": {"regions": ["eu-west-1", "us-west-2"]},
+}
+
+
+def test_sharing_replication_and_registry_credentials_survive_the_json_the_planner_reads() -> None:
+    config = parse_config(SHARED)
+
+    assert parse_config(json.loads(config.to_json())) == config
+    assert config.sharing is not None and config.sharing.accounts == ("111122223333",)
+    assert config.replication_regions == ("eu-west-1", "us-west-2")
+
+
+def test_every_registry_the_mirror_logs_in_to_has_one_secret() -> None:
+    config = parse_config(SHARED)
+
+    # The ghcr rule takes the registry's secret, so the cache and the copier log in as one user.
+    assert config.rule_for("ghcr.io") is not None
+    assert config.rule_for("ghcr.io").credentials_secret == "ecr-pullthroughcache/ghcr"  # type: ignore[union-attr]
+    assert config.credential_secrets() == {
+        "docker.io": "ecr-pullthroughcache/docker-hub",
+        "ghcr.io": "ecr-pullthroughcache/ghcr",
+        "registry.example.com": "team/registry",
+    }
+
+
+def test_a_cache_rule_and_registry_credentials_naming_different_secrets_is_refused() -> None:
+    data = {**SHARED, "pull_through_cache": [
+        {"upstream": "github-container-registry", "credentials_secret": "ecr-pullthroughcache/other"}]}
+
+    with pytest.raises(ConfigError, match=r"^shared.yaml: pull_through_cache\[0\]\.credentials_secret: "
+                                          r"'ecr-pullthroughcache/other' differs from registry_credentials\.ghcr\.io"):
+        parse_config(data, origin="shared.yaml")

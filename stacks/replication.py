@@ -1,0 +1,107 @@
+"""Other regions: ECR replication of the mirror's repositories, and what each replica region needs of its own.
+
+What ECR replicates (user guide, "Private image replication" and "Considerations for using pull through cache"):
+repositories a cache rule created are "treated like any other Amazon ECR repository", so their images replicate
+like pushed ones; but only images pushed after replication is configured, and neither repository policies nor
+lifecycle policies travel with them. A cache rule exists in its own region only, so a replica region has no
+first pull and no 24-hour upstream check: its copies change when the home region's repository gets a push (ECR's
+own refresh there, or the copier moving a tag). The mirror keeps its configured images fresh at home, so their
+replicas follow within replication's delay ("the majority of images replicate in less than 30 minutes").
+
+A replica stack per region (`EcrMirror-<region>`) gives the repositories replication creates there what the home
+region's have: a creation template per cache prefix (lifecycle, mutable tags, the sharing pull policy) and the
+directly mirrored repositories themselves, created before replication writes into them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws, BootstraplessSynthesizer, CfnRule, CfnRuleAssertion, Environment, Fn, Stack, Token
+from aws_cdk import aws_ecr as ecr
+from constructs import Construct
+
+from lambdas.mirror.config import Config, ConfigError
+
+from . import constants
+from .registry import creation_template, mirrored_repository
+
+# ECR: "Each rule may contain up to 100 filters", "a maximum of 10 rules total".
+FILTERS_PER_RULE = 100
+MAX_RULES = 10
+
+
+def replicated_filters(config: Config) -> list[str]:
+    """Repository name prefixes to replicate: each cache prefix (with its slash) and each mirrored repository."""
+    filters = [f"{rule.prefix}/" for rule in config.pull_through_cache]
+    return filters + sorted(image.repository for image in config.images if image.via is None)
+
+
+def replication_configuration(scope: Construct, id: str, *, config: Config) -> ecr.CfnReplicationConfiguration:
+    """The registry's one replication configuration for its region: replaces any the account had (README)."""
+    filters = replicated_filters(config)
+    chunks = [filters[i:i + FILTERS_PER_RULE] for i in range(0, len(filters), FILTERS_PER_RULE)]
+    if len(chunks) > MAX_RULES:
+        raise ConfigError(f"{config.origin}: replication: {len(filters)} repositories and cache prefixes to "
+                          f"replicate; ECR takes at most {FILTERS_PER_RULE * MAX_RULES}")
+    destinations = [
+        ecr.CfnReplicationConfiguration.ReplicationDestinationProperty(region=region, registry_id=Aws.ACCOUNT_ID)
+        for region in config.replication_regions
+    ]
+    rules = [
+        ecr.CfnReplicationConfiguration.ReplicationRuleProperty(
+            destinations=destinations,
+            repository_filters=[
+                ecr.CfnReplicationConfiguration.RepositoryFilterProperty(filter=name, filter_type="PREFIX_MATCH")
+                for name in chunk
+            ],
+        )
+        for chunk in chunks
+    ]
+    check_own_region(scope, config)
+    return ecr.CfnReplicationConfiguration(
+        scope, id, replication_configuration=ecr.CfnReplicationConfiguration.ReplicationConfigurationProperty(
+            rules=rules)
+    )
+
+
+def check_own_region(scope: Construct, config: Config) -> None:
+    """ECR cannot replicate a region to itself: one synth line when the region is known, else a template rule."""
+    region = Stack.of(scope).region
+    if not Token.is_unresolved(region):
+        if region in config.replication_regions:
+            index = config.replication_regions.index(region)
+            raise ConfigError(f"{config.origin}: replication.regions[{index}]: {region!r} is the stack's own region")
+        return
+    CfnRule(
+        scope,
+        "ReplicationElsewhere",
+        assertions=[
+            CfnRuleAssertion(
+                assert_=Fn.condition_not(Fn.condition_contains(list(config.replication_regions), Aws.REGION)),
+                assert_description="replication.regions in the mirror config lists this stack's own region; "
+                "ECR replicates only to other regions",
+            )
+        ],
+    )
+
+
+class MirrorReplicaStack(Stack):
+    """What a replica region holds besides the replicated images. Deployed with CLI credentials: no assets."""
+
+    def __init__(self, scope: Construct, *, config: Config, region: str, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            f"{constants.STACK_NAME}-{region}",
+            env=Environment(region=region),
+            description=f"ECR mirror replica in {region}: creation templates and mirrored repositories",
+            synthesizer=BootstraplessSynthesizer(),
+            **kwargs,
+        )
+        for rule in config.pull_through_cache:
+            creation_template(self, f"{rule.upstream}-template", prefix=rule.prefix, applied_for="REPLICATION",
+                              description=f"Replicas of the {rule.upstream} pull-through cache's repositories",
+                              config=config)
+        for image in config.images:
+            if image.via is None:
+                mirrored_repository(self, image.repository, config)

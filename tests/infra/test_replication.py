@@ -1,0 +1,95 @@
+"""Other regions: the replication configuration, a replica stack per region, and never the stack's own region."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import Environment
+
+from lambdas.mirror.config import ConfigError, parse_config
+from stacks.mirror_stack import MirrorStack
+from tests.support.cdk import cdk_app
+
+from .conftest import ACCOUNTS, ORG, SHARED, Synthesized
+from .test_sharing import plain, pull_policy
+
+REGIONS = ["eu-west-1", "us-west-2"]
+
+
+def replica(app: Synthesized, region: str) -> dict[str, Any]:
+    return json.loads((app.outdir / f"EcrMirror-{region}.template.json").read_text())
+
+
+def test_the_cache_prefixes_and_mirrored_repositories_replicate_to_every_region(shared_app: Synthesized) -> None:
+    [configuration] = [r["Properties"] for r in shared_app.data["Resources"].values()
+                       if r["Type"] == "AWS::ECR::ReplicationConfiguration"]
+
+    assert configuration == {"ReplicationConfiguration": {"Rules": [{
+        "Destinations": [{"Region": region, "RegistryId": {"Ref": "AWS::AccountId"}} for region in REGIONS],
+        "RepositoryFilters": [{"Filter": name, "FilterType": "PREFIX_MATCH"} for name in (
+            "docker-hub/", "quay/", "mirror/docker.io/moby/buildkit", "mirror/gcr.io/distroless/base-debian12")],
+    }]}}
+
+
+def test_each_replica_region_gets_creation_templates_for_replicated_cache_repositories(shared_app: Synthesized) -> None:
+    for region in REGIONS:
+        templates = [r["Properties"] for r in replica(shared_app, region)["Resources"].values()
+                     if r["Type"] == "AWS::ECR::RepositoryCreationTemplate"]
+        assert sorted(t["Prefix"] for t in templates) == ["docker-hub", "quay"]
+        for template in templates:
+            # Replication carries no repository or lifecycle policy (ECR user guide), so the template adds them.
+            assert template["AppliedFor"] == ["REPLICATION"]
+            assert template["ImageTagMutability"] == "MUTABLE"
+            assert json.loads(template["LifecyclePolicy"])["rules"][0]["selection"]["countNumber"] == 7
+            assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy(ACCOUNTS, ORG)
+
+
+def test_each_replica_region_holds_the_mirrored_repositories_before_replication_writes_into_them(
+    shared_app: Synthesized,
+) -> None:
+    manifest = json.loads((shared_app.outdir / "manifest.json").read_text())["artifacts"]
+
+    assert sorted(manifest["EcrMirror"]["dependencies"]) == ["EcrMirror-eu-west-1", "EcrMirror-us-west-2",
+                                                             "EcrMirror.assets"]
+    for region in REGIONS:
+        assert manifest[f"EcrMirror-{region}"]["environment"] == f"aws://unknown-account/{region}"
+        repositories = {r["Properties"]["RepositoryName"]: r for r in replica(shared_app, region)["Resources"].values()
+                        if r["Type"] == "AWS::ECR::Repository"}
+        assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit"}
+        for repository in repositories.values():
+            assert repository["DeletionPolicy"] == "RetainExceptOnCreate"
+            assert plain(repository["Properties"]["RepositoryPolicyText"]) == pull_policy(ACCOUNTS, ORG)
+
+
+def test_a_replica_stack_needs_no_bootstrap_in_its_region(shared_app: Synthesized) -> None:
+    # No assets: deployed with the CLI's credentials, so no CDK bootstrap version check or asset bucket.
+    for region in REGIONS:
+        data = replica(shared_app, region)
+        assert "Rules" not in data and "Parameters" not in data
+
+
+def test_the_environment_agnostic_template_refuses_its_own_region_as_a_replica(shared_app: Synthesized) -> None:
+    rules = [rule for name, rule in shared_app.data["Rules"].items() if name.startswith("RegistryReplicationElsewhere")]
+
+    assert [rule["Assertions"][0]["Assert"] for rule in rules] == [
+        {"Fn::Not": [{"Fn::Contains": [REGIONS, {"Ref": "AWS::Region"}]}]}]
+
+
+def test_a_stack_in_a_replica_region_fails_synth_with_one_line(tmp_path: Path) -> None:
+    app = cdk_app(tmp_path)
+
+    with pytest.raises(ConfigError) as caught:
+        MirrorStack(app, "EcrMirror", config=parse_config(SHARED, origin="shared.yaml"),
+                    env=Environment(region="us-west-2"))
+
+    assert str(caught.value) == "shared.yaml: replication.regions[1]: 'us-west-2' is the stack's own region"
+
+
+def test_without_replication_there_is_no_replication_configuration_and_no_replica_stack(
+    default_app: Synthesized,
+) -> None:
+    assert not [r for r in default_app.data["Resources"].values() if r["Type"] == "AWS::ECR::ReplicationConfiguration"]
+    assert sorted(p.name for p in default_app.outdir.glob("*.template.json")) == ["EcrMirror.template.json"]

@@ -1,0 +1,146 @@
+"""Other accounts: the registry policy, the pull policy on every repository of the mirror, nothing open to `*`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdas.mirror.config import parse_config
+
+from .conftest import ACCOUNTS, ORG, SHARED, Synthesized, synthesize
+
+PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+FILL = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "999988887777"}
+
+
+def plain(value: Any) -> Any:
+    """A template value with pseudo parameters filled in, as CloudFormation would deploy it in us-east-1."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in PSEUDO:
+        return PSEUDO[value["Ref"]]
+    if isinstance(value, dict) and set(value) == {"Fn::Join"}:
+        separator, parts = value["Fn::Join"]
+        return separator.join(part if isinstance(part, str) else json.dumps(part) for part in map(plain, parts))
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def roots(accounts: list[str]) -> list[str]:
+    return [f"arn:aws:iam::{account}:root" for account in accounts]
+
+
+def pull_policy(accounts: list[str], org: str | None) -> dict[str, Any]:
+    statements: list[dict[str, Any]] = []
+    if accounts:
+        principal = roots(accounts) if len(accounts) > 1 else roots(accounts)[0]
+        statements.append({"Action": PULL, "Effect": "Allow", "Principal": {"AWS": principal},
+                           "Sid": "MirrorPullFromAccounts"})
+    if org:
+        statements.append({"Action": PULL, "Condition": {"StringEquals": {"aws:PrincipalOrgID": org}},
+                           "Effect": "Allow", "Principal": {"AWS": "*"}, "Sid": "MirrorPullFromOrganization"})
+    return {"Statement": statements, "Version": "2012-10-17"}
+
+
+def resources(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [r["Properties"] for r in data["Resources"].values() if r["Type"] == kind]
+
+
+def test_the_registry_policy_lets_the_accounts_and_the_organization_fill_the_cache_prefixes_only(
+    shared_app: Synthesized,
+) -> None:
+    [policy] = resources(shared_app.data, "AWS::ECR::RegistryPolicy")
+    prefixes = [f"arn:aws:ecr:us-east-1:999988887777:repository/{p}/*" for p in ("docker-hub", "quay")]
+
+    assert plain(policy["PolicyText"]) == {
+        "Statement": [
+            {"Action": FILL, "Effect": "Allow", "Principal": {"AWS": roots(ACCOUNTS)}, "Resource": prefixes,
+             "Sid": "MirrorCacheFillFromAccounts"},
+            {"Action": FILL, "Condition": {"StringEquals": {"aws:PrincipalOrgID": ORG}}, "Effect": "Allow",
+             "Principal": {"AWS": "*"}, "Resource": prefixes, "Sid": "MirrorCacheFillFromOrganization"},
+        ],
+        "Version": "2012-10-17",
+    }
+
+
+def test_repositories_the_cache_creates_get_the_pull_policy_from_their_creation_template(
+    shared_app: Synthesized,
+) -> None:
+    templates = resources(shared_app.data, "AWS::ECR::RepositoryCreationTemplate")
+
+    assert sorted(t["Prefix"] for t in templates) == ["docker-hub", "quay"]
+    for template in templates:
+        assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy(ACCOUNTS, ORG)
+
+
+def test_directly_mirrored_repositories_carry_the_same_pull_policy(shared_app: Synthesized) -> None:
+    repositories = {r["RepositoryName"]: r for r in resources(shared_app.data, "AWS::ECR::Repository")
+                    if "RepositoryName" in r}
+
+    assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit"}
+    for repository in repositories.values():
+        assert plain(repository["RepositoryPolicyText"]) == pull_policy(ACCOUNTS, ORG)
+
+
+@pytest.mark.parametrize(("sharing", "accounts", "org"), [
+    ({"accounts": ["111122223333"]}, ["111122223333"], None),
+    ({"organization_id": ORG}, [], ORG),
+])
+def test_accounts_alone_or_an_organization_alone_get_only_their_statement(
+    sharing: dict[str, Any], accounts: list[str], org: str | None, tmp_path: Path,
+) -> None:
+    app = synthesize(parse_config({**SHARED, "sharing": sharing, "replication": None}), tmp_path)
+
+    [template, *_] = resources(app.data, "AWS::ECR::RepositoryCreationTemplate")
+    assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy(accounts, org)
+    [policy] = resources(app.data, "AWS::ECR::RegistryPolicy")
+    assert [s["Sid"] for s in policy["PolicyText"]["Statement"]] == (
+        ["MirrorCacheFillFromAccounts"] if accounts else ["MirrorCacheFillFromOrganization"])
+
+
+def test_no_policy_in_any_template_allows_everyone_without_the_organization_condition(
+    shared_app: Synthesized,
+) -> None:
+    found = 0
+    for path in shared_app.outdir.glob("*.template.json"):
+        for statement in policy_statements(json.loads(path.read_text())):
+            if statement["Effect"] == "Allow" and "*" in json.dumps(statement.get("Principal", "")):
+                found += 1
+                assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": ORG}}, path.name
+    assert found >= 4  # registry policy, two creation templates, two repositories at home, and the replicas
+
+
+def policy_statements(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of every resource policy in a template, creation templates' JSON text included."""
+    found: list[dict[str, Any]] = []
+    for resource in data["Resources"].values():
+        properties = resource.get("Properties", {})
+        for key in ("PolicyText", "RepositoryPolicyText", "RepositoryPolicy", "PolicyDocument"):
+            if key in properties:
+                document = plain(properties[key])
+                found += (json.loads(document) if isinstance(document, str) else document)["Statement"]
+    return found
+
+
+def test_without_sharing_there_is_no_registry_policy_and_no_repository_policy(default_app: Synthesized) -> None:
+    assert resources(default_app.data, "AWS::ECR::RegistryPolicy") == []
+    assert all("RepositoryPolicy" not in t for t in resources(default_app.data, "AWS::ECR::RepositoryCreationTemplate"))
+    assert all("RepositoryPolicyText" not in r for r in resources(default_app.data, "AWS::ECR::Repository"))
+
+
+def test_cdk_nag_acknowledges_the_organization_statement_where_it_is_and_nowhere_else(
+    shared_app: Synthesized,
+) -> None:
+    report = json.loads((shared_app.outdir / "validation-report.json").read_text())
+    assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
+    metadata = json.loads((shared_app.outdir / "EcrMirror.metadata.json").read_text())
+    acknowledged = sorted(path for path, entries in metadata.items() for entry in entries
+                          if entry["type"] == "aws:cdk:acknowledged-rules"
+                          and any(finding.endswith("AwsSolutions-ECR1") for finding in entry["data"]))
+    assert acknowledged == ["/EcrMirror/Registry/Policy", "/EcrMirror/Registry/mirror--docker.io--moby--buildkit",
+                            "/EcrMirror/Registry/mirror--gcr.io--distroless--base-debian12"]
