@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 CDK := node_modules/.bin/cdk
 CONFIG ?= mirror.yaml
 ARGS ?=
+REGISTRY ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
@@ -15,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
 
-.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token clean
+.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token registry-token clean
 
 $(BIN)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -81,6 +82,11 @@ deploy: $(BIN)/.runtime node_modules/.installed
 # environment) and stores them in the secret the stack created.
 docker-hub-token: $(BIN)/.runtime
 	$(BIN)/python -m stacks.set_token --config $(CONFIG)
+
+# Another upstream's secret (registry_credentials, or a cache rule's credentials_secret), created on first use.
+registry-token: $(BIN)/.runtime
+	@[ -n "$(REGISTRY)" ] || { echo "error: make registry-token needs REGISTRY=HOST, e.g. REGISTRY=ghcr.io" >&2; exit 1; }
+	$(BIN)/python -m stacks.set_token --config $(CONFIG) --registry $(REGISTRY)
 
 clean:
 	rm -rf cdk.out

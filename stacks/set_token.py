@@ -1,10 +1,11 @@
-"""Store the Docker Hub username and access token in the secret the stack created.
+"""Store an upstream registry's username and access token in its secret (Docker Hub's by default).
 
-    python -m stacks.set_token --config mirror.yaml [--region REGION]
+    python -m stacks.set_token --config mirror.yaml [--registry HOST] [--region REGION]
     python -m stacks.set_token --check        # only: are an AWS region and credentials set? (make deploy)
 
 Reads the username from the first line of stdin and the token from the second (or prompts on a
-terminal, without echo). The token never goes on a command line, into the environment or the output,
+terminal, without echo). Docker Hub's secret is the stack's; another registry's (`registry_credentials`)
+is created on first use. The token never goes on a command line, into the environment or the output,
 nor over plain HTTP to anything but loopback (AWS_ENDPOINT_URL=http://... elsewhere is refused).
 """
 
@@ -19,7 +20,7 @@ import urllib.parse
 from typing import Any, TextIO
 
 from lambdas.mirror.config import ConfigError, load_config
-from lambdas.mirror.reference import is_loopback
+from lambdas.mirror.reference import DOCKER_HUB, is_loopback
 
 REGION_FIX = "set AWS_REGION (e.g. AWS_REGION=eu-west-1 {command}) or a profile with a region (AWS_PROFILE)"
 CREDENTIALS_FIX = "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -29,27 +30,32 @@ class InputError(ValueError):
     pass
 
 
-def read_credentials(stdin: TextIO) -> tuple[str, str]:
+def read_credentials(stdin: TextIO, registry: str = "Docker Hub") -> tuple[str, str]:
     if stdin.isatty():
-        username = input("Docker Hub username: ").strip()
-        token = getpass.getpass("Docker Hub access token (not shown): ").strip()
+        username = input(f"{registry} username: ").strip()
+        token = getpass.getpass(f"{registry} access token (not shown): ").strip()
     else:
         lines = stdin.read().splitlines()
         username = lines[0].strip() if lines else ""
         token = lines[1].strip() if len(lines) > 1 else ""
     if not username:
-        raise InputError("no Docker Hub username: give it on the first line of stdin")
+        raise InputError(f"no {registry} username: give it on the first line of stdin")
     if not token:
-        raise InputError("no Docker Hub access token: give it on the second line of stdin")
+        raise InputError(f"no {registry} access token: give it on the second line of stdin")
     return username, token
 
 
-def store(client: Any, secret_name: str, username: str, token: str) -> str:
-    """Put the pair as a new version of the secret, in the JSON shape ECR pull-through cache reads."""
-    response = client.put_secret_value(
-        SecretId=secret_name, SecretString=json.dumps({"username": username, "accessToken": token})
-    )
-    return response["VersionId"]
+def store(client: Any, secret_name: str, username: str, token: str, *, create: bool = False) -> str:
+    """Put the pair as a new version of the secret, in the JSON shape ECR pull-through cache reads;
+    `create`: make the secret when it does not exist yet."""
+    value = json.dumps({"username": username, "accessToken": token})
+    try:
+        return str(client.put_secret_value(SecretId=secret_name, SecretString=value)["VersionId"])
+    except client.exceptions.ResourceNotFoundException:
+        if not create:
+            raise
+    return str(client.create_secret(Name=secret_name, SecretString=value,
+                                    Description="Upstream registry credentials for the ECR mirror")["VersionId"])
 
 
 def aws_problem(region: str | None, command: str) -> str | None:
@@ -80,6 +86,9 @@ def plain_http_problem(endpoint_url: str) -> str | None:
 def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stacks.set_token", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="mirror.yaml", help="mirror config naming the secret")
+    parser.add_argument("--registry", default=DOCKER_HUB,
+                        help="upstream registry host whose secret to store (default docker.io; others from "
+                             "registry_credentials or a cache rule's credentials_secret)")
     parser.add_argument(
         "--region", help="AWS region of the stack (default: AWS_REGION, else AWS_DEFAULT_REGION or the profile's)"
     )
@@ -92,10 +101,18 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
             print(f"error: {args.check}: {problem}", file=sys.stderr)
         return 1 if problem else 0
     try:
-        secret_name = load_config(args.config).docker_hub_credentials.secret_name
+        config = load_config(args.config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    secrets = config.credential_secrets()
+    if args.registry not in secrets:
+        print(f"error: {args.config}: no secret for {args.registry} (registry_credentials names "
+              f"{', '.join(sorted(secrets))})", file=sys.stderr)
+        return 1
+    secret_name = secrets[args.registry]
+    hub = args.registry == DOCKER_HUB
+    registry = "Docker Hub" if hub else args.registry
     if client is None:
         problem = aws_problem(args.region, "make docker-hub-token")
         if problem:
@@ -110,14 +127,15 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
         print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
-        username, token = read_credentials(stdin or sys.stdin)
+        username, token = read_credentials(stdin or sys.stdin, registry)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        version = store(client, secret_name, username, token)
+        # The stack creates Docker Hub's secret (its cache rule needs it at deploy); the others are the team's.
+        version = store(client, secret_name, username, token, create=not hub)
     except ClientError as err:
         # The error's own message never holds the secret value; print only code and message.
         error = err.response.get("Error", {})
@@ -128,7 +146,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
     except BotoCoreError as err:
         print(f"error: secret {secret_name}: {err}", file=sys.stderr)
         return 1
-    print(f"Stored Docker Hub credentials for {username} in {secret_name} (version {version}).")
+    print(f"Stored {registry} credentials for {username} in {secret_name} (version {version}).")
     return 0
 
 

@@ -158,3 +158,32 @@ def test_the_deploy_check_names_what_to_set(tmp_path: Path) -> None:
         1, "error: make deploy: no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\n")
     assert no_region.stderr.startswith("error: make bootstrap: no AWS region: set AWS_REGION (e.g. AWS_REGION=")
     assert (ready.returncode, ready.stderr) == (0, "")
+
+
+def test_another_registrys_secret_is_created_on_first_use_and_updated_after(
+    endpoint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "mirror.yaml"
+    config.write_text("images: [{source: ghcr.io/org/app, tags: ['1']}]\n"
+                      "registry_credentials: {ghcr.io: ecr-pullthroughcache/ghcr}\n")
+    client = moto_client("secretsmanager", endpoint)
+    try:
+        for user in ("alice", "bob"):
+            status = main(["--config", str(config), "--registry", "ghcr.io"],
+                          stdin=io.StringIO(f"{user}\n{TOKEN}\n"), client=client)
+            assert status == 0
+            value = json.loads(client.get_secret_value(SecretId="ecr-pullthroughcache/ghcr")["SecretString"])
+            assert value == {"username": user, "accessToken": TOKEN}
+        out = capsys.readouterr()
+        assert "Stored ghcr.io credentials for bob in ecr-pullthroughcache/ghcr" in out.out
+        assert TOKEN not in out.out + out.err
+    finally:
+        client.delete_secret(SecretId="ecr-pullthroughcache/ghcr", ForceDeleteWithoutRecovery=True)
+
+
+def test_a_registry_the_config_has_no_secret_for_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["--config", str(REPO / "mirror.yaml"), "--registry", "ghcr.io"], stdin=io.StringIO(""),
+                  client=object())
+    assert status == 1
+    assert capsys.readouterr().err == (f"error: {REPO / 'mirror.yaml'}: no secret for ghcr.io "
+                                       "(registry_credentials names docker.io)\n")
