@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from lambdas.mirror.config import Config
@@ -36,7 +37,7 @@ class MirrorStack(Stack):
             "Sync",
             config=config,
             spec_parameter_name=contract.spec.parameter_name,
-            docker_hub_secret_name=config.docker_hub_credentials.secret_name,
+            credential_secrets=config.credential_secrets(),
         )
         observability = MirrorObservability(
             self,
@@ -57,8 +58,15 @@ class MirrorStack(Stack):
         iam.Grant.add_to_principal(
             grantee=sync.planner, actions=["ssm:GetParameter"], resource_arns=[contract.spec.parameter_arn]
         )
+        # Direct copies log in to each upstream with its secret; Docker Hub's may be created above.
+        others = set(config.credential_secrets().values()) - {config.docker_hub_credentials.secret_name}
+        upstream_secrets = [secret] + [
+            secretsmanager.Secret.from_secret_name_v2(self, f"UpstreamSecret-{name.replace('/', '-')}", name)
+            for name in sorted(others)
+        ]
         for function in (sync.planner, sync.copier):
-            secret.grant_read(function)
+            for upstream_secret in upstream_secrets:
+                upstream_secret.grant_read(function)
 
         CfnOutput(self, "RegistryUri", value=registry.uri, description="ECR registry host of the mirror")
         CfnOutput(

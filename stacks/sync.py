@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,7 +36,7 @@ class MirrorSync(Construct):
         *,
         config: Config,
         spec_parameter_name: str,
-        docker_hub_secret_name: str,
+        credential_secrets: dict[str, str],
     ) -> None:
         super().__init__(scope, id)
         self.dead_letter_queue = sqs.Queue(
@@ -78,7 +79,8 @@ class MirrorSync(Construct):
             self, "Powertools", regions.powertools_layer(self, config)
         )
         environment = {
-            settings.ENV_DOCKER_HUB_SECRET: docker_hub_secret_name,
+            # Registry host -> secret the functions log in to it with (Config.credential_secrets()).
+            settings.ENV_REGISTRY_CREDENTIALS: json.dumps(credential_secrets, separators=(",", ":"), sort_keys=True),
             # The planner fills the queue; the copier re-sends a throttled or unstarted task to it.
             settings.ENV_QUEUE_URL: self.queue.queue_url,
             "POWERTOOLS_SERVICE_NAME": settings.SERVICE_NAME,

@@ -4,7 +4,7 @@ Exit status: 0 when nothing failed (deferred work is not a failure), 1 when an i
 2 for a bad command line or config file, 130 when interrupted (Ctrl-C).
 
 Imports only what a command uses: no Powertools or X-Ray SDK (0.3 s per process), and boto3 only
-when the destination is ECR or a Docker Hub secret is read.
+when the destination is ECR or an upstream's secret is read.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ def _mapping(text: str) -> tuple[str, str]:
     return key, _host(host) + slash + path
 
 
+def _secret(text: str) -> tuple[str, str]:
+    registry, sep, secret = text.partition("=")
+    if not sep or not registry or not secret:
+        raise argparse.ArgumentTypeError(f"{text!r} is not REGISTRY=SECRET")
+    return _host(registry), secret
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="mirror.yaml", help="mirror config file (default: mirror.yaml)")
@@ -69,8 +76,14 @@ def parser() -> argparse.ArgumentParser:
                              "repositories out as ECR does, under the prefix, and gets its tags moved by the "
                              "copier (repeatable); without it, and with --registry, images under a rule are "
                              "copied directly")
-    common.add_argument("--docker-hub-secret", metavar="NAME",
-                        help="Secrets Manager secret with Docker Hub username/accessToken (default: anonymous)")
+    common.add_argument("--credentials-from-secrets", action="store_true",
+                        help="log in to each upstream with the Secrets Manager secret the config names for it, "
+                             "as the Lambdas do (docker_hub_credentials, a rule's credentials_secret, "
+                             "registry_credentials); default: anonymous")
+    common.add_argument("--registry-credentials", metavar="REGISTRY=SECRET", type=_secret, action="append",
+                        default=[], help="log in to REGISTRY (as images name it, e.g. ghcr.io) with the Secrets "
+                                         "Manager secret SECRET, JSON username/accessToken (repeatable; wins over "
+                                         "--credentials-from-secrets)")
     common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     common.add_argument("--workers", type=int, default=8, help="concurrent requests (default: 8)")
     common.add_argument("--verbose", action="store_true", help="structured logs on stderr")
@@ -121,9 +134,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, endpoints: Endpoint
         except ValueError as error:
             print(f"error: --{error}", file=err)
             return EXIT_USAGE
+    credentials = config.credential_secrets() if args.credentials_from_secrets else {}
+    credentials.update(args.registry_credentials)
     try:
         endpoints = endpoints or connect(args.registry, upstreams=dict(args.upstream), caches=dict(args.cache),
-                                         docker_hub_secret=args.docker_hub_secret)
+                                         credentials=credentials)
     except Exception as error:  # noqa: BLE001 - no AWS credentials, no ECR: one line, not a traceback
         print(f"error: {_destination_problem(error)}", file=err)
         return EXIT_FAILED

@@ -1,4 +1,4 @@
-"""AWS adapters: ECR login and cache state, Docker Hub credentials from Secrets Manager.
+"""AWS adapters: ECR login and cache state, upstream registry credentials from Secrets Manager.
 
 Credentials never reach a log line: they go straight into the registry client.
 """
@@ -6,13 +6,14 @@ Credentials never reach a log line: they go straight into the registry client.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CredentialsError
 
-SECRET_MAX_AGE = 300  # seconds a warm Lambda reuses the Docker Hub secret before reading it again
+SECRET_MAX_AGE = 300  # seconds a warm Lambda reuses an upstream secret before reading it again
 PLACEHOLDER = "REPLACE_ME"  # what the stack stores until `make docker-hub-token` runs
 
 
@@ -65,23 +66,32 @@ def cached_digest_reader(ecr: Any = None) -> Callable[[str, str], str | None]:  
     return cached_digest
 
 
-def docker_hub_credentials(secret_name: str, *, provider: Any = None,
-                           max_age: int = SECRET_MAX_AGE) -> tuple[str, str] | None:
-    """(username, access token) from the secret, or None (anonymous) while it holds the placeholder.
+def registry_credentials(secret_name: str, *, registry: str, provider: Any = None,
+                         max_age: int = SECRET_MAX_AGE) -> tuple[str, str] | None:
+    """(username, access token) for `registry` from the secret, or None (anonymous) while it holds the
+    placeholder. Powertools caches the value for `max_age`, so calling this on every use costs one
+    GetSecretValue per `max_age` and a rotated token arrives within it.
 
-    Raises CredentialsError when the secret cannot be read (missing, no access, AWS unreachable).
+    Raises CredentialsError naming the secret and the registry, never the value, when the secret cannot
+    be read (missing, no access, AWS unreachable) or is not a JSON object.
     """
     try:
         if provider is None:
             from aws_lambda_powertools.utilities import parameters
 
-            value = parameters.get_secret(secret_name, transform="json", max_age=max_age)
+            raw = parameters.get_secret(secret_name, max_age=max_age)
         else:
-            value = provider.get(secret_name, transform="json", max_age=max_age)
+            raw = provider.get(secret_name, max_age=max_age)
     except Exception as err:  # noqa: BLE001 - Powertools and botocore raise many kinds; the message says which
-        raise CredentialsError(f"cannot read the Docker Hub secret {secret_name}: {err}") from err
+        raise CredentialsError(f"cannot read the secret {secret_name} for {registry}: {err}") from err
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        value = None
     if not isinstance(value, dict):
-        return None
+        # Parsed here, not by Powertools' transform, so that no message can quote the value.
+        raise CredentialsError(f"the secret {secret_name} for {registry} is not a JSON object "
+                               "with username and accessToken")
     username, token = value.get("username"), value.get("accessToken")
     if not isinstance(username, str) or not isinstance(token, str):
         return None

@@ -6,6 +6,7 @@ in-memory fakes, `connect` builds it from real `RegistryClient`s.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CredentialsError
-from .reference import DOCKER_HUB, api_host
+from .reference import api_host
 
 if TYPE_CHECKING:
     from .registry import ManifestInfo
@@ -97,12 +98,63 @@ class Endpoints:
         return self.expires_at is not None and time.time() >= self.expires_at
 
 
+class _Sources:
+    """Source registry clients; a registry with a secret gets a client that follows the secret.
+
+    Every use reads the secret again through `read`, which Powertools answers from its cache until
+    `max_age`, so a new token reaches a warm Lambda within `max_age`. A changed credential gets a new
+    client: its new Authenticator drops the bearer tokens the old credential earned. Clients are told
+    apart by a sha256 of the token, never the token itself. A secret that cannot be read fails that
+    registry's images only, and is not asked again until `max_age` has passed.
+    """
+
+    def __init__(self, *, host: Callable[[str], str], anonymous: Callable[[str], Any],
+                 credentialed: Callable[[str, tuple[str, str], str], Any], secrets: Mapping[str, str],
+                 read: Callable[[str, str], tuple[str, str] | None], max_age: float) -> None:
+        self._host, self._anonymous, self._credentialed = host, anonymous, credentialed
+        self._secrets = dict(secrets)
+        self._read = read
+        self._max_age = max_age
+        self._clients: dict[str, tuple[tuple[str, str] | None, Any]] = {}  # registry -> (fingerprint, client)
+        self._failed: dict[str, tuple[str, float]] = {}  # registry -> (reason, when to ask again)
+        self._lock = threading.Lock()
+
+    def __call__(self, registry: str) -> Any:
+        secret = self._secrets.get(registry)
+        if secret is None:
+            return self._anonymous(self._host(registry))
+        with self._lock:
+            reason, retry_at = self._failed.get(registry, ("", 0.0))
+        if time.monotonic() < retry_at:
+            raise CredentialsError(reason)
+        try:
+            credentials = self._read(secret, registry)
+        except CredentialsError as err:
+            with self._lock:
+                self._failed[registry] = (str(err), time.monotonic() + self._max_age)
+            raise
+        fingerprint = (credentials[0], hashlib.sha256(credentials[1].encode()).hexdigest()) if credentials else None
+        with self._lock:
+            self._failed.pop(registry, None)
+            current = self._clients.get(registry)
+            if current is None or current[0] != fingerprint:
+                # The old client is left to copies still using it; nothing new is handed it.
+                client = (self._credentialed(self._host(registry), credentials, f"secret {secret}") if credentials
+                          else self._anonymous(self._host(registry)))
+                current = self._clients[registry] = (fingerprint, client)
+            return current[1]
+
+
 def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | None = None,
-            caches: Mapping[str, str] | None = None, docker_hub_secret: str | None = None,
-            ecr: Any = None, secrets: Any = None, pool_size: int = 16, max_retry_wait: float = 0.0) -> Endpoints:
+            caches: Mapping[str, str] | None = None, credentials: Mapping[str, str] | None = None,
+            ecr: Any = None, secrets: Any = None, secret_max_age: int | None = None, pool_size: int = 16,
+            max_retry_wait: float = 0.0) -> Endpoints:
     """Real clients. `destination` None means the caller's ECR, whose PTC rules are the caches.
 
     `upstreams` overrides where a source registry is reached (`docker.io` -> `127.0.0.1:5001`);
+    `credentials` maps a source registry, as image references name it, to the Secrets Manager secret
+    it is logged in to with (`Config.credential_secrets()`), read through `secrets` (a Powertools
+    provider; None: the default one) and re-read after `secret_max_age` (default `ecr.SECRET_MAX_AGE`);
     `caches` maps a PTC prefix to a stand-alone pull-through cache registry (`parse_cache`: the
     upstream's paths, or `HOST/PREFIX` for ECR's layout, whose tags the copier moves itself, see
     `copy.refresh_through_cache`). `max_retry_wait` 0:
@@ -111,37 +163,28 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     from . import ecr as ecr_adapter
     from .registry import RegistryClient
 
-    clients: dict[tuple[str, str | None], RegistryClient] = {}
+    options: dict[str, Any] = {"pool_size": pool_size, "max_retry_wait": max_retry_wait}
+    clients: dict[str, RegistryClient] = {}
     lock = threading.Lock()
 
-    def client(host: str, credentials: tuple[str, str] | None = None, origin: str | None = None) -> RegistryClient:
-        key = (host, credentials[0] if credentials else None)
+    def client(host: str) -> RegistryClient:
+        """One anonymous client per host, shared by the destination, caches and anonymous sources."""
         with lock:
-            if key not in clients:
-                username, password = credentials or (None, None)
-                clients[key] = RegistryClient(host, username=username, password=password, pool_size=pool_size,
-                                              max_retry_wait=max_retry_wait, credentials_from=origin)
-            return clients[key]
+            if host not in clients:
+                clients[host] = RegistryClient(host, **options)
+            return clients[host]
+
+    def credentialed(host: str, login: tuple[str, str], origin: str) -> RegistryClient:
+        return RegistryClient(host, username=login[0], password=login[1], credentials_from=origin, **options)
+
+    max_age = ecr_adapter.SECRET_MAX_AGE if secret_max_age is None else secret_max_age
+
+    def read(secret: str, registry: str) -> tuple[str, str] | None:
+        return ecr_adapter.registry_credentials(secret, registry=registry, provider=secrets, max_age=max_age)
 
     overrides = dict(upstreams or {})
-    sources: dict[str, RegistryClient | CredentialsError] = {}
-
-    def source(registry: str) -> RegistryClient:
-        """Credentials are read once per source registry and endpoints (a warm Lambda keeps both); when
-        they cannot be read, that registry's images fail with the reason and the others go on."""
-        if registry not in sources:
-            host = overrides.get(registry) or api_host(registry)
-            try:
-                credentials = None
-                if registry == DOCKER_HUB and docker_hub_secret:
-                    credentials = ecr_adapter.docker_hub_credentials(docker_hub_secret, provider=secrets)
-                sources[registry] = client(host, credentials, f"secret {docker_hub_secret}")
-            except CredentialsError as err:
-                sources[registry] = err
-        found = sources[registry]
-        if isinstance(found, CredentialsError):
-            raise CredentialsError(str(found))
-        return found
+    source = _Sources(host=lambda registry: overrides.get(registry) or api_host(registry), anonymous=client,
+                      credentialed=credentialed, secrets=credentials or {}, read=read, max_age=max_age)
 
     cache_map = {}
     for prefix, value in (caches or {}).items():
@@ -152,7 +195,7 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     if destination:
         return Endpoints(client(destination), sources=source, caches=cache_map)
     ecr = ecr_adapter.ecr_client(ecr)  # one boto3 client for the login and DescribeImages
-    ecr_registry, login = ecr_adapter.registry_client(ecr, pool_size=pool_size, max_retry_wait=max_retry_wait)
+    ecr_registry, login = ecr_adapter.registry_client(ecr, **options)
     in_ecr = Cache(ecr_registry, keeps_prefix=True, cached_digest=ecr_adapter.cached_digest_reader(ecr))
     # Refresh an hour early: a copy that starts just before expiry must still finish.
     return Endpoints(ecr_registry, sources=source, caches=cache_map, any_cache=in_ecr,

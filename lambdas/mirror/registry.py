@@ -298,12 +298,13 @@ class RegistryClient:
                     continue
                 raise RegistryError(f"{method} {_without_query(url)}: {err}") from err
             status = response.status
-            if status == 401 and authorize and replayable and not reauthorized:
+            if status == 401 and authorize and replayable:
                 challenge = response.headers.get("WWW-Authenticate")
                 self._discard(response)
-                if self.auth.challenged(challenge, scopes, credential):
+                if not reauthorized and self.auth.challenged(challenge, scopes, credential):
                     reauthorized = True
                     continue
+                # Refused again after logging in: name the credential, so the message points at its secret.
                 raise RegistryError(f"{method} {_without_query(url)}: unauthorized with {self.auth.credential}", 401)
             if status == 429:
                 delay = _retry_after(response.headers.get("Retry-After"))

@@ -3,7 +3,8 @@
 # Environment variables the stack sets on the Lambdas.
 ENV_SPEC_PARAMETER = "MIRROR_SPEC_PARAMETER"  # SSM parameter holding Config.to_json()
 ENV_QUEUE_URL = "MIRROR_QUEUE_URL"  # SQS queue the planner fills and the copier drains
-ENV_DOCKER_HUB_SECRET = "MIRROR_DOCKER_HUB_SECRET"  # Secrets Manager name of the Docker Hub secret
+# Compact JSON {registry host: Secrets Manager secret name}: Config.credential_secrets(), Docker Hub's included.
+ENV_REGISTRY_CREDENTIALS = "MIRROR_REGISTRY_CREDENTIALS"
 ENV_REGISTRY = "MIRROR_REGISTRY"  # destination registry host; unset in Lambda: the account's ECR
 ENV_STATE_PARAMETER = "MIRROR_STATE_PARAMETER"  # SSM parameter: when the planner first saw each pending change
 

@@ -1,4 +1,5 @@
-"""The Docker Hub secret: created without a value, or referenced; never a value in the template."""
+"""Upstream secrets: Docker Hub's created without a value, or referenced; every one the Lambdas log in with
+readable by both; never a value in the template."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from aws_cdk.assertions import Match
+from aws_cdk.assertions import Match, Matcher
 
 from .conftest import Synthesized
 from .test_set_token import TOKEN
@@ -63,12 +64,37 @@ def test_an_existing_secret_is_referenced_by_name_and_not_created(variant_app: S
     assert ':secret:ecr-pullthroughcache/team-hub"' in arn
 
 
-def test_the_lambdas_read_the_existing_secret_by_its_name_pattern(variant_app: Synthesized) -> None:
-    # A name-referenced secret's ARN ends in a random suffix; the grant must match it.
+def name_pattern(secret: str) -> Matcher:
+    """A name-referenced secret's ARN: the name and the random suffix Secrets Manager appends."""
+    return Match.object_like(
+        {"Fn::Join": ["", Match.array_with([Match.string_like_regexp(f":secret:{re.escape(secret)}-\\?{{6}}$")])]}
+    )
+
+
+def test_each_lambda_reads_each_upstream_s_secret_by_its_name_pattern(variant_app: Synthesized) -> None:
+    # Docker Hub's existing secret, the GitHub rule's and the self-hosted registry's.
+    secrets = set(variant_app.config.credential_secrets().values())
+    assert secrets == {"ecr-pullthroughcache/team-hub", "ecr-pullthroughcache/github", "team/registry"}
     for role in ("Sync/PlannerRole", "Sync/CopierRole"):
-        policy = variant_app.data["Resources"][variant_app.by_path(f"{role}/DefaultPolicy")]
-        text = json.dumps(policy)
-        assert ":secret:ecr-pullthroughcache/team-hub-??????" in text
+        for secret in secrets:
+            variant_app.template.has_resource_properties(
+                "AWS::IAM::Policy",
+                {
+                    "Roles": [{"Ref": variant_app.by_path(role)}],
+                    "PolicyDocument": {
+                        "Statement": Match.array_with(
+                            [
+                                Match.object_like(
+                                    {
+                                        "Action": Match.array_with(["secretsmanager:GetSecretValue"]),
+                                        "Resource": Match.array_with([name_pattern(secret)]),
+                                    }
+                                )
+                            ]
+                        )
+                    },
+                },
+            )
 
 
 def test_ssm_parameters_named_for_the_build_are_never_created(variant_app: Synthesized) -> None:
@@ -77,13 +103,34 @@ def test_ssm_parameters_named_for_the_build_are_never_created(variant_app: Synth
     assert all(n.startswith("/ecr-mirror/") for n in names)
 
 
-def test_the_lambdas_are_told_the_secret_name(default_app: Synthesized, variant_app: Synthesized) -> None:
-    for app, name in ((default_app, "ecr-pullthroughcache/docker-hub"), (variant_app, "ecr-pullthroughcache/team-hub")):
+def test_both_lambdas_are_told_each_registry_s_secret_in_one_json_map(
+    default_app: Synthesized, variant_app: Synthesized
+) -> None:
+    expected = (
+        (default_app, {"docker.io": "ecr-pullthroughcache/docker-hub"}),
+        (
+            variant_app,
+            {
+                "docker.io": "ecr-pullthroughcache/team-hub",
+                "ghcr.io": "ecr-pullthroughcache/github",
+                "registry.example.com:5000": "team/registry",
+            },
+        ),
+    )
+    for app, secrets in expected:
+        compact = json.dumps(secrets, separators=(",", ":"), sort_keys=True)
         for handler in ("mirror.handlers.planner.handler", "mirror.handlers.copier.handler"):
             app.template.has_resource_properties(
                 "AWS::Lambda::Function",
                 {
                     "Handler": handler,
-                    "Environment": {"Variables": Match.object_like({"MIRROR_DOCKER_HUB_SECRET": name})},
+                    "Environment": {
+                        "Variables": Match.object_like(
+                            {
+                                "MIRROR_REGISTRY_CREDENTIALS": compact,
+                                "MIRROR_DOCKER_HUB_SECRET": Match.absent(),
+                            }
+                        )
+                    },
                 },
             )

@@ -1,4 +1,4 @@
-"""ECR login, PTC cache state and Docker Hub credentials against moto in server mode."""
+"""ECR login, PTC cache state and upstream registry credentials against moto in server mode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from lambdas.mirror.config import parse_config
-from lambdas.mirror.ecr import cached_digest_reader, docker_hub_credentials, login, registry_client
+from lambdas.mirror.ecr import cached_digest_reader, login, registry_client, registry_credentials
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.plan import plan
 from tests.support.images import push_image
@@ -54,12 +54,12 @@ def test_cached_digest_reads_the_ptc_repository_without_pulling(aws: str) -> Non
     ({"username": "mirror-bot", "accessToken": "dckr_pat_abc"}, ("mirror-bot", "dckr_pat_abc")),
     ({"username": "mirror-bot"}, None),
 ])
-def test_docker_hub_credentials_come_from_the_secret_unless_it_holds_the_placeholder(
+def test_registry_credentials_come_from_the_secret_unless_it_holds_the_placeholder(
         aws: str, secret: dict[str, str], expected: tuple[str, str] | None) -> None:
     name = f"ecr-pullthroughcache/{uuid.uuid4().hex[:8]}"
     boto3.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(secret))
 
-    assert docker_hub_credentials(name) == expected
+    assert registry_credentials(name, registry="ghcr.io") == expected
 
 
 def test_docker_hub_is_asked_with_the_secret_credentials_so_the_quota_is_the_account_s(
@@ -72,6 +72,7 @@ def test_docker_hub_is_asked_with_the_secret_credentials_so_the_quota_is_the_acc
     cfg = parse_config({"images": [{"source": "python", "tags": ["3.13-slim"]}]})
 
     with Limiter(hub.host, users={"mirror-bot": "dckr_pat_abc"}) as limiter:
-        result = plan(cfg, connect(destination.host, upstreams={"docker.io": limiter.host}, docker_hub_secret=name))
+        result = plan(cfg, connect(destination.host, upstreams={"docker.io": limiter.host},
+                                 credentials={"docker.io": name}))
 
     assert result.quotas["docker.io"].limit == SIX_HOURS.authenticated

@@ -4,10 +4,12 @@ loopback registries for the images."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,10 +19,14 @@ from lambdas.mirror.handlers import copier, planner
 from lambdas.mirror.handlers.environment import SettingsError
 from lambdas.mirror.plan import Task
 from lambdas.mirror.registry import RegistryClient
-from lambdas.mirror.settings import ENV_QUEUE_URL, ENV_REGISTRY, ENV_SPEC_PARAMETER
+from lambdas.mirror.settings import ENV_QUEUE_URL, ENV_REGISTRY, ENV_REGISTRY_CREDENTIALS, ENV_SPEC_PARAMETER
+from tests.engine.checks import skopeo_raw_digest
 from tests.support.faults import FaultProxy
 from tests.support.images import push_image
+from tests.support.moto import moto_client
+from tests.support.private import USER, basic_registry, bearer_registry
 from tests.support.registry import RegistryServer
+from tests.support.token_issuer import TokenIssuer
 
 from .support import config
 
@@ -225,4 +231,38 @@ def test_planner_names_the_missing_environment_variable(aws: str, monkeypatch: p
     monkeypatch.setenv(ENV_QUEUE_URL, "https://sqs.us-east-1.amazonaws.com/123456789012/q")
 
     with pytest.raises(SettingsError, match=ENV_SPEC_PARAMETER):
+        planner.handler(SCHEDULED_EVENT, Context())
+
+
+def test_the_lambdas_copy_private_images_with_the_secrets_the_stack_names(
+        aws: str, deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    # Given a registry behind htpasswd and one behind a token issuer, each with its secret in the map
+    secretsmanager = moto_client("secretsmanager", aws)
+    with TokenIssuer(tmp_path / "issuer", anonymous=False) as issuer:
+        private = [basic_registry(registry_factory, tmp_path, secretsmanager),
+                   bearer_registry(registry_factory, issuer, secretsmanager)]
+        digests = {p.kind: push_image(p.host, "team/app", "v1", seed=50 + n, username=USER, password=p.token)
+                   for n, p in enumerate(private)}
+        spec = config(*({"source": f"{p.host}/team/app", "tags": ["v1"], "target": f"mirror/{p.kind}"}
+                        for p in private))
+        boto3.client("ssm").put_parameter(Name=os.environ[ENV_SPEC_PARAMETER], Value=spec.to_json(), Overwrite=True)
+        monkeypatch.setenv(ENV_REGISTRY_CREDENTIALS, json.dumps({p.host: p.secret for p in private}))
+
+        # When the planner runs and the copier takes its messages
+        planner.handler(SCHEDULED_EVENT, Context())
+        response = copier.handler(sqs_event(receive_all(deployed["queue_url"])), COPIER)
+
+    # Then both images are in the destination, digest for digest
+    assert response == {"batchItemFailures": []}
+    for kind, digest in digests.items():
+        assert skopeo_raw_digest(deployed["destination"].host, f"mirror/{kind}", "v1") == digest
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")
+def test_a_credentials_map_that_is_not_json_names_the_variable(deployed: dict[str, Any],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_REGISTRY_CREDENTIALS, "ghcr.io=team/ghcr")
+
+    with pytest.raises(SettingsError, match=f"^environment variable {ENV_REGISTRY_CREDENTIALS} must be a JSON"):
         planner.handler(SCHEDULED_EVENT, Context())

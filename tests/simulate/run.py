@@ -22,6 +22,7 @@ hours do then.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -233,12 +234,12 @@ def hash_service(service: str) -> int:
 
 
 class _Secrets:
-    """The engine's Docker Hub secret provider, holding the mirror account in memory."""
+    """The engine's secret provider, holding the mirror's Docker Hub account in memory."""
 
     def __init__(self, username: str, token: str) -> None:
-        self.value = {"username": username, "accessToken": token}
+        self.value = json.dumps({"username": username, "accessToken": token})
 
-    def get(self, name: str, transform: str | None = None, max_age: int = 0) -> dict[str, str]:
+    def get(self, name: str, max_age: int = 0) -> str:
         return self.value
 
 
@@ -371,8 +372,8 @@ class _Sync:
         self.config = mirror_config(list(day.images), schedule)
         self.map = mirror_map(self.config, mirror.cache.host)
         engine = connect(mirror.cache.host, upstreams={"docker.io": world.hub.limiter.host},
-                         caches={PTC_PREFIX: f"{mirror.cache.host}/{PTC_PREFIX}"}, docker_hub_secret="simulation",
-                         secrets=_Secrets(MIRROR_USER, mirror.password))
+                         caches={PTC_PREFIX: f"{mirror.cache.host}/{PTC_PREFIX}"},
+                         credentials={"docker.io": "simulation"}, secrets=_Secrets(MIRROR_USER, mirror.password))
         cache = engine.cache(PTC_PREFIX)
         assert cache is not None and cache.keeps_prefix
         self.endpoints = Endpoints(engine.destination, sources=engine.source,

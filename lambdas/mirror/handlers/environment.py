@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -9,7 +10,13 @@ from functools import cache
 from typing import Any
 
 from ..endpoints import Endpoints, connect
-from ..settings import ENV_DOCKER_HUB_SECRET, ENV_QUEUE_URL, ENV_REGISTRY, ENV_SPEC_PARAMETER, ENV_STATE_PARAMETER
+from ..settings import (
+    ENV_QUEUE_URL,
+    ENV_REGISTRY,
+    ENV_REGISTRY_CREDENTIALS,
+    ENV_SPEC_PARAMETER,
+    ENV_STATE_PARAMETER,
+)
 
 SPEC_MAX_AGE = 300  # seconds a warm planner reuses the spec it read from SSM
 
@@ -23,7 +30,7 @@ class Settings:
     spec_parameter: str | None
     queue_url: str | None
     registry: str | None  # None: the account's ECR
-    docker_hub_secret: str | None
+    credentials: tuple[tuple[str, str], ...]  # (registry host, secret name); a tuple keeps Settings hashable
     state_parameter: str | None = None  # where the planner remembers pending changes (staleness)
 
     @classmethod
@@ -35,9 +42,20 @@ class Settings:
             spec_parameter=env.get(ENV_SPEC_PARAMETER) or None,
             queue_url=env.get(ENV_QUEUE_URL) or None,
             registry=env.get(ENV_REGISTRY) or None,
-            docker_hub_secret=env.get(ENV_DOCKER_HUB_SECRET) or None,
+            credentials=_credentials(env.get(ENV_REGISTRY_CREDENTIALS) or "{}"),
             state_parameter=env.get(ENV_STATE_PARAMETER) or None,
         )
+
+
+def _credentials(text: str) -> tuple[tuple[str, str], ...]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise SettingsError(f"environment variable {ENV_REGISTRY_CREDENTIALS} must be a JSON object of "
+                            f"registry host to secret name, got {text[:200]!r}")
+    return tuple(sorted(value.items()))
 
 
 @cache
@@ -65,7 +83,7 @@ def endpoints_for(settings: Settings) -> Endpoints:
     """Clients kept across warm invocations (pooled connections, cached tokens) until ECR's token ages."""
     current = _endpoints.get(settings)
     if current is None or current.expired:
-        current = _endpoints[settings] = connect(settings.registry, docker_hub_secret=settings.docker_hub_secret)
+        current = _endpoints[settings] = connect(settings.registry, credentials=dict(settings.credentials))
     return current
 
 
