@@ -40,6 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 DOCKER_HUB = "docker.io"
 # The stack's default cache rules, for a run by hand without --map.
@@ -628,9 +629,17 @@ def default_buildkit_config() -> Path:
     return Path(os.environ.get("BUILDX_CONFIG") or docker_config / "buildx") / "buildkitd.default.toml"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments as one line on stderr, like every other error of the setup (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"setup_mirror: {message}\n")
+
+
 def arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", help="the mirror's registry, HOST[:PORT] (plain HTTP on loopback only)")
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", default=os.environ.get("MIRROR_REGISTRY") or None,
+                        help="the mirror's registry, HOST[:PORT]; HTTP on loopback only (default: $MIRROR_REGISTRY)")
     parser.add_argument("--map", default=os.environ.get("MIRROR_MAP") or json.dumps(DEFAULT_MAP),
                         help="JSON: upstream -> cache prefix, source -> repository (default: $MIRROR_MAP)")
     parser.add_argument("--daemon-config", type=Path, default=None,
@@ -645,9 +654,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not args.report and not args.registry:
-        parser.error("--registry is required")
-    if args.registry and ("://" in args.registry or "/" in args.registry or not _HOST.fullmatch(args.registry)):
+    if args.report:  # reads this build's journal only, whatever $MIRROR_REGISTRY holds
+        return args
+    if not args.registry:
+        parser.error("--registry (or $MIRROR_REGISTRY) is required")
+    if "://" in args.registry or "/" in args.registry or not _HOST.fullmatch(args.registry):
         parser.error(f"--registry takes HOST[:PORT], got {args.registry!r}")
     return args
 

@@ -6,7 +6,6 @@ The buildspec is in stacks/buildspec.py; the mirror setup it fetches is codebuil
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -25,6 +24,7 @@ from constructs import Construct
 from lambdas.mirror.config import Config
 
 from .buildspec import BuildSpecOptions, build_spec
+from .contract import mirror_map
 
 SETUP_MODULE = Path(__file__).resolve().parent.parent / "codebuild" / "setup_mirror.py"
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
@@ -42,15 +42,8 @@ BINFMT_IMAGE = "tonistiigi/binfmt:latest"
 
 _PULL = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
 # A pull through a cache rule creates the repository and imports the image on first use.
-_PULL_THROUGH = [*_PULL, "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
+PULL_THROUGH_ACTIONS = [*_PULL, "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
 _PUSH = [*_PULL, "ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]
-
-
-def mirror_map(config: Config) -> str:
-    """What setup_mirror.py needs, as compact JSON: registry -> cache-rule prefix, source repo -> ECR repo."""
-    prefixes = {rule.registry: rule.prefix for rule in config.pull_through_cache}
-    repositories = {image.ref.name: image.repository for image in config.images if image.via is None}
-    return json.dumps({"prefixes": prefixes, "repositories": repositories}, separators=(",", ":"), sort_keys=True)
 
 
 class MirrorBuildProject(Construct):
@@ -180,7 +173,7 @@ class MirrorBuildProject(Construct):
             project.add_to_role_policy(iam.PolicyStatement(actions=_PULL, resources=[repo_arn(r) for r in direct]))
         if config.pull_through_cache:
             project.add_to_role_policy(iam.PolicyStatement(
-                actions=_PULL_THROUGH,
+                actions=PULL_THROUGH_ACTIONS,
                 resources=[repo_arn(f"{rule.prefix}/*") for rule in config.pull_through_cache],
             ))
         creds = config.docker_hub_credentials

@@ -19,13 +19,21 @@ from .constants import PLACEHOLDER
 
 BUILDER_NAME = "mirror"
 
+# Where the build keeps the setup module it fetched, quoted for the shell.
+SETUP_MODULE_PATH = '"${TMPDIR:-/tmp}/setup_mirror.py"'
+# The one setup step, shared with adopted projects (stacks/adopt.py) and written into buildspec files by hand:
+# one POSIX sh command line, so it runs in any shell, in buildspec version 0.1 (a shell per command) too.
+# dockerd and BuildKit pull through the mirror from here on: docker pull/run, compose, testcontainers, builds.
+SETUP_LINE = (
+    f'aws s3 cp --quiet "s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY" {SETUP_MODULE_PATH} '
+    f"&& python3 {SETUP_MODULE_PATH}"
+)
+
 # One command per line, so CodeBuild's log shows each step as it runs.
 SETUP = [
     'WORK_DIR="$(mktemp -d)"',
     'export MIRROR_BUILDKIT_CONFIG="${MIRROR_BUILDKIT_CONFIG:-$HOME/.docker/buildx/buildkitd.default.toml}"',
-    'aws s3 cp --quiet "s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY" "$WORK_DIR/setup_mirror.py"',
-    # dockerd and BuildKit pull through the mirror from here on: docker pull/run, compose, testcontainers, builds.
-    'python3 "$WORK_DIR/setup_mirror.py" --registry "$MIRROR_REGISTRY"',
+    SETUP_LINE,
 ]
 
 VARIABLES = [
@@ -99,7 +107,7 @@ BUILD = (
     '--metadata-file "$METADATA_FILE" --push "${build_args[@]}" "$CONTEXT_DIR"'
 )
 
-REPORT = 'python3 "$WORK_DIR/setup_mirror.py" --report'
+REPORT = f"python3 {SETUP_MODULE_PATH} --report"
 
 POST_BUILD = [
     'IMAGE_URI="$IMAGE_REPO_URI:$IMAGE_TAG"',

@@ -42,6 +42,9 @@ PARAMETER_PROJECT_NAME = f"{PARAMETER_PREFIX}/codebuild-project-name"
 PARAMETER_PROJECT_ARN = f"{PARAMETER_PREFIX}/codebuild-project-arn"
 PARAMETER_ROLE_ARN = f"{PARAMETER_PREFIX}/codebuild-role-arn"
 PARAMETER_SPEC = f"{PARAMETER_PREFIX}/spec"
+# What an adopted build needs (stacks/adopt.py): setup_mirror.py's map, and the repositories it may pull.
+PARAMETER_MIRROR_MAP = f"{PARAMETER_PREFIX}/mirror-map"
+PARAMETER_PULL_REPOSITORY_ARNS = f"{PARAMETER_PREFIX}/pull-repository-arns"
 # Not contract: the planner's memory of when it first saw each pending change (staleness metric).
 PARAMETER_STATE = f"{PARAMETER_PREFIX}/state/pending-changes"
 STANDARD_PARAMETER_BYTES = 4096

@@ -1,9 +1,10 @@
-"""SSM String parameters that publish the mirror's contract to consumers and its spec to the Lambdas."""
+"""SSM parameters that publish the mirror's contract to consumers and its spec to the Lambdas."""
 
 from __future__ import annotations
 
 import json
 
+from aws_cdk import Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
@@ -14,12 +15,28 @@ from . import constants
 
 # Longest registry host ECR has (12-digit account, longest region, China suffix): sizes tokens at synth.
 _LONGEST_URI = "123456789012.dkr.ecr.ap-southeast-5.amazonaws.com.cn"
+_LONGEST_REPOSITORY_ARN = "arn:aws-us-gov:ecr:ap-southeast-5:123456789012:repository/"
 
 
 def prefixes_json(config: Config) -> str:
     """Upstream registry host → ECR repository prefix that caches it."""
     return json.dumps(
         {rule.registry: rule.prefix for rule in config.pull_through_cache}, separators=(",", ":"), sort_keys=True
+    )
+
+
+def mirror_map(config: Config) -> str:
+    """What setup_mirror.py needs, as compact JSON: registry -> cache-rule prefix, source repo -> ECR repo."""
+    prefixes = {rule.registry: rule.prefix for rule in config.pull_through_cache}
+    repositories = {image.ref.name: image.repository for image in config.images if image.via is None}
+    return json.dumps({"prefixes": prefixes, "repositories": repositories}, separators=(",", ":"), sort_keys=True)
+
+
+def pull_repositories(mirror: str) -> list[str]:
+    """Repository names (`<prefix>/*` per cache rule, each direct copy) a build pulls, from a mirror_map JSON."""
+    parsed = json.loads(mirror)
+    return [f"{prefix}/*" for prefix in sorted(set(parsed["prefixes"].values()))] + sorted(
+        set(parsed["repositories"].values())
     )
 
 
@@ -64,6 +81,25 @@ class MirrorContract(Construct):
             "JSON map: mirrored image to its ECR repository URI",
             size=len(images_json(config, _LONGEST_URI).encode()),
         )
+        self._parameter(
+            "MirrorMap",
+            constants.PARAMETER_MIRROR_MAP,
+            mirror_map(config),
+            "JSON map setup_mirror.py reads: upstream host to cache prefix, source repository to ECR repository",
+        )
+        stack = Stack.of(self)
+        names = pull_repositories(mirror_map(config))
+        longest = sum(len(_LONGEST_REPOSITORY_ARN) + len(name) + 1 for name in names)  # the ARNs hold tokens
+        ssm.StringListParameter(
+            self,
+            "PullRepositoryArns",
+            parameter_name=constants.PARAMETER_PULL_REPOSITORY_ARNS,
+            string_list_value=[
+                stack.format_arn(service="ecr", resource="repository", resource_name=name) for name in names
+            ],
+            description="ECR repositories a build may pull from the mirror (a cache prefix creates its own)",
+            tier=_tier(constants.PARAMETER_PULL_REPOSITORY_ARNS, longest),
+        )
         if project is not None:
             self._parameter(
                 "ProjectName",
@@ -92,13 +128,16 @@ class MirrorContract(Construct):
         self, id: str, name: str, value: str, description: str, size: int | None = None
     ) -> ssm.StringParameter:
         # `size` stands in for values that hold deploy-time tokens (registry host, project name).
-        size = len(value.encode()) if size is None else size
-        if size > constants.ADVANCED_PARAMETER_BYTES:
-            raise ConfigError(
-                f"SSM parameter {name}: {size} bytes, over the {constants.ADVANCED_PARAMETER_BYTES}-byte limit; "
-                "mirror fewer images per stack or shorten tag lists with tag_regex"
-            )
-        tier = ssm.ParameterTier.ADVANCED if size > constants.STANDARD_PARAMETER_BYTES else ssm.ParameterTier.STANDARD
+        tier = _tier(name, len(value.encode()) if size is None else size)
         return ssm.StringParameter(
             self, id, parameter_name=name, string_value=value, description=description, tier=tier
         )
+
+
+def _tier(name: str, size: int) -> ssm.ParameterTier:
+    if size > constants.ADVANCED_PARAMETER_BYTES:
+        raise ConfigError(
+            f"SSM parameter {name}: {size} bytes, over the {constants.ADVANCED_PARAMETER_BYTES}-byte limit; "
+            "mirror fewer images per stack or shorten tag lists with tag_regex"
+        )
+    return ssm.ParameterTier.ADVANCED if size > constants.STANDARD_PARAMETER_BYTES else ssm.ParameterTier.STANDARD

@@ -13,7 +13,7 @@ from lambdas.mirror.config import Config
 
 from . import constants
 from .build import MirrorBuildProject
-from .contract import MirrorContract
+from .contract import MirrorContract, mirror_map
 from .credentials import DockerHubCredentials
 from .observability import MirrorObservability
 from .registry import MirrorRegistry
@@ -69,6 +69,8 @@ class MirrorStack(Stack):
                 upstream_secret.grant_read(function)
 
         CfnOutput(self, "RegistryUri", value=registry.uri, description="ECR registry host of the mirror")
+        CfnOutput(self, "MirrorMap", value=mirror_map(config),
+                  description="mirror_map for MirrorAdoption in another account (stacks/adopt.py), with RegistryUri")
         CfnOutput(
             self,
             "CodeBuildProjectName",

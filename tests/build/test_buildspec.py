@@ -19,10 +19,10 @@ def commands(app):
             for c in spec["phases"].get(phase, {}).get(part, [])]
 
 
-def shellcheck(tmp_path, name, text, *options):
+def shellcheck(tmp_path, name, text, *options, shell="bash"):
     path = tmp_path / name
-    path.write_text(f"#!/bin/bash\n{text}\n")
-    return subprocess.run(["shellcheck", "--shell=bash", *options, str(path)], capture_output=True, text=True)
+    path.write_text(f"#!/bin/{shell}\n{text}\n")
+    return subprocess.run(["shellcheck", f"--shell={shell}", *options, str(path)], capture_output=True, text=True)
 
 
 @needs_shellcheck

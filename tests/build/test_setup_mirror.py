@@ -21,6 +21,7 @@ from codebuild.setup_mirror import (
     MirrorMap,
     Registry,
     SetupError,
+    arguments,
     buildkit_config,
     daemon_config,
     handler,
@@ -99,6 +100,25 @@ def test_registry_must_be_host_and_port(registry, capsys):
         main(["--registry", registry])
     assert exit_.value.code == 2
     assert "--registry takes HOST[:PORT]" in capsys.readouterr().err
+
+
+def test_the_registry_defaults_to_the_projects_mirror_registry_variable(monkeypatch):
+    monkeypatch.setenv("MIRROR_REGISTRY", "111122223333.dkr.ecr.eu-west-1.amazonaws.com")
+    assert arguments([]).registry == "111122223333.dkr.ecr.eu-west-1.amazonaws.com"
+    assert arguments(["--registry", "127.0.0.1:5000"]).registry == "127.0.0.1:5000"
+
+
+def test_without_a_registry_the_setup_says_so_in_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("MIRROR_REGISTRY", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "setup_mirror: --registry (or $MIRROR_REGISTRY) is required\n"
+
+
+def test_the_report_needs_no_registry(monkeypatch):
+    monkeypatch.setenv("MIRROR_REGISTRY", "not a host")
+    assert arguments(["--report"]).report
 
 
 # --- the endpoint against real registries -------------------------------------------------------------

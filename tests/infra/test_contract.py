@@ -76,6 +76,45 @@ def test_every_mirrored_image_is_published_with_its_ecr_uri(default_app: Synthes
     }
 
 
+DEFAULT_MAP = {
+    "prefixes": {
+        "docker.io": "docker-hub", "public.ecr.aws": "ecr-public", "quay.io": "quay", "registry.k8s.io": "k8s"
+    },
+    "repositories": {
+        "docker.io/moby/buildkit": "mirror/docker.io/moby/buildkit",
+        "docker.io/tonistiigi/binfmt": "mirror/docker.io/tonistiigi/binfmt",
+        "gcr.io/distroless/base-debian12": "mirror/gcr.io/distroless/base-debian12",
+        "mcr.microsoft.com/dotnet/runtime": "mirror/dotnet-runtime",
+    },
+}
+
+
+def test_the_map_adopted_builds_set_up_the_mirror_with_is_published_and_an_output(default_app: Synthesized) -> None:
+    published = parameter(default_app, "/ecr-mirror/mirror-map")
+    assert published["Type"] == "String"
+    assert json.loads(published["Value"]) == DEFAULT_MAP
+    assert json.loads(default_app.data["Outputs"]["MirrorMap"]["Value"]) == DEFAULT_MAP
+
+
+def arn(value: Any) -> str:
+    """One ARN, its partition, region and account shown as ${Partition}, ${Region}, ${Account}."""
+    names = {"AWS::Partition": "${Partition}", "AWS::Region": "${Region}", "AWS::AccountId": "${Account}"}
+    return "".join(part if isinstance(part, str) else names[part["Ref"]] for part in value["Fn::Join"][1])
+
+
+def test_the_repositories_builds_may_pull_are_published_as_a_string_list_of_arns(default_app: Synthesized) -> None:
+    published = parameter(default_app, "/ecr-mirror/pull-repository-arns")
+    assert published["Type"] == "StringList"
+    separator, arns = published["Value"]["Fn::Join"]
+    repository = "arn:${Partition}:ecr:${Region}:${Account}:repository/"
+    assert separator == ","
+    assert [arn(value) for value in arns] == [
+        f"{repository}docker-hub/*", f"{repository}ecr-public/*", f"{repository}k8s/*", f"{repository}quay/*",
+        f"{repository}mirror/docker.io/moby/buildkit", f"{repository}mirror/docker.io/tonistiigi/binfmt",
+        f"{repository}mirror/dotnet-runtime", f"{repository}mirror/gcr.io/distroless/base-debian12",
+    ]
+
+
 def test_the_codebuild_project_name_and_arn_are_published(default_app: Synthesized) -> None:
     project = default_app.logical_id("AWS::CodeBuild::Project")
     assert parameter(default_app, "/ecr-mirror/codebuild-project-name")["Value"] == {"Ref": project}
