@@ -19,6 +19,11 @@ accepts since v0.11 (moby/buildkit PR 3427), and falls back to ECR's own prefix,
 
 When the mirror cannot serve a manifest the endpoint answers with the mirror's error, and dockerd and
 BuildKit fall back to the upstream registry; every such request is recorded, and `--report` says it.
+
+In a replica region (`--registry` the local copy), `--home-registry` names the mirror's home registry: what
+replication has not brought yet (an image first pulled here, a tag that moved minutes ago) comes from there,
+whose cache rules can still fill it, instead of from the upstream. ECR replicates, but a cache rule exists
+only in its own region (ECR user guide, "Private image replication"; README "One mirror for an organization").
 """
 
 from __future__ import annotations
@@ -244,7 +249,10 @@ def error_reason(status: int, body: bytes) -> str:
         return str(status)
 
 
-def handler(registry: Registry, mirror: MirrorMap, journal: Journal) -> type[http.server.BaseHTTPRequestHandler]:
+def handler(registry: Registry, mirror: MirrorMap, journal: Journal,
+            home: Registry | None = None) -> type[http.server.BaseHTTPRequestHandler]:
+    sources = [registry] if home is None else [registry, home]
+
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "ecr-mirror-endpoint"
@@ -274,19 +282,23 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal) -> type[htt
             if "Range" in self.headers:
                 headers["Range"] = self.headers["Range"]
             reasons = []
-            for repository in candidates:
-                try:
-                    response = registry.request(self.command, f"/v2/{repository}/{kind}/{reference}", headers)
-                except (OSError, http.client.HTTPException, SetupError) as err:
-                    reasons.append(f"{repository}: unreachable ({err})")
-                    continue
-                if response.status < 400:
-                    if kind == "manifests":
-                        journal.record(served=True, method=self.command, upstream=upstream, image=f"{repo}",
-                                       reference=reference, repository=repository)
-                    return self.relay(response)
-                body = response.read()
-                reasons.append(f"{repository}: {error_reason(response.status, body)}")
+            for source in sources:
+                # A blob comes from the registry that served its manifest: the local one answers 404 for it first.
+                where = f"{source.host}/" if home is not None else ""
+                for repository in candidates:
+                    try:
+                        response = source.request(self.command, f"/v2/{repository}/{kind}/{reference}", headers)
+                    except (OSError, http.client.HTTPException, SetupError) as err:
+                        reasons.append(f"{where}{repository}: unreachable ({err})")
+                        continue
+                    if response.status < 400:
+                        if kind == "manifests":
+                            journal.record(served=True, method=self.command, upstream=upstream, image=f"{repo}",
+                                           reference=reference, repository=repository,
+                                           **({"home": True} if source is home else {}))
+                        return self.relay(response)
+                    body = response.read()
+                    reasons.append(f"{where}{repository}: {error_reason(response.status, body)}")
             if not candidates:
                 reasons.append(f"the mirror holds nothing of {upstream}")
             if kind == "manifests":
@@ -325,8 +337,9 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal) -> type[htt
     return Handler
 
 
-def serve(listener: socket.socket, registry: Registry, mirror: MirrorMap, journal: Journal) -> None:
-    server = http.server.ThreadingHTTPServer(listener.getsockname(), handler(registry, mirror, journal),
+def serve(listener: socket.socket, registry: Registry, mirror: MirrorMap, journal: Journal,
+          home: Registry | None = None) -> None:
+    server = http.server.ThreadingHTTPServer(listener.getsockname(), handler(registry, mirror, journal, home),
                                              bind_and_activate=False)
     server.socket.close()
     server.socket = listener
@@ -517,7 +530,8 @@ def start_endpoint(args: argparse.Namespace, mirror: MirrorMap) -> tuple[int, st
         process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--serve", "--registry", args.registry,
              "--map", json.dumps({"prefixes": mirror.prefixes, "repositories": mirror.repositories}),
-             "--endpoint-pidfile", str(args.endpoint_pidfile), "--listen-fd", str(listener.fileno())],
+             "--endpoint-pidfile", str(args.endpoint_pidfile), "--listen-fd", str(listener.fileno()),
+             *(["--home-registry", args.home_registry] if args.home_registry else [])],
             pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
     listener.close()
@@ -557,6 +571,8 @@ def wait_for_endpoint(address: str, pid: int, log: Path) -> None:
 def setup(args: argparse.Namespace) -> str:
     mirror = MirrorMap.parse(args.map)
     Registry(args.registry).check()
+    if args.home_registry:
+        Registry(args.home_registry).check()
     daemon = Daemon.find(args.daemon_pidfile, args.daemon_config)
     pid, address = start_endpoint(args, mirror)
     changed: list[tuple[Path, str | None]] = []
@@ -585,8 +601,9 @@ def setup(args: argparse.Namespace) -> str:
                 daemon.start(args.daemon_pidfile)
         raise
     covered = ", ".join(mirror.upstreams())
+    home = f", then {args.home_registry}" if args.home_registry else ""
     return (f"mirror: dockerd (pid {running}) and BuildKit ({args.buildkit_config}) pull {covered} through "
-            f"http://{address} (endpoint pid {pid}) from {args.registry}")
+            f"http://{address} (endpoint pid {pid}) from {args.registry}{home}")
 
 
 def restore(path: Path, text: str | None) -> None:
@@ -608,6 +625,9 @@ def report(pidfile: Path) -> str:
     for entry in served:
         by_upstream[entry["upstream"]] = by_upstream.get(entry["upstream"], 0) + 1
     counts = ", ".join(f"{upstream} {count}" for upstream, count in sorted(by_upstream.items()))
+    from_home = sum(1 for entry in served if entry.get("home"))
+    if from_home:
+        counts += f"; {from_home} from the home registry"
     line = f"mirror: {len(served)} manifests served by the mirror" + (f" ({counts})" if counts else "")
     fell_back: dict[str, str] = {}
     for entry in entries:
@@ -640,6 +660,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", default=os.environ.get("MIRROR_REGISTRY") or None,
                         help="the mirror's registry, HOST[:PORT]; HTTP on loopback only (default: $MIRROR_REGISTRY)")
+    parser.add_argument("--home-registry", default=os.environ.get("MIRROR_HOME_REGISTRY") or None,
+                        help="in a replica region: the mirror's home registry, tried after --registry "
+                             "(default: $MIRROR_HOME_REGISTRY)")
     parser.add_argument("--map", default=os.environ.get("MIRROR_MAP") or json.dumps(DEFAULT_MAP),
                         help="JSON: upstream -> cache prefix, source -> repository (default: $MIRROR_MAP)")
     parser.add_argument("--daemon-config", type=Path, default=None,
@@ -658,8 +681,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         return args
     if not args.registry:
         parser.error("--registry (or $MIRROR_REGISTRY) is required")
-    if "://" in args.registry or "/" in args.registry or not _HOST.fullmatch(args.registry):
-        parser.error(f"--registry takes HOST[:PORT], got {args.registry!r}")
+    for flag, host in (("--registry", args.registry), ("--home-registry", args.home_registry)):
+        if host is not None and ("://" in host or "/" in host or not _HOST.fullmatch(host)):
+            parser.error(f"{flag} takes HOST[:PORT], got {host!r}")
     return args
 
 
@@ -671,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.serve:
             listener = socket.socket(fileno=args.listen_fd)
             journal = Journal(state_files(args.endpoint_pidfile)["journal"])
-            serve(listener, Registry(args.registry), MirrorMap.parse(args.map), journal)
+            home = Registry(args.home_registry) if args.home_registry else None
+            serve(listener, Registry(args.registry), MirrorMap.parse(args.map), journal, home)
         else:
             print(setup(args), flush=True)
     except SetupError as err:

@@ -6,8 +6,11 @@ In any CDK app with this repository on PYTHONPATH. Same account, coordinates fro
     adoption.adopt(project)        # or adoption.adopt_all(stack): every CodeBuild project under it
 
 Another account: `MirrorAdoption(stack, "Mirror", registry_uri=..., mirror_map=...)`, from the mirror stack's
-outputs RegistryUri and MirrorMap. An inline buildspec gets stacks/buildspec.py's SETUP_LINE before its own
-install commands and is otherwise unchanged; a buildspec kept in the source gets IAM and environment, and an
+outputs RegistryUri and MirrorMap. In a replica region, registry_uri is the local copy and `home_registry_uri`
+the mirror's own registry, which serves what replication has not brought yet.
+
+An inline buildspec gets stacks/buildspec.py's SETUP_LINE before its own install commands and is otherwise
+unchanged; a buildspec kept in the source gets IAM and environment, and an
 info annotation names the line to add.
 """
 
@@ -42,7 +45,8 @@ from .build import PULL_THROUGH_ACTIONS, SETUP_MODULE, nag_text
 from .buildspec import SETUP_LINE
 from .contract import pull_repositories
 
-MIRROR_VARIABLES = ("MIRROR_REGISTRY", "MIRROR_MAP", "MIRROR_SETUP_BUCKET", "MIRROR_SETUP_KEY")
+MIRROR_VARIABLES = ("MIRROR_REGISTRY", "MIRROR_MAP", "MIRROR_SETUP_BUCKET", "MIRROR_SETUP_KEY",
+                    "MIRROR_HOME_REGISTRY")
 _ECR_HOST = re.compile(r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)"
                        r"\.amazonaws\.com(?:\.cn)?")
 # Stands in for a CloudFormation intrinsic inside the buildspec's text while it is parsed; letters and digits
@@ -62,10 +66,14 @@ class MirrorAdoption(Construct):
     """Gives CodeBuild projects of this stack the mirror; as an Aspect, every project under a scope."""
 
     def __init__(self, scope: Construct, construct_id: str, *, registry_uri: str | None = None,
-                 mirror_map: str | None = None) -> None:
+                 mirror_map: str | None = None, home_registry_uri: str | None = None) -> None:
         super().__init__(scope, construct_id)
         if (registry_uri is None) != (mirror_map is None):
             raise AdoptionError("MirrorAdoption: give registry_uri and mirror_map (another account), or neither (SSM)")
+        if home_registry_uri is not None and registry_uri is None:
+            raise AdoptionError("MirrorAdoption: home_registry_uri goes with registry_uri and mirror_map (a replica "
+                                "region has no SSM contract of its own)")
+        self.home_registry_uri = home_registry_uri
         self._wildcards: list[str] = []
         if registry_uri is None or mirror_map is None:  # same account: read at deploy time
             self.registry_uri = ssm.StringParameter.value_for_string_parameter(self, constants.PARAMETER_REGISTRY_URI)
@@ -73,12 +81,15 @@ class MirrorAdoption(Construct):
             self.pull_repository_arns = ssm.StringListParameter.value_for_typed_list_parameter(
                 self, constants.PARAMETER_PULL_REPOSITORY_ARNS)
         else:
-            account, region = registry_account_region(registry_uri)
             stack = Stack.of(self)
             self.registry_uri, self.mirror_map = registry_uri, mirror_map
+            names = checked_repositories(mirror_map)
+            # In a replica region the same repositories are pulled, and first filled, at home too.
+            registries = [registry_uri] + ([home_registry_uri] if home_registry_uri else [])
             self.pull_repository_arns = [
                 stack.format_arn(service="ecr", account=account, region=region, resource="repository",
-                                 resource_name=name) for name in checked_repositories(mirror_map)]
+                                 resource_name=name)
+                for account, region in map(registry_account_region, registries) for name in names]
             self._wildcards = [nag_text(stack.resolve(arn)) for arn in self.pull_repository_arns if arn.endswith("*")]
         self.setup = s3_assets.Asset(self, "SetupMirror", path=str(SETUP_MODULE))
 
@@ -127,6 +138,8 @@ class MirrorAdoption(Construct):
         cfn = _cfn(project)
         mirror = {"MIRROR_REGISTRY": self.registry_uri, "MIRROR_MAP": self.mirror_map,
                   "MIRROR_SETUP_BUCKET": self.setup.s3_bucket_name, "MIRROR_SETUP_KEY": self.setup.s3_object_key}
+        if self.home_registry_uri:
+            mirror["MIRROR_HOME_REGISTRY"] = self.home_registry_uri
         own_environment = cfn.environment
         cfn.add_property_override("Environment.EnvironmentVariables", _AtSynth(lambda context: [
             *_variables(context.resolve(own_environment)),

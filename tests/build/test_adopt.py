@@ -272,6 +272,23 @@ def test_another_accounts_role_may_pull_the_mirrors_repositories_in_the_mirror_a
     assert actions == sorted([*PULL, "ecr:GetAuthorizationToken", "s3:GetObject"])
 
 
+def test_a_project_in_a_replica_region_pulls_locally_and_falls_back_to_the_home_registry(tmp_path):
+    home = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+
+    def adopt(stack: Stack, projects: dict[str, codebuild.Project]) -> None:
+        MirrorAdoption(stack, "Mirror", registry_uri=OTHER_REGISTRY, mirror_map=MIRROR_MAP,
+                       home_registry_uri=home).adopt(projects["Inline"])
+
+    replica = synth_team(tmp_path, adopt)
+
+    variables = replica.variables("Inline")
+    assert (variables["MIRROR_REGISTRY"], variables["MIRROR_HOME_REGISTRY"]) == (OTHER_REGISTRY, home)
+    (pull,) = [s for s in replica.statements("Inline") if s["Action"] == PULL]
+    regions = sorted({arn.split(":")[3] for arn in cfn.resolve(pull["Resource"])})
+    assert regions == ["eu-west-1", "us-east-1"]  # the same repositories, here and at home
+    assert "arn:aws:ecr:us-east-1:111122223333:repository/docker-hub/*" in cfn.resolve(pull["Resource"])
+
+
 # --- projects the mirror cannot set up ----------------------------------------------------------------
 
 
@@ -321,6 +338,10 @@ def test_one_adoption_applies_once_and_a_project_that_has_the_mirror_already_is_
      "MirrorAdoption: mirror_map must be the mirror stack's MirrorMap output"),
     ({"registry_uri": OTHER_REGISTRY},
      "MirrorAdoption: give registry_uri and mirror_map (another account), or neither"),
+    ({"home_registry_uri": OTHER_REGISTRY},
+     "MirrorAdoption: home_registry_uri goes with registry_uri and mirror_map"),
+    ({"registry_uri": OTHER_REGISTRY, "mirror_map": MIRROR_MAP, "home_registry_uri": "home.example.com"},
+     "MirrorAdoption: registry_uri must be ACCOUNT.dkr.ecr.REGION.amazonaws.com, got 'home.example.com'"),
 ])
 def test_bad_coordinates_are_a_one_line_error(arguments, message):
     with pytest.raises(AdoptionError) as error:

@@ -125,10 +125,11 @@ def test_the_report_needs_no_registry(monkeypatch):
 
 
 class Endpoint:
-    def __init__(self, registry: Registry, mirror: MirrorMap, journal: Path) -> None:
+    def __init__(self, registry: Registry, mirror: MirrorMap, journal: Path, home: Registry | None = None) -> None:
         import http.server
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler(registry, mirror, Journal(journal)))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      handler(registry, mirror, Journal(journal), home))
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -189,6 +190,43 @@ def test_a_miss_is_answered_with_the_mirrors_error_and_journaled_for_the_report(
     assert line.startswith("mirror: 1 manifests served by the mirror (docker.io 1); 1 fell back to the upstream: "
                            "docker.io/library/nope:1 (docker-hub/library/nope: 404 MANIFEST_UNKNOWN")
     assert "\n" not in line
+
+
+def test_in_a_replica_region_what_replication_has_not_brought_comes_from_the_home_registry(
+        registry_factory, tmp_path):
+    # Given a replica holding busybox, and the home registry holding an alpine the replica has not got yet
+    replica, home = registry_factory("replica"), registry_factory("home")
+    replicated = push_busybox(replica.host, "docker-hub/library/busybox", "latest", marker="replica")
+    fresh = push_busybox(home.host, "docker-hub/library/alpine", "3", marker="home")
+    endpoint = Endpoint(Registry(replica.host), MAP, tmp_path / "ep.requests", home=Registry(home.host))
+    try:
+        # When a build pulls both through the endpoint
+        _, first, _ = endpoint.get("/v2/library/busybox/manifests/latest")
+        status, second, body = endpoint.get("/v2/library/alpine/manifests/3")
+        layer = json.loads(body)["layers"][0]
+        blob_status, _, blob = endpoint.get(f"/v2/library/alpine/blobs/{layer['digest']}")
+        missing, _, reason = endpoint.get("/v2/library/nope/manifests/1")
+    finally:
+        endpoint.stop()
+
+    # Then the replica serves what it has, the home registry the rest, and the upstream only what neither has
+    assert first["Docker-Content-Digest"] == replicated and not home.manifest_gets("docker-hub/library/busybox")
+    assert (status, second["Docker-Content-Digest"]) == (200, fresh)
+    assert (blob_status, len(blob)) == (200, layer["size"])
+    assert missing == 404
+    assert f"{replica.host}/docker-hub/library/nope: 404".encode() in reason
+    assert f"{home.host}/docker-hub/library/nope: 404".encode() in reason
+    assert report(tmp_path / "ep.pid").startswith(
+        "mirror: 2 manifests served by the mirror (docker.io 2; 1 from the home registry); 1 fell back")
+
+
+def test_the_home_registry_comes_from_its_variable_and_must_be_a_host(monkeypatch, capsys):
+    monkeypatch.setenv("MIRROR_HOME_REGISTRY", "111122223333.dkr.ecr.us-east-1.amazonaws.com")
+    args = arguments(["--registry", "111122223333.dkr.ecr.eu-west-1.amazonaws.com"])
+    assert args.home_registry == "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+    with pytest.raises(SystemExit):
+        arguments(["--registry", "127.0.0.1:5000", "--home-registry", "https://home"])
+    assert capsys.readouterr().err == "setup_mirror: --home-registry takes HOST[:PORT], got 'https://home'\n"
 
 
 def test_a_registry_that_asks_for_a_login_gets_the_ecr_password_from_the_aws_cli(registry_factory, endpoint_for,
