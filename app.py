@@ -23,7 +23,7 @@ def build(app: App, config: Config) -> MirrorStack:
     for region in config.replication_regions:
         replica = MirrorReplicaStack(app, config=config, region=region)
         # Replication must find the mirrored repositories there, or it creates them without their policies.
-        stack.add_dependency(replica, "replica repositories exist before replication writes into them")
+        stack.add_stack_dependency(replica, "replica repositories exist before replication writes into them")
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return stack
 
