@@ -75,7 +75,7 @@ bootstrap: $(BIN)/.runtime node_modules/.installed
 	$(CDK) bootstrap --no-notices -c mirror:config=$(CONFIG)
 
 deploy: $(BIN)/.runtime node_modules/.installed
-	@$(BIN)/python -m stacks.set_token --check "make deploy"
+	@$(BIN)/python -m stacks.set_token --check "make deploy" --secrets --config $(CONFIG)
 	$(CDK) deploy --all --no-notices -c mirror:config=$(CONFIG)
 
 # Reads the Docker Hub username and access token from stdin (never from arguments or the

@@ -60,9 +60,10 @@ class MirrorStack(Stack):
         )
         # Direct copies log in to each upstream with its secret; Docker Hub's may be created above.
         others = set(config.credential_secrets().values()) - {config.docker_hub_credentials.secret_name}
+        # Imported secrets add no resource, so an index is a safe id (names like a/b and a-b would collide).
         upstream_secrets = [secret] + [
-            secretsmanager.Secret.from_secret_name_v2(self, f"UpstreamSecret-{name.replace('/', '-')}", name)
-            for name in sorted(others)
+            secretsmanager.Secret.from_secret_name_v2(self, f"UpstreamSecret{i}", name)
+            for i, name in enumerate(sorted(others))
         ]
         for function in (sync.planner, sync.copier):
             for upstream_secret in upstream_secrets:

@@ -60,7 +60,7 @@ def mirrored_repository(scope: Construct, name: str, config: Config) -> ecr.Repo
         "EncryptionConfiguration.EncryptionType", "AES256"
     )
     if config.sharing is not None:
-        for statement in sharing.pull_statements(config.sharing):
+        for statement in sharing.pull_statements(scope, config.sharing, config.origin):
             repository.add_to_resource_policy(statement)
         sharing.acknowledge_organization(repository, config.sharing)
     return repository
@@ -82,7 +82,8 @@ def creation_template(scope: Construct, id: str, *, prefix: str, applied_for: st
         ),
         image_tag_mutability=CACHE_TAG_MUTABILITY,
         lifecycle_policy=_lifecycle_policy(config.repositories.untagged_expiry_days),
-        repository_policy=None if config.sharing is None else sharing.pull_policy_text(scope, config.sharing),
+        repository_policy=(None if config.sharing is None
+                           else sharing.pull_policy_text(scope, config.sharing, config.origin)),
     )
     # Stated (Delete) although it is the default: `cdk import` adopts only resources with a DeletionPolicy,
     # and an account may already hold a rule or template with this prefix (README "Deploy").
@@ -140,7 +141,8 @@ class MirrorRegistry(Construct):
             creation_template(self, f"{rule.upstream}-template", prefix=rule.prefix, applied_for="PULL_THROUGH_CACHE",
                               description=f"Repositories the {rule.upstream} pull-through cache creates", config=config)
         if config.sharing is not None and self.prefixes:
-            sharing.registry_policy(self, "Policy", sharing=config.sharing, prefix_arns=self.prefix_arns())
+            sharing.registry_policy(self, "Policy", sharing=config.sharing, prefix_arns=self.prefix_arns(),
+                                    origin=config.origin)
 
     def scan_on_push(self, *, also: list[str]) -> ecr.CfnRegistryScanningConfiguration:
         """Basic scan on push for every repository of the mirror: the cache prefixes (repositories the cache

@@ -15,13 +15,14 @@ directly mirrored repositories themselves, created before replication writes int
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from aws_cdk import Aws, BootstraplessSynthesizer, CfnRule, CfnRuleAssertion, Environment, Fn, Stack, Token
+from aws_cdk import Aws, CfnRule, CfnRuleAssertion, Environment, Fn, Stack, Token
 from aws_cdk import aws_ecr as ecr
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError
+from lambdas.mirror.config import Config, ConfigError, partition
 
 from . import constants
 from .registry import creation_template, mirrored_repository
@@ -68,10 +69,16 @@ def replication_configuration(scope: Construct, id: str, *, config: Config) -> e
 def check_own_region(scope: Construct, config: Config) -> None:
     """ECR cannot replicate a region to itself: one synth line when the region is known, else a template rule."""
     region = Stack.of(scope).region
-    if not Token.is_unresolved(region):
-        if region in config.replication_regions:
-            index = config.replication_regions.index(region)
-            raise ConfigError(f"{config.origin}: replication.regions[{index}]: {region!r} is the stack's own region")
+    known = not Token.is_unresolved(region)
+    # An environment-agnostic stack goes to the CLI's region, which the CLI hands the app as CDK_DEFAULT_REGION:
+    # caught here, before the replica stacks (deployed first) could create their resources in the home region.
+    deployed_to = region if known else os.environ.get("CDK_DEFAULT_REGION")
+    if deployed_to in config.replication_regions:
+        index = config.replication_regions.index(deployed_to)
+        where = "" if known else " (CDK_DEFAULT_REGION, where cdk deploys it)"
+        raise ConfigError(f"{config.origin}: replication.regions[{index}]: {deployed_to!r} is the stack's own "
+                          f"region{where}")
+    if known:
         return
     CfnRule(
         scope,
@@ -81,13 +88,20 @@ def check_own_region(scope: Construct, config: Config) -> None:
                 assert_=Fn.condition_not(Fn.condition_contains(list(config.replication_regions), Aws.REGION)),
                 assert_description="replication.regions in the mirror config lists this stack's own region; "
                 "ECR replicates only to other regions",
-            )
+            ),
+            CfnRuleAssertion(
+                assert_=Fn.condition_equals(Aws.PARTITION, partition(config.replication_regions[0])),
+                assert_description="replication.regions in the mirror config are in another partition; "
+                "ECR replicates only within one",
+            ),
         ],
     )
 
 
 class MirrorReplicaStack(Stack):
-    """What a replica region holds besides the replicated images. Deployed with CLI credentials: no assets."""
+    """What a replica region holds besides the replicated images. The default synthesizer, so `cdk bootstrap` covers
+    its region and a large template (a pull policy per repository) goes through the bootstrap bucket: CloudFormation
+    takes at most 51,200 bytes inline."""
 
     def __init__(self, scope: Construct, *, config: Config, region: str, **kwargs: Any) -> None:
         super().__init__(
@@ -95,7 +109,6 @@ class MirrorReplicaStack(Stack):
             f"{constants.STACK_NAME}-{region}",
             env=Environment(region=region),
             description=f"ECR mirror replica in {region}: creation templates and mirrored repositories",
-            synthesizer=BootstraplessSynthesizer(),
             **kwargs,
         )
         for rule in config.pull_through_cache:

@@ -2,6 +2,7 @@
 
     python -m stacks.set_token --config mirror.yaml [--registry HOST] [--region REGION]
     python -m stacks.set_token --check        # only: are an AWS region and credentials set? (make deploy)
+    python -m stacks.set_token --check --secrets --config mirror.yaml   # and do the cache rules' secrets exist?
 
 Reads the username from the first line of stdin and the token from the second (or prompts on a
 terminal, without echo). Docker Hub's secret is the stack's; another registry's (`registry_credentials`)
@@ -74,6 +75,35 @@ def aws_problem(region: str | None, command: str) -> str | None:
     return None
 
 
+def missing_rule_secret(config_path: str, region: str | None, client: Any = None) -> str | None:
+    """A cache rule whose secret does not exist yet: CreatePullThroughCacheRule fails and the deploy rolls back.
+    Docker Hub's secret is the stack's own unless `existing_secret`."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        return str(err)
+    created = None if config.docker_hub_credentials.existing_secret else config.docker_hub_credentials.secret_name
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name=region or os.environ.get("AWS_REGION"))
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    for rule in config.pull_through_cache:
+        if rule.credentials_secret is None or rule.credentials_secret == created:
+            continue
+        try:
+            client.describe_secret(SecretId=rule.credentials_secret)
+        except client.exceptions.ResourceNotFoundException:
+            fix = ("set docker_hub_credentials.existing_secret: false (the stack creates it) or create it"
+                   if rule.upstream == "docker-hub"
+                   else f"store it first: make registry-token REGISTRY={rule.registry}")
+            return f"the {rule.upstream} cache rule's secret {rule.credentials_secret} does not exist: {fix}"
+        except (BotoCoreError, ClientError) as err:
+            return f"cannot check the secret {rule.credentials_secret}: {err}"
+    return None
+
+
 def plain_http_problem(endpoint_url: str) -> str | None:
     """The token may travel over plain HTTP only to loopback (a local test endpoint)."""
     parts = urllib.parse.urlsplit(endpoint_url)
@@ -94,9 +124,13 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
     )
     parser.add_argument("--check", metavar="COMMAND", nargs="?", const="make deploy",
                         help="only check that an AWS region and credentials are set (for COMMAND's message)")
+    parser.add_argument("--secrets", action="store_true",
+                        help="with --check: also that each secret a cache rule names exists (ECR refuses the rule)")
     args = parser.parse_args(argv)
     if args.check:
         problem = aws_problem(args.region, args.check)
+        if problem is None and args.secrets:
+            problem = missing_rule_secret(args.config, args.region, client)
         if problem:
             print(f"error: {args.check}: {problem}", file=sys.stderr)
         return 1 if problem else 0
@@ -107,14 +141,15 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
         return 1
     secrets = config.credential_secrets()
     if args.registry not in secrets:
-        print(f"error: {args.config}: no secret for {args.registry} (registry_credentials names "
-              f"{', '.join(sorted(secrets))})", file=sys.stderr)
+        print(f"error: {args.config}: no secret for {args.registry}: name one under registry_credentials "
+              f"(the config has secrets for {', '.join(sorted(secrets))})", file=sys.stderr)
         return 1
     secret_name = secrets[args.registry]
     hub = args.registry == DOCKER_HUB
     registry = "Docker Hub" if hub else args.registry
     if client is None:
-        problem = aws_problem(args.region, "make docker-hub-token")
+        problem = aws_problem(args.region, "make docker-hub-token" if hub else f"make registry-token "
+                                                                               f"REGISTRY={args.registry}")
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1

@@ -12,15 +12,22 @@ the stack puts it on the repositories it creates.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from lambdas.mirror.config import Sharing
+from lambdas.mirror.config import ConfigError, Sharing
 
 PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 CACHE_FILL_ACTIONS = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
+# ECR API reference, SetRepositoryPolicy and PutRegistryPolicy: policyText is at most 10,240 characters.
+MAX_POLICY_CHARACTERS = 10_240
+# The longest values the pseudo parameters take, to size a policy at synth.
+_LONGEST = {"AWS::Partition": "aws-us-gov", "AWS::Region": "ap-southeast-5", "AWS::AccountId": "123456789012"}
 
 
 def statements(sharing: Sharing, sid: str, actions: list[str], resources: list[str] | None = None,
@@ -40,24 +47,48 @@ def statements(sharing: Sharing, sid: str, actions: list[str], resources: list[s
     return found
 
 
-def pull_statements(sharing: Sharing) -> list[iam.PolicyStatement]:
+def pull_statements(scope: Construct, sharing: Sharing, origin: str) -> list[iam.PolicyStatement]:
     """For a repository policy, which names no resource (the repository is the resource)."""
-    return statements(sharing, "MirrorPullFrom", PULL_ACTIONS)
+    found = statements(sharing, "MirrorPullFrom", PULL_ACTIONS)
+    check_size(scope, iam.PolicyDocument(statements=found), origin)
+    return found
 
 
-def pull_policy_text(scope: Construct, sharing: Sharing) -> str:
+def pull_policy_text(scope: Construct, sharing: Sharing, origin: str) -> str:
     """The pull policy as the JSON text a repository creation template takes."""
-    document = iam.PolicyDocument(statements=pull_statements(sharing))
-    return Stack.of(scope).to_json_string(document)
+    return Stack.of(scope).to_json_string(iam.PolicyDocument(statements=pull_statements(scope, sharing, origin)))
 
 
-def registry_policy(scope: Construct, id: str, *, sharing: Sharing, prefix_arns: list[str]) -> ecr.CfnRegistryPolicy:
+def check_size(scope: Construct, document: iam.PolicyDocument, origin: str) -> None:
+    """A policy over ECR's limit fails synth with one line, not the deploy."""
+    size = len(json.dumps(_longest(Stack.of(scope).resolve(document)), separators=(",", ":")))
+    if size > MAX_POLICY_CHARACTERS:
+        raise ConfigError(f"{origin}: sharing.accounts: the policies would reach {size} characters, over ECR's "
+                          f"{MAX_POLICY_CHARACTERS}; share with the organization (sharing.organization_id) instead")
+
+
+def _longest(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return _LONGEST.get(value["Ref"], value["Ref"])
+    if isinstance(value, dict) and set(value) == {"Fn::Join"}:
+        separator, parts = value["Fn::Join"]
+        return separator.join(str(_longest(part)) for part in parts)
+    if isinstance(value, dict):
+        return {k: _longest(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_longest(v) for v in value]
+    return value
+
+
+def registry_policy(scope: Construct, id: str, *, sharing: Sharing, prefix_arns: list[str],
+                    origin: str) -> ecr.CfnRegistryPolicy:
     """Lets the shared principals make the cache rules create and fill repositories under their prefixes.
 
     The registry has one policy per region: this replaces any policy the account had (README "Sharing").
     """
     document = iam.PolicyDocument(statements=statements(sharing, "MirrorCacheFillFrom", CACHE_FILL_ACTIONS,
                                                         prefix_arns))
+    check_size(scope, document, origin)
     policy = ecr.CfnRegistryPolicy(scope, id, policy_text=document)
     acknowledge_organization(policy, sharing)
     return policy

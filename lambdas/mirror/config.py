@@ -208,6 +208,15 @@ class Config:
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
+def partition(region: str) -> str:
+    """The AWS partition a region name belongs to (ARN format, AWS General Reference)."""
+    for start, name in (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-isob-", "aws-iso-b"),
+                        ("us-iso-", "aws-iso"), ("eusc-", "aws-eusc")):
+        if region.startswith(start):
+            return name
+    return "aws"
+
+
 def default_repository(ref: Reference, prefix: str) -> str:
     """`mirror/<registry host>/<path>`; a port becomes `-PORT` (ECR names have no colon)."""
     host = ref.registry.lower().strip("[]").replace(":", "-")
@@ -295,6 +304,10 @@ class _Parser:
         registry_credentials = self.registry_credentials(top.get("registry_credentials"))
         rules = self.rules(top.get("pull_through_cache"), credentials, dict(registry_credentials))
         images = self.images(top.get("images"), rules, repositories)
+        used = {image.ref.registry for image in images} | {rule.registry for rule in rules if rule.credentials_secret}
+        for host, _ in registry_credentials:
+            if host not in used:  # most likely a typo: its images would be fetched anonymously
+                raise self.fail(f"registry_credentials.{host}", f"no image and no cache rule uses {host!r}")
         return Config(
             images=images,
             schedule=self.schedule(top.get("schedule", DEFAULT_SCHEDULE)),
@@ -348,6 +361,10 @@ class _Parser:
                 raise self.fail(f"replication.regions[{i}]", f"{region!r} is not a region name like eu-west-1")
             if region in names:
                 raise self.fail(f"replication.regions[{i}]", f"{region!r} is listed twice")
+            # ECR: "Cross-Region replication is not supported between AWS partitions".
+            if names and partition(region) != partition(names[0]):
+                raise self.fail(f"replication.regions[{i}]", f"{region!r} is in partition {partition(region)}, "
+                                f"{names[0]!r} in {partition(names[0])}; ECR replicates within one partition")
             names.append(region)
         return tuple(names)
 
@@ -362,8 +379,9 @@ class _Parser:
                 ref = parse(f"{host}/x") if isinstance(host, str) else None
             except ReferenceError:
                 ref = None
-            if ref is None or ref.registry != host:
-                raise self.fail(where, f"{host!r} is not a registry host like ghcr.io or registry.example.com:5000")
+            if ref is None or ref.registry != host or host != host.lower():
+                raise self.fail(where, f"{host!r} is not a registry host like ghcr.io or registry.example.com:5000 "
+                                       "(lowercase, as image references name it)")
             if host == DOCKER_HUB:
                 raise self.fail(where, "Docker Hub's secret is docker_hub_credentials.secret_name")
             if not (isinstance(secret, str) and _SECRET_NAME.fullmatch(secret)):
@@ -432,8 +450,9 @@ class _Parser:
             registry = UPSTREAMS[upstream].registry
             if secret is None and upstream == "docker-hub":
                 secret = credentials.secret_name
-            elif secret is None and registry in registry_secrets:
+            elif secret is None and registry in registry_secrets and UPSTREAMS[upstream].needs_credentials:
                 # The rule takes the registry's credentials, so the copier and the cache log in as one user.
+                # A rule that takes none (quay, ecr-public, k8s) stays anonymous; the secret serves direct copies.
                 secret, key = registry_secrets[registry], f"registry_credentials.{registry}"
             elif secret is not None and registry_secrets.get(registry, secret) != secret:
                 raise self.fail(key, f"{secret!r} differs from registry_credentials.{registry} "

@@ -144,6 +144,11 @@ BAD_INPUTS = {
         "replication.regions[1]",
         "'eu-west-1' is listed twice",
     ),
+    "replication regions in two partitions": (
+        f"images:\n{GOOD_IMAGE}replication:\n  regions: [eu-west-1, cn-north-1]\n",
+        "replication.regions[1]",
+        "'cn-north-1' is in partition aws-cn, 'eu-west-1' in aws; ECR replicates within one partition",
+    ),
     "a cache rule secret without the ECR prefix": (
         f"images:\n{GOOD_IMAGE}pull_through_cache:\n  - upstream: github-container-registry\n"
         "    credentials_secret: github-token\n",
@@ -160,6 +165,16 @@ BAD_INPUTS = {
         f"images:\n{GOOD_IMAGE}registry_credentials:\n  'ghcr.io/org': ecr-pullthroughcache/ghcr\n",
         "registry_credentials.ghcr.io/org",
         "is not a registry host",
+    ),
+    "registry credentials for a host written in capitals": (
+        f"images:\n{GOOD_IMAGE}registry_credentials:\n  GHCR.io: ecr-pullthroughcache/ghcr\n",
+        "registry_credentials.GHCR.io",
+        "(lowercase, as image references name it)",
+    ),
+    "registry credentials no image or rule uses": (
+        f"images:\n{GOOD_IMAGE}registry_credentials:\n  ghrc.io: ecr-pullthroughcache/ghcr\n",
+        "registry_credentials.ghrc.io",
+        "no image and no cache rule uses 'ghrc.io'",
     ),
     "unknown top-level key": (
         f"images:\n{GOOD_IMAGE}schedul: rate(1 hour)\n",
@@ -306,3 +321,16 @@ def test_a_cache_rule_and_registry_credentials_naming_different_secrets_is_refus
     with pytest.raises(ConfigError, match=r"^shared.yaml: pull_through_cache\[0\]\.credentials_secret: "
                                           r"'ecr-pullthroughcache/other' differs from registry_credentials\.ghcr\.io"):
         parse_config(data, origin="shared.yaml")
+
+
+def test_a_private_registry_whose_cache_rule_takes_no_credentials_keeps_the_rule_anonymous() -> None:
+    # ECR's quay rule takes no secret: the secret serves the direct copy of the image with a target.
+    config = parse_config({
+        "images": [{"source": "quay.io/team/private", "tags": ["1"], "target": "mirror/team-private"}],
+        "registry_credentials": {"quay.io": "team/quay"},
+    })
+
+    assert config.rule_for("quay.io") is not None
+    assert config.rule_for("quay.io").credentials_secret is None  # type: ignore[union-attr]
+    assert config.credential_secrets()["quay.io"] == "team/quay"
+    assert config.images[0].via is None

@@ -64,18 +64,25 @@ def test_each_replica_region_holds_the_mirrored_repositories_before_replication_
             assert plain(repository["Properties"]["RepositoryPolicyText"]) == pull_policy(ACCOUNTS, ORG)
 
 
-def test_a_replica_stack_needs_no_bootstrap_in_its_region(shared_app: Synthesized) -> None:
-    # No assets: deployed with the CLI's credentials, so no CDK bootstrap version check or asset bucket.
+def test_a_replica_stack_is_bootstrapped_like_the_home_stack(shared_app: Synthesized) -> None:
+    # The default synthesizer: `make bootstrap` covers its region, and a template over CloudFormation's 51,200-byte
+    # inline limit (a pull policy per repository) is uploaded to the bootstrap bucket.
+    manifest = json.loads((shared_app.outdir / "manifest.json").read_text())["artifacts"]
     for region in REGIONS:
-        data = replica(shared_app, region)
-        assert "Rules" not in data and "Parameters" not in data
+        properties = manifest[f"EcrMirror-{region}"]["properties"]
+        assert properties["assumeRoleArn"].startswith("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/cdk-")
+        assert properties["stackTemplateAssetObjectUrl"].startswith(f"s3://cdk-hnb659fds-assets-${{AWS::AccountId}}-{region}/")
 
 
-def test_the_environment_agnostic_template_refuses_its_own_region_as_a_replica(shared_app: Synthesized) -> None:
+def test_the_environment_agnostic_template_refuses_its_own_region_and_another_partition(
+    shared_app: Synthesized,
+) -> None:
     rules = [rule for name, rule in shared_app.data["Rules"].items() if name.startswith("RegistryReplicationElsewhere")]
 
-    assert [rule["Assertions"][0]["Assert"] for rule in rules] == [
-        {"Fn::Not": [{"Fn::Contains": [REGIONS, {"Ref": "AWS::Region"}]}]}]
+    assert [[a["Assert"] for a in rule["Assertions"]] for rule in rules] == [[
+        {"Fn::Not": [{"Fn::Contains": [REGIONS, {"Ref": "AWS::Region"}]}]},
+        {"Fn::Equals": [{"Ref": "AWS::Partition"}, "aws"]},
+    ]]
 
 
 def test_a_stack_in_a_replica_region_fails_synth_with_one_line(tmp_path: Path) -> None:
@@ -86,6 +93,18 @@ def test_a_stack_in_a_replica_region_fails_synth_with_one_line(tmp_path: Path) -
                     env=Environment(region="us-west-2"))
 
     assert str(caught.value) == "shared.yaml: replication.regions[1]: 'us-west-2' is the stack's own region"
+
+
+def test_the_region_cdk_deploys_an_environment_agnostic_stack_to_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "eu-west-1")
+
+    with pytest.raises(ConfigError) as caught:
+        MirrorStack(cdk_app(tmp_path), "EcrMirror", config=parse_config(SHARED, origin="shared.yaml"))
+
+    assert str(caught.value) == ("shared.yaml: replication.regions[0]: 'eu-west-1' is the stack's own region "
+                                 "(CDK_DEFAULT_REGION, where cdk deploys it)")
 
 
 def test_without_replication_there_is_no_replication_configuration_and_no_replica_stack(

@@ -185,5 +185,34 @@ def test_a_registry_the_config_has_no_secret_for_is_one_line(capsys: pytest.Capt
     status = main(["--config", str(REPO / "mirror.yaml"), "--registry", "ghcr.io"], stdin=io.StringIO(""),
                   client=object())
     assert status == 1
-    assert capsys.readouterr().err == (f"error: {REPO / 'mirror.yaml'}: no secret for ghcr.io "
-                                       "(registry_credentials names docker.io)\n")
+    assert capsys.readouterr().err == (f"error: {REPO / 'mirror.yaml'}: no secret for ghcr.io: name one under "
+                                       "registry_credentials (the config has secrets for docker.io)\n")
+
+
+def test_the_deploy_check_finds_a_cache_rule_secret_that_is_not_stored_yet(endpoint: str, tmp_path: Path) -> None:
+    # ECR's CreatePullThroughCacheRule refuses a missing secret, and the first deploy would roll back.
+    config = tmp_path / "mirror.yaml"
+    config.write_text("images: [{source: ghcr.io/org/app, tags: ['1']}]\n"
+                      "registry_credentials: {ghcr.io: ecr-pullthroughcache/ghcr}\n"
+                      "pull_through_cache: [{upstream: docker-hub}, {upstream: github-container-registry}]\n")
+    env = fake_aws_environment(endpoint)
+    client = moto_client("secretsmanager", endpoint)
+
+    missing = run_set_token("--check", "make deploy", "--secrets", "--config", str(config), env=env)
+    main(["--config", str(config), "--registry", "ghcr.io"], stdin=io.StringIO(f"dave\n{TOKEN}\n"), client=client)
+    try:
+        stored_first = run_set_token("--check", "make deploy", "--secrets", "--config", str(config), env=env)
+    finally:
+        client.delete_secret(SecretId="ecr-pullthroughcache/ghcr", ForceDeleteWithoutRecovery=True)
+
+    assert (missing.returncode, missing.stderr) == (1, (
+        "error: make deploy: the github-container-registry cache rule's secret ecr-pullthroughcache/ghcr does not "
+        "exist: store it first: make registry-token REGISTRY=ghcr.io\n"))
+    # Docker Hub's secret is the stack's own: not asked for before the first deploy.
+    assert (stored_first.returncode, stored_first.stderr) == (0, "")
+
+
+def test_make_deploy_checks_the_cache_rule_secrets_of_its_config() -> None:
+    lines = subprocess.run(["make", "-s", "-n", "-C", str(REPO), "deploy", "CONFIG=other.yaml"], capture_output=True,
+                           text=True, check=False, timeout=60).stdout
+    assert '-m stacks.set_token --check "make deploy" --secrets --config other.yaml' in lines

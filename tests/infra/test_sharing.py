@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.config import parse_config
+from lambdas.mirror.config import ConfigError, parse_config
 
 from .conftest import ACCOUNTS, ORG, SHARED, Synthesized, synthesize
 
@@ -144,3 +144,14 @@ def test_cdk_nag_acknowledges_the_organization_statement_where_it_is_and_nowhere
                           and any(finding.endswith("AwsSolutions-ECR1") for finding in entry["data"]))
     assert acknowledged == ["/EcrMirror/Registry/Policy", "/EcrMirror/Registry/mirror--docker.io--moby--buildkit",
                             "/EcrMirror/Registry/mirror--gcr.io--distroless--base-debian12"]
+
+
+def test_too_many_accounts_for_ecrs_policy_limit_fail_synth_with_one_line(tmp_path: Path) -> None:
+    accounts = [f"{n:012d}" for n in range(1, 301)]
+    config = parse_config({**SHARED, "sharing": {"accounts": accounts}, "replication": None}, origin="big.yaml")
+
+    with pytest.raises(ConfigError) as caught:
+        synthesize(config, tmp_path)
+
+    assert str(caught.value).startswith("big.yaml: sharing.accounts: the policies would reach ")
+    assert str(caught.value).endswith("over ECR's 10240; share with the organization (sharing.organization_id) instead")
