@@ -25,6 +25,7 @@ from lambdas.mirror.config import Config
 
 from .buildspec import BuildSpecOptions, build_spec
 from .contract import mirror_map
+from .sharing import CACHE_FILL_ACTIONS, PULL_ACTIONS
 
 SETUP_MODULE = Path(__file__).resolve().parent.parent / "codebuild" / "setup_mirror.py"
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
@@ -40,10 +41,9 @@ DEFAULT_CONTAINER_NAME = "app"
 BUILDKIT_IMAGE = "moby/buildkit:buildx-stable-1"
 BINFMT_IMAGE = "tonistiigi/binfmt:latest"
 
-_PULL = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
 # A pull through a cache rule creates the repository and imports the image on first use.
-PULL_THROUGH_ACTIONS = [*_PULL, "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
-_PUSH = [*_PULL, "ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]
+PULL_THROUGH_ACTIONS = [*PULL_ACTIONS, *CACHE_FILL_ACTIONS]
+_PUSH = [*PULL_ACTIONS, "ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]
 
 
 class MirrorBuildProject(Construct):
@@ -170,7 +170,8 @@ class MirrorBuildProject(Construct):
         ))
         direct = sorted({image.repository for image in config.images if image.via is None})
         if direct:
-            project.add_to_role_policy(iam.PolicyStatement(actions=_PULL, resources=[repo_arn(r) for r in direct]))
+            project.add_to_role_policy(iam.PolicyStatement(actions=PULL_ACTIONS,
+                                                           resources=[repo_arn(r) for r in direct]))
         if config.pull_through_cache:
             project.add_to_role_policy(iam.PolicyStatement(
                 actions=PULL_THROUGH_ACTIONS,

@@ -19,8 +19,6 @@ from . import sharing
 READ_ACTIONS = ["ecr:DescribeImages", "ecr:ListImages", "ecr:BatchGetImage"]
 PULL_ACTIONS = [*READ_ACTIONS, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer"]
 PUSH_ACTIONS = ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
-# A pull through a cache prefix creates the repository and imports the upstream image on first use.
-CACHE_FILL_ACTIONS = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
 # The copier moves a cached tag to the digest it just warmed (ECR would take up to 24 h): a manifest
 # PUT only, since every blob and child manifest arrived through the cache; no layer uploads.
 CACHE_TAG_ACTIONS = ["ecr:PutImage"]
@@ -193,7 +191,7 @@ class MirrorRegistry(Construct):
         """Copy images: pull and push mirrored repos; pull (and so fill) the cache prefixes and move their tags."""
         self._grant_login(grantee)
         self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
-        self._grant(grantee, PULL_ACTIONS + CACHE_FILL_ACTIONS + CACHE_TAG_ACTIONS, self.prefix_arns())
+        self._grant(grantee, PULL_ACTIONS + sharing.CACHE_FILL_ACTIONS + CACHE_TAG_ACTIONS, self.prefix_arns())
         self._acknowledge_prefixes(grantee)
 
     def _grant_login(self, grantee: iam.IGrantable) -> None:

@@ -75,6 +75,13 @@ def aws_problem(region: str | None, command: str) -> str | None:
     return None
 
 
+def secrets_client(region: str | None) -> Any:
+    import boto3
+
+    # boto3 reads only AWS_DEFAULT_REGION; the CDK CLI (and so `make deploy`) also honours AWS_REGION.
+    return boto3.client("secretsmanager", region_name=region or os.environ.get("AWS_REGION"))
+
+
 def missing_rule_secret(config_path: str, region: str | None, client: Any = None) -> str | None:
     """A cache rule whose secret does not exist yet: CreatePullThroughCacheRule fails and the deploy rolls back.
     Docker Hub's secret is the stack's own unless `existing_secret`."""
@@ -83,10 +90,7 @@ def missing_rule_secret(config_path: str, region: str | None, client: Any = None
     except ConfigError as err:
         return str(err)
     created = None if config.docker_hub_credentials.existing_secret else config.docker_hub_credentials.secret_name
-    if client is None:
-        import boto3
-
-        client = boto3.client("secretsmanager", region_name=region or os.environ.get("AWS_REGION"))
+    client = client or secrets_client(region)
     from botocore.exceptions import BotoCoreError, ClientError
 
     for rule in config.pull_through_cache:
@@ -153,10 +157,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
-        import boto3
-
-        # boto3 reads only AWS_DEFAULT_REGION; the CDK CLI (and so `make deploy`) also honours AWS_REGION.
-        client = boto3.client("secretsmanager", region_name=args.region or os.environ.get("AWS_REGION"))
+        client = secrets_client(args.region)
     problem = plain_http_problem(client.meta.endpoint_url)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

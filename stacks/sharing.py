@@ -23,6 +23,7 @@ from constructs import Construct
 from lambdas.mirror.config import ConfigError, Sharing
 
 PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+# A pull through a cache prefix creates the repository and imports the upstream image on first use.
 CACHE_FILL_ACTIONS = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
 # ECR API reference, SetRepositoryPolicy and PutRegistryPolicy: policyText is at most 10,240 characters.
 MAX_POLICY_CHARACTERS = 10_240

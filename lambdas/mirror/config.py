@@ -371,9 +371,11 @@ class _Parser:
     def registry_credentials(self, value: Any) -> tuple[tuple[str, str], ...]:
         if value is None:
             return ()
-        raw = self.mapping(value, "registry_credentials", set(value) if isinstance(value, dict) else set())
+        if not isinstance(value, dict):
+            raise self.fail("registry_credentials", f"must be a mapping of registry host to secret, got "
+                                                    f"{type(value).__name__}")
         pairs: list[tuple[str, str]] = []
-        for host, secret in raw.items():
+        for host, secret in value.items():
             where = f"registry_credentials.{host}"
             try:
                 ref = parse(f"{host}/x") if isinstance(host, str) else None
