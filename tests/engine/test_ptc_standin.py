@@ -102,3 +102,17 @@ def test_only_the_rule_prefix_is_served(
 
     assert caught.value.status == 404 and "NAME_UNKNOWN" in str(caught.value)
     assert cache.upstream_requests == []
+
+
+def test_with_own_repositories_other_names_are_the_registrys_own_and_never_go_upstream(
+        registry_factory: Callable[..., RegistryServer], ptc_factory: Callable[..., PullThroughCache]) -> None:
+    # Given a cache that also holds the registry's own repositories, and an image pushed into one
+    hub = registry_factory("hub")
+    push_image(hub.host, REPO, "3.13-slim", kind="docker-v2", seed=6)
+    cache = ptc_factory(hub.host, own_repositories=True)
+    copied = push_image(cache.host, "mirror/docker.io/library/python", "3.13-slim", seed=7)
+
+    # Then it is served as pushed, a name nobody pushed is storage's 404, and neither asks upstream
+    assert digest_at(cache.host, "mirror/docker.io/library/python", "3.13-slim") == copied
+    assert digest_at(cache.host, REPO, "3.13-slim") is None
+    assert cache.upstream_requests == []

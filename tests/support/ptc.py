@@ -4,7 +4,9 @@ distribution registry (its storage) and an upstream registry.
 It behaves as the ECR user guide documents, which distribution's own proxy mode does not (that
 re-checks a tag upstream on every request):
 - repositories live under the rule's prefix (`/v2/<prefix>/<upstream path>/...`); any other name
-  is 404 NAME_UNKNOWN, as in ECR; `/v2/` answers 200.
+  is 404 NAME_UNKNOWN, as in ECR; `/v2/` answers 200. With `own_repositories`, other names are
+  the registry's own repositories instead (an ECR registry holds both; the fleet simulation keeps
+  the mirror's direct copies there): served and pushed as storage has them, never looked up upstream.
 - a manifest by tag: "Amazon ECR checks the remote repository up to once per 24 hours to verify
   whether the cached image is the latest version. This timer is based off the last pull of the
   cached image." A stored tag last checked less than `refresh_interval` ago (by `clock`, per tag)
@@ -58,9 +60,10 @@ _PATH = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>
 class PullThroughCache:
     def __init__(self, root: Path, upstream: str, *, prefix: str = "docker-hub", refresh_interval: float = 86400,
                  clock: Callable[[], float] = time.time, username: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, own_repositories: bool = False) -> None:
         self.upstream = upstream  # host:port
         self.prefix = prefix
+        self.own_repositories = own_repositories
         self.refresh_interval = refresh_interval
         self.clock = clock
         self._authorization: str | None = None
@@ -240,6 +243,8 @@ def _handler(cache: PullThroughCache) -> type[BaseHTTPRequestHandler]:
             if path in ("/v2", "/v2/"):
                 return self._reply(200, b"{}", "application/json")
             match = _PATH.match(path)
+            if match is not None and cache.own_repositories and not match["name"].startswith(cache.prefix + "/"):
+                return self._relay()  # a repository of the registry's own: no cache rule applies
             if match is None or not match["name"].startswith(cache.prefix + "/"):
                 self._discard_body()
                 return self._reply(404, _error("NAME_UNKNOWN", "repository name not known to registry"),
