@@ -15,10 +15,12 @@ from lambdas.mirror.config import load_config
 from tests.support.limiter import POLICIES, Policy
 
 from . import cost
-from .fleet import MIRRORED_PLATFORMS, OFFICIAL_PLATFORMS, TEST_RUNS, plan_day
+from .fleet import MIRRORED_PLATFORMS, OFFICIAL_PLATFORMS, TEST_RUNS, UNLISTED, plan_day
 from .report import chart, markdown_table, staleness_table, table
 from .run import Mode, Result, simulate
 from .world import seeded
+
+FRESH_WITHIN = 15 * 60.0  # README: a moved tag reaches builds within 15 minutes
 
 DOC = """# Fleet simulation: Docker Hub's pull limits with and without the mirror
 
@@ -44,48 +46,44 @@ The same day under the hourly policy: [simulation-hourly.png](simulation-hourly.
 - **direct**: builds pull anonymously from Docker Hub, as CodeBuild does out of the box.
 - **logged in**: the seeds' fix, `docker login` first; {account_note}
 - **mirrored**: the engine (`plan` + `run_tasks`, the planner and copier Lambdas' logic) runs on
-  the schedule with the mirror's Docker Hub account, against an ECR-like Docker Hub pull-through
-  cache (`tests/support/ptc.py`). Every pull of a build, its bases (read from each Dockerfile by
-  tests/simulate/dockerfile.py) and its test commands' `docker run`, goes through the build host's
-  registry mirror (codebuild/setup_mirror.py) to `<ecr>/docker-hub/<path>`: `postgres:16-alpine` is pulled as
-  `<ecr>/docker-hub/library/postgres:16-alpine`. As ECR documents, the cache checks a cached tag
-  upstream at most once per 24 hours and serves what it holds in between, fetches a digest it
-  lacks together with every manifest its index lists, and accepts pushes. The planner reads the
-  cache's tags without pulling them (ECR: DescribeImages; here the stand-in's storage) and HEADs
-  Docker Hub; for a moved tag the copier pulls the new digest through the cache and then puts it
-  as the cache's tag (`copy.refresh_through_cache`).
-- **mirrored, warm by tag only** (first policy only): the same, but each task's planned digest is
-  dropped, so the copier warms `docker-hub/<path>:<tag>`, as the engine did before that fix.
-  Within the cache's 24 hours that pull returns the image the cache holds, so the scheduled syncs
-  change nothing; the tag moves when the cache's own check comes due on some pull.
+  the schedule with the mirror's Docker Hub account and copies every image the simulated mirror.yaml
+  lists, digest-exact and with its `platforms` ({platforms}), into a loopback "ECR" under
+  `mirror/docker.io/<path>`. Every pull of a build, its bases (read from each Dockerfile by
+  tests/simulate/dockerfile.py) and its test commands' `docker run`, goes to the build host's
+  endpoint (codebuild/setup_mirror.py's handler, given the MIRROR_MAP the stack writes) as dockerd
+  and BuildKit send it to a registry mirror: `postgres:16-alpine` is asked for as
+  `/v2/library/postgres/manifests/16-alpine` and answered from `mirror/docker.io/library/postgres`.
+  What mirror.yaml does not list ({unlisted}) the endpoint answers from the Docker Hub cache rule,
+  `<ecr>/docker-hub/<path>` (`tests/support/ptc.py`, which behaves as ECR documents: a cached tag is
+  checked upstream at most once per 24 hours and served as held in between). Each scheduled run
+  HEADs every listed tag at Docker Hub and at "ECR"; a tag whose digest moved is copied at once.
 
 How the figures are counted:
 - *Failed with 429*: builds whose manifest GET got 429, for a base or a test image; a build stops
   at its first 429 (no retries).
 - *Upstream manifest GETs*: manifest GETs "Docker Hub" answered 200, from every identity, from 00:00
   to the mirror's 24:00 run. For the mirror, "+N first fill" is its initial warm-up before the day,
-  from 22:00 the day before, a run every 10 minutes until nothing was deferred ({fill_runs} runs
+  from 22:00 the day before, a run every 10 minutes until nothing was deferred ({fill_runs} run(s)
   under the first policy, {fill_runs_hourly} under the hourly one: the planner budgets an index it
-  has not seen at 17 manifest GETs and keeps the quota reserve). For a bumped tag the cache fetches
-  the new index and every manifest it lists, as ECR does, whatever platforms the mirror keeps
-  ({platforms}): for an official image, {official} platforms and their {official} attestation
-  manifests, {official_gets} GETs. That is {expected} manifests for the day's bumps, against {gets}
-  GETs spent (warm by tag only: {gets_by_tag}); every other check by the mirror or the cache was a
-  HEAD: {heads} HEADs in {runs} planner runs.
+  has not seen at 2 manifest GETs per selected platform plus the index, and keeps the quota
+  reserve), and the cache rule's fill of the unlisted images, as yesterday's builds left it. A bumped
+  tag costs what the direct copy fetches: the new index, the manifests of the {mirrored} selected
+  platforms and their {mirrored} attestation manifests, {official_gets} GETs for an official image
+  (the index lists {official} platforms; the others are not fetched). That is {expected} manifests
+  for the day's bumps, against {gets} GETs spent; every other check by the mirror or the cache was
+  a HEAD: {heads} HEADs in {runs} planner runs.
+- *The endpoint*: of the builds' {requests} manifest requests, {direct} were answered from direct
+  copies, {cached} from the cache rule ({cached_images}) and {fell_back} fell back to Docker Hub.
 - *`docker run` images pulled / tag GETs at Docker Hub*: images the builds' test commands pulled
   completely, and the manifest GETs by tag "Docker Hub" answered for them to the builds (0: every
   one came from the mirror; more GETs than pulls: the pull's next GET got 429).
-- *Upstream bytes*: bytes of manifests and blobs "Docker Hub" served during the day. The stand-in
-  fetches, once, every blob of every manifest it fetches (all platforms); ECR fetches layers as
-  they are pulled, so the mirrored figures are above what ECR would fetch.
-- *Bumped tag reaches builds after*: per upstream tag bump, the time until the cache's tag named
-  the new digest (from then on every build pulling the tag got the new image; median and max over
-  the day's {bumps} bumps), and how many builds resolved a bumped tag after its bump and still got
-  the old image. Mirrored, a tag moves at the first scheduled sync after its bump, so staleness is
-  bounded by the schedule's interval. Warm by tag only, it moves at the cache's next check: the
-  stand-in checks a tag when it is pulled at least 24 hours after its previous check (its reading
-  of ECR's "up to once per 24 hours ... based off the last pull"); a tag that moves just after the
-  cache checked it stays stale for up to 24 hours.
+- *Upstream bytes*: bytes of manifests and blobs "Docker Hub" served during the day: the copies'
+  blobs of the selected platforms.
+- *Bumped tag reaches builds after*: per upstream tag bump, the time until the mirror's tag was a
+  copy of the new digest (from then on every build pulling the tag got the new image; median and
+  max over the day's {bumps} bumps), and how many builds pulled a bumped tag after its bump and still
+  got the old image. A tag moves at the first scheduled sync after its bump, so staleness is
+  bounded by the schedule's interval.
 - Assumptions: builds start at random times weighted to working hours; a build pulls each distinct
   base once (index, then its platform's manifest, config and layers), and each test image once, as
   a fresh CodeBuild host with no layer cache does; the day starts with an empty Docker Hub window
@@ -134,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     by_policy: dict[Policy, list[Result]] = {}
     with seeded(day) as template:
         for policy in POLICIES:
-            modes = [Mode.DIRECT, Mode.LOGGED_IN, Mode.MIRRORED] + ([Mode.MIRRORED_BY_TAG] * (policy is POLICIES[0]))
-            for mode in modes:
+            for mode in Mode:
                 result = simulate(day, mode, template=template, policy=policy, accounts=options.accounts,
                                   schedule=schedule, progress=lambda line: print(f"  {line}", flush=True))
                 print(f"  {policy.name}, {mode}: done in {result.wall_seconds:.0f} s", flush=True)
@@ -152,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
               bumps=[b.time for b in day.bumps])
     first, hourly = (by_policy[p] for p in POLICIES)
     mirrored = next(r for r in first if r.mode is Mode.MIRRORED)
-    by_tag = next(r for r in first if r.mode is Mode.MIRRORED_BY_TAG)
     mirrored_hourly = next(r for r in hourly if r.mode is Mode.MIRRORED)
     rows = cost.lines(mirrored, day)
     print(f"\nAWS cost of the mirror for this fleet, per month ({cost.REGION} list prices read {cost.READ_ON}):")
@@ -167,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         arm=round(100 * sum(b.platform == "linux/arm64" for b in day.builds) / len(day.builds)),
         test_images=", ".join(sorted({i for names in TEST_RUNS.values() for i in names})),
         test_services=len(TEST_RUNS), bumps=len(day.bumps), schedule=schedule, tables="\n\n".join(tables),
-        account_note=accounts_note, platforms=", ".join(MIRRORED_PLATFORMS),
-        expected=mirrored.expected_gets, gets=mirrored.upstream_gets, gets_by_tag=by_tag.upstream_gets,
+        account_note=accounts_note, platforms=", ".join(MIRRORED_PLATFORMS), mirrored=len(MIRRORED_PLATFORMS),
+        unlisted=", ".join(f"`{name}`" for name in UNLISTED),
+        expected=mirrored.expected_gets, gets=mirrored.upstream_gets,
         heads=mirrored.mirror_heads, runs=mirrored.planner_runs,
-        official=len(OFFICIAL_PLATFORMS), official_gets=1 + 2 * len(OFFICIAL_PLATFORMS),
+        official=len(OFFICIAL_PLATFORMS), official_gets=1 + 2 * len(MIRRORED_PLATFORMS),
+        requests=sum(mirrored.served.values()), direct=mirrored.served["direct"], cached=mirrored.served["cache"],
+        cached_images=", ".join(sorted(mirrored.cached_images)) or "none", fell_back=mirrored.served["fell back"],
         fill_runs=sum(when < 0 for when, _ in mirrored.syncs),
         fill_runs_hourly=sum(when < 0 for when, _ in mirrored_hourly.syncs),
         staleness=staleness_table(mirrored), images=len(day.images), cost=cost.markdown(rows),
@@ -182,9 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncharts: {out / 'simulation.png'}, {out / 'simulation-hourly.png'}\ntable: {out / 'simulation.md'}"
           f"\n{wall:.0f} s")
     mirrored_runs = [r for r in (*first, *hourly) if r.mode is Mode.MIRRORED]
-    failed = any(r.failed_other or r.errors for results in by_policy.values() for r in results) or any(
-        r.failed_429 or r.build_hub_gets or any(s.served_after is None for s in r.staleness) for r in mirrored_runs)
-    return 1 if failed else 0
+    failed = any(r.failed_other or r.errors for results in by_policy.values() for r in results)
+    return 1 if failed or any(broken(r) for r in mirrored_runs) else 0
+
+
+def broken(result: Result) -> str | None:
+    """What a mirrored day shows that the README says it does not; None when it holds."""
+    late = [s for s in result.staleness if s.served_after is None or s.served_after > FRESH_WITHIN]
+    why = (f"{result.failed_429} builds failed with 429" if result.failed_429 else
+           f"Docker Hub served {result.build_hub_gets} manifests to builds" if result.build_hub_gets else
+           f"{len(late)} bumps reached builds later than {FRESH_WITHIN / 60:g} min" if late else
+           f"{result.upstream_gets} GETs for {result.expected_gets} changed manifests"
+           if result.upstream_gets != result.expected_gets else
+           f"the endpoint fell back {result.served['fell back']} times" if result.served["fell back"] else None)
+    if why:
+        print(f"  ! {result.policy.name}, mirrored: {why}", file=sys.stderr)
+    return why
 
 
 def describe(policy: Policy) -> str:

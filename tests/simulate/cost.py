@@ -52,7 +52,7 @@ PRICES = {
 # Assumptions the simulation cannot measure (loopback requests take microseconds).
 PLANNER_MEMORY_GB = 0.5  # stacks/constants.py PLANNER_MEMORY_MB
 COPIER_MEMORY_GB = 1.0  # COPIER_MEMORY_MB
-PLANNER_FIXED_S = 1.0  # start, secret, ECR token, DescribeImages
+PLANNER_FIXED_S = 1.0  # start, secret, ECR token, a HEAD per tag at ECR
 HEAD_LATENCY_S = 0.2  # one HEAD at Docker Hub, token included; the planner runs 8 at once
 PLANNER_WORKERS = 8
 COPIER_FIXED_S = 1.0
@@ -111,8 +111,8 @@ def lines(result: Result, day: Day) -> list[Line]:
              "sends and deletes)", "$0.40 per million", sqs_requests * p["sqs_request"].amount),
         Line("ECR storage", f"{stored_gb + superseded_gb:.1f} GB ({stored_gb:.1f} GB current, {superseded_gb:.1f} GB "
              "superseded, 7-day expiry)", "$0.10 per GB-month", (stored_gb + superseded_gb) * p["ecr_storage"].amount),
-        Line("ECR pull-through cache", f"{month(bumped_mb) / 1000:.1f} GB in from Docker Hub; no charge of its own",
-             "$0.00 per GB in", 0.0),
+        Line("Data transfer in", f"{month(bumped_mb) / 1000:.1f} GB from Docker Hub (the copies of bumped tags)",
+             "$0.00 per GB in", month(bumped_mb) / 1000 * p["transfer_same_region"].amount),
         Line("Data transfer", f"{pulled_gb:,.0f} GB ECR to CodeBuild, same region (no NAT gateway)",
              "$0.00 per GB", pulled_gb * p["transfer_same_region"].amount),
         Line("CloudWatch metrics", f"{metrics} custom metrics (EMF)", "$0.30 per metric-month",

@@ -1,13 +1,12 @@
 """The simulation's model of what a Dockerfile pulls: every image its FROM, COPY --from and RUN --mount name.
 
-The product no longer reads Dockerfiles (builds pull through registry mirrors, codebuild/setup_mirror.py);
+The product does not read Dockerfiles (builds pull through registry mirrors, codebuild/setup_mirror.py);
 the fleet simulation still needs to know which images each build pulls, with ARG substitution as BuildKit
-does it, and where the mirror serves them.
+does it. Where the mirror serves them is the endpoint's business (tests/simulate/world.py runs it).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -296,87 +295,3 @@ def _from_values(flag: str) -> Iterator[str]:
             key, _, option_value = option.partition("=")
             if key.strip() == "from" and option_value:
                 yield option_value
-
-
-# --- the mirror ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mirrored:
-    repository: str
-    tags: tuple[str, ...] = ()
-    tag_regex: str | None = None
-
-    def has(self, tag: str) -> bool:
-        return tag in self.tags or bool(self.tag_regex and re.fullmatch(self.tag_regex, tag))
-
-
-@dataclass(frozen=True)
-class MirrorMap:
-    """What the stack puts in MIRROR_MAP: registry -> pull-through cache prefix, and direct copies."""
-
-    registry: str
-    prefixes: Mapping[str, str]
-    repositories: Mapping[str, Mirrored]
-
-    @classmethod
-    def from_json(cls, registry: str, text: str) -> MirrorMap:
-        data = json.loads(text)
-        repositories = {
-            name: Mirrored(entry["repository"], tuple(entry.get("tags") or ()), entry.get("tag_regex"))
-            for name, entry in (data.get("repositories") or {}).items()
-        }
-        return cls(registry.rstrip("/"), dict(data.get("prefixes") or {}), repositories)
-
-    def locate(self, ref: Ref) -> tuple[str | None, str]:
-        """The mirror's reference for `ref`, or None and why not."""
-        prefix = self.prefixes.get(ref.registry)
-        if prefix:
-            return f"{self.registry}/{prefix}/{ref.repository}{ref.pin}", f"pull-through cache {prefix!r}"
-        mirrored = self.repositories.get(ref.name)
-        if mirrored is None:
-            return None, f"{ref.registry} is not mirrored"
-        if ref.digest:
-            return None, "pinned by digest; the mirror copies tags of this repository"
-        tag = ref.tag or "latest"
-        if not mirrored.has(tag):
-            return None, f"tag {tag!r} is not among the mirrored tags of {ref.name}"
-        return f"{self.registry}/{mirrored.repository}:{tag}", f"mirrored repository {mirrored.repository!r}"
-
-
-@dataclass(frozen=True)
-class Redirect:
-    written: str
-    target: str | None
-    where: str
-    reason: str
-    named_context: bool = True  # False for the `# syntax=` frontend, redirected with BUILDKIT_SYNTAX
-
-
-
-def plan(dockerfile_text: str, mirror: MirrorMap, build_args: Mapping[str, str]) -> tuple[list[Redirect], str | None]:
-    """One Redirect per distinct image; and the mirror's frontend image for a `# syntax=` directive, if any."""
-    dockerfile = parse_dockerfile(dockerfile_text)
-    images, skipped = find_images(dockerfile, build_args)
-    redirects = [Redirect(s.written, None, s.where, s.reason) for s in skipped]
-    seen: set[str] = set()
-    for use in images:
-        if use.written in seen:
-            continue
-        seen.add(use.written)
-        try:
-            ref = normalize(use.written)
-        except ValueError as err:
-            redirects.append(Redirect(use.written, None, use.where, str(err)))
-            continue
-        target, reason = mirror.locate(ref)
-        redirects.append(Redirect(use.written, target, use.where, reason))
-    syntax = dockerfile.directives.get("syntax")
-    frontend = None
-    if syntax and "BUILDKIT_SYNTAX" not in build_args:
-        try:
-            frontend, reason = mirror.locate(normalize(syntax))
-        except ValueError as err:
-            reason = str(err)
-        redirects.append(Redirect(syntax, frontend, "# syntax", reason, named_context=False))
-    return redirects, frontend

@@ -114,6 +114,10 @@ TEST_RUNS: dict[str, tuple[str, ...]] = {
     "search-svc": ("redis:7.4-alpine",),
 }
 
+# What the teams pull that the simulated mirror.yaml does not list (a team's own tool image nobody added):
+# the build host's endpoint serves it from the Docker Hub cache rule, with ECR's tag semantics.
+UNLISTED: tuple[str, ...] = ("acme/build-tools:2024.11",)
+
 # Upstream rebuilds during the day: (hours after midnight, image name). Same tag, new content.
 BUMPS: tuple[tuple[float, str], ...] = (
     (7.7, "python:3.12-slim"),

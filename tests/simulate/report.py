@@ -32,13 +32,11 @@ def label(result: Result, accounts: int) -> str:
         return "direct (anonymous, one shared IP)"
     if result.mode is Mode.LOGGED_IN:
         return f"logged in ({accounts} Docker Hub account{'s' if accounts > 1 else ''})"
-    if result.mode is Mode.MIRRORED:
-        return "mirrored (this project: warm by digest, move the tag)"
-    return "mirrored, warm by tag only (without the retag fix)"
+    return "mirrored (this project)"
 
 
 def staleness(result: Result) -> str:
-    if not result.mode.mirrored:
+    if result.mode is not Mode.MIRRORED:
         return "at once (pulled upstream)"
     if not result.staleness:
         return "n/a"
@@ -52,10 +50,10 @@ def staleness(result: Result) -> str:
 
 
 def rows(results: Sequence[Result], accounts: int) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in results:
         gets = str(r.upstream_gets)
-        if r.mode.mirrored:
+        if r.mode is Mode.MIRRORED:
             gets += f" (+{r.prefill_gets} first fill)"
         failed = f"{r.failed_429} ({100 * r.failed_429 / max(r.builds, 1):.0f}%)"
         if r.failed_other:
@@ -82,7 +80,7 @@ def markdown_table(results: Sequence[Result], accounts: int) -> str:
 
 
 def staleness_table(result: Result) -> str:
-    """Markdown: per bump, when it happened and when the cache's tag named the new digest."""
+    """Markdown: per bump, when it happened and when the mirror's tag was a copy of the new digest."""
     out = ["| Upstream tag bump | At | Builds get the new image after | Builds that got the old image |",
            "|---|--:|--:|--:|"]
     for s in result.staleness:
@@ -93,35 +91,31 @@ def staleness_table(result: Result) -> str:
 
 def chart(results: Sequence[Result], path: Path, *, accounts: int, bumps: Sequence[float]) -> Path:
     """Cumulative upstream pulls and failed builds over the simulated day, per mode; below, for the
-    mirrored modes, each bumped tag's time from the bump until builds got the new image."""
+    mirrored mode, each bumped tag's time from the bump until builds got the new image."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {Mode.DIRECT: "#d62728", Mode.LOGGED_IN: "#ff7f0e", Mode.MIRRORED: "#2ca02c",
-              Mode.MIRRORED_BY_TAG: "#1f77b4"}
-    styles = {Mode.MIRRORED_BY_TAG: "--"}
+    colors = {Mode.DIRECT: "#d62728", Mode.LOGGED_IN: "#ff7f0e", Mode.MIRRORED: "#2ca02c"}
     figure, (pulls, failures, stale) = plt.subplots(3, 1, figsize=(9, 8.5), sharex=True, constrained_layout=True,
                                                     gridspec_kw={"height_ratios": (3, 2, 2)})
     for result in results:
         t = [0.0] + [when / 3600 for when, _, _ in result.timeline]
         name = label(result, accounts)
-        style = {"color": colors[result.mode], "linestyle": styles.get(result.mode, "-"), "label": name}
+        style = {"color": colors[result.mode], "label": name}
         pulls.step(t, [0] + [g for _, g, _ in result.timeline], where="post", **style)
         failures.step(t, [0] + [f for _, _, f in result.timeline], where="post", **style)
-    mirrored = [r for r in results if r.mode.mirrored and r.staleness]
-    for offset, result in enumerate(mirrored):
-        for row, bump in enumerate(result.staleness):
-            end = (bump.served_after if bump.served_after is not None else 24 * 3600 - bump.bumped_at) / 3600
-            stale.barh(row - 0.2 + 0.4 * offset, end, left=bump.bumped_at / 3600, height=0.35,
-                       color=colors[result.mode], hatch="//" if result.mode in styles else None,
-                       label=label(result, accounts) if row == 0 else None)
+    mirrored = next((r for r in results if r.mode is Mode.MIRRORED and r.staleness), None)
     if mirrored:
-        names = [s.image for s in mirrored[0].staleness]
+        for row, bump in enumerate(mirrored.staleness):
+            end = (bump.served_after if bump.served_after is not None else 24 * 3600 - bump.bumped_at) / 3600
+            stale.barh(row, end, left=bump.bumped_at / 3600, height=0.5, color=colors[mirrored.mode],
+                       label=label(mirrored, accounts) if row == 0 else None)
+        names = [s.image for s in mirrored.staleness]
         stale.set_yticks(range(len(names)), names, fontsize=8)
         stale.invert_yaxis()
-        syncs = [when for when, _ in mirrored[0].syncs if when >= 0]
+        syncs = [when for when, _ in mirrored.syncs if when >= 0]
         if len(syncs) <= 25:  # every 10 minutes would hide the bars
             for when in syncs:
                 stale.axvline(when / 3600, color="#2ca02c", linestyle="--", linewidth=0.8)

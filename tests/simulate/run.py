@@ -11,13 +11,15 @@ layers (a fresh CodeBuild host has no layer cache). Then its test commands `dock
 images (fleet.TEST_RUNS), pulled the same way. The first 429 fails the build; nothing is
 retried, as `docker build` does not retry. Clients are the engine's RegistryClient.
 
-Mirrored, the builds pull `<ecr>/docker-hub/<path>` from the ECR-like pull-through cache
-(world.py), test-run images included (the daemon's registry mirror, codebuild/setup_mirror.py,
-sends `docker run postgres:16-alpine` there). The cache checks a tag upstream at most once per 24
-hours; the scheduled sync warms the bumped digest and moves the cache's tag
-(`copy.refresh_through_cache`). `Mode.MIRRORED_BY_TAG` runs the same engine with the tasks' source
-digests dropped, so the copier warms by tag, as it did before that fix, to show what ECR's 24
-hours do then.
+Mirrored, the scheduled sync (the engine's plan() and run_tasks(), as the planner and copier
+Lambdas run them, with the mirror's Docker Hub account) copies every image the simulated mirror.yaml
+lists, digest-exact, into "ECR" under `mirror/docker.io/<path>`. Every pull of a build, its bases
+and its test commands' `docker run` images alike, goes to the build host's endpoint
+(codebuild/setup_mirror.py's handler, world.py) as dockerd and BuildKit send it to a registry mirror,
+`/v2/library/python/manifests/3.12-slim`; the endpoint answers from the direct copy first, then from
+the Docker Hub cache rule (tests/support/ptc.py) for what mirror.yaml does not list. What the
+endpoint cannot serve (404) the client pulls from Docker Hub anonymously, as dockerd and BuildKit
+fall back to the upstream.
 """
 
 from __future__ import annotations
@@ -32,21 +34,21 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from lambdas.mirror.config import DEFAULT_SCHEDULE
-from lambdas.mirror.endpoints import Endpoints, connect
+from lambdas.mirror.config import DEFAULT_SCHEDULE, Config
+from lambdas.mirror.endpoints import connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches
 from lambdas.mirror.plan import plan as plan_sync
 from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.settings import SERVICE_NAME
 from lambdas.mirror.sync import run_tasks
-from tests.simulate.dockerfile import MirrorMap, find_images, normalize, parse_dockerfile
-from tests.simulate.dockerfile import plan as redirect_plan
+from tests.simulate.dockerfile import DOCKER_HUB, find_images, normalize, parse_dockerfile
 from tests.support.limiter import SIX_HOURS, ManualClock, Policy
 
-from .fleet import TEST_RUNS, Build, Bump, Day
-from .world import MIRROR_USER, PTC_PREFIX, World, mirror_config, mirror_map, seeded
+from .fleet import TEST_RUNS, UNLISTED, Build, Bump, Day
+from .world import MIRROR_USER, PTC_PREFIX, World, mirror_config, seeded
 
 _RATE = re.compile(r"rate\((\d+) (minute|hour|day)s?\)")
 _UNIT = {"minute": 60, "hour": 3600, "day": 86400}
@@ -56,11 +58,6 @@ class Mode(StrEnum):
     DIRECT = "direct"
     LOGGED_IN = "logged in"
     MIRRORED = "mirrored"
-    MIRRORED_BY_TAG = "mirrored, warm by tag"  # without the retag fix: ECR's 24 h decide
-
-    @property
-    def mirrored(self) -> bool:
-        return self in (Mode.MIRRORED, Mode.MIRRORED_BY_TAG)
 
 
 @dataclass(frozen=True)
@@ -72,8 +69,9 @@ class Base:
     reference: str
     username: str | None = None
     password: str | None = None
-    image: str = ""  # the catalog name it stands for (`python:3.12-slim`)
+    image: str = ""  # the image as written (`python:3.12-slim`)
     test_run: bool = False  # pulled by a test command's `docker run`, not by the Dockerfile
+    fallback: Base | None = None  # where the client goes when the registry mirror answers 404: Docker Hub
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class Staleness:
     bumped_at: float
     old: str  # the tag's digest before the bump
     new: str  # and after
-    served_after: float | None  # until the cache's tag named `new` (every later pull gets it); None: never
+    served_after: float | None  # until the mirror's tag was a copy of `new` (every later pull gets it); None: never
     stale_builds: int  # builds after the bump that still got `old`
 
 
@@ -99,9 +97,11 @@ class Result:
     throttled: int = 0  # 429 responses
     prefill_gets: int = 0  # mirrored: the mirror's first fill, before the day starts
     prefill_bytes: int = 0
-    expected_gets: int | None = None  # mirrored: manifests the cache fetches for the bumped tags
+    expected_gets: int | None = None  # mirrored: manifests the direct copies fetch for the bumped tags
     staleness: list[Staleness] = field(default_factory=list)
-    resolved: list[tuple[float, str, str]] = field(default_factory=list)  # mirrored: (t, repo:tag, digest) per base
+    resolved: list[tuple[float, str, str]] = field(default_factory=list)  # (t, image as written, digest) per pull
+    served: Counter[str] = field(default_factory=Counter)  # mirrored: the endpoint's manifest answers, by source
+    cached_images: set[str] = field(default_factory=set)  # mirrored: images the endpoint served from the cache rule
     mirror_fetches: Counter[str] = field(default_factory=Counter)  # digest -> the mirror's GETs of it in the day
     syncs: list[tuple[float, Counter[str]]] = field(default_factory=list)
     policy: Policy = SIX_HOURS
@@ -158,59 +158,50 @@ class Fleet:
         self.world = world
         self.mode = mode
         self.accounts = list(accounts)
-        self.map: MirrorMap | None = None  # mirrored mode: what the build's redirect step is given
-        self.resolved: list[tuple[float, str, str]] = []  # (t, repository:reference, digest) of each base
+        self.resolved: list[tuple[float, str, str]] = []  # (t, image as written, digest) of each pull
         self.pulled: Counter[str] = Counter()  # catalog name -> successful pulls
         self.test_pulls = 0
 
     def route(self, build: Build) -> list[Base]:
         hub = self.world.hub.limiter.host
-        if self.mode.mirrored:
-            return self._mirrored(build)
         credentials: tuple[str | None, str | None] = (None, None)
         if self.mode is Mode.LOGGED_IN:
             # Teams share accounts by service: one account when there is one (the seeds' setup).
             credentials = self.accounts[hash_service(build.service) % len(self.accounts)]
         out = []
-        for written in base_images(build):
+        uses = [*((w, False) for w in base_images(build)), *((w, True) for w in build.test_runs)]
+        for written, test_run in uses:  # the daemon pulls with the build's `docker login`, if any
             ref = normalize(written)
-            out.append(Base(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials, image=written))
-        for written in build.test_runs:  # the daemon pulls with the build's `docker login`, if any
-            ref = normalize(written)
-            out.append(Base(hub, ref.repository, ref.tag or "latest", *credentials, image=written, test_run=True))
-        return out
-
-    def _mirrored(self, build: Build) -> list[Base]:
-        assert self.map is not None
-        redirects, _ = redirect_plan(build.dockerfile, self.map, {})
-        out = []
-        for redirect in redirects:
-            if redirect.target is None:  # not covered: the build goes to Docker Hub anonymously
-                ref = normalize(redirect.written)
-                out.append(Base(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest",
-                                image=redirect.written))
-                continue
-            ref = normalize(redirect.target)  # <ecr>/docker-hub/library/python:3.12-slim, pulled as written
-            out.append(Base(ref.registry, ref.repository, ref.digest or ref.tag or "latest", image=redirect.written))
-        assert self.world.mirror is not None
-        for written in build.test_runs:
-            # A registry mirror for docker.io: the same path under the cache's prefix (setup_mirror.py's endpoint).
-            ref = normalize(written)
-            out.append(Base(self.world.mirror.cache.host, f"{PTC_PREFIX}/{ref.repository}", ref.tag or "latest",
-                            image=written, test_run=True))
+            upstream = Base(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials, image=written,
+                            test_run=test_run)
+            if self.mode is Mode.MIRRORED:
+                if ref.registry != DOCKER_HUB:
+                    raise ValueError(f"{written}: the simulated fleet pulls from Docker Hub only")
+                assert self.world.mirror is not None  # the registry mirror dockerd and BuildKit are given
+                upstream = replace(upstream, host=self.world.mirror.endpoint.host, fallback=upstream)
+            out.append(upstream)
         return out
 
     def build(self, build: Build) -> str | None:
         """Pull every base; None on success, else "429" or the error."""
         clients: dict[tuple[str, str | None], RegistryClient] = {}
+
+        def client(base: Base) -> RegistryClient:
+            key = (base.host, base.username)
+            if key not in clients:  # a fresh CodeBuild container: new client, new tokens
+                clients[key] = RegistryClient(base.host, username=base.username, password=base.password,
+                                              pool_size=2, max_retry_wait=0)
+            return clients[key]
+
         try:
             for base in self.route(build):
-                key = (base.host, base.username)
-                if key not in clients:  # a fresh CodeBuild container: new client, new tokens
-                    clients[key] = RegistryClient(base.host, username=base.username, password=base.password,
-                                                  pool_size=2, max_retry_wait=0)
-                digest = pull(clients[key], base.repository, base.reference, build.platform)
-                self.resolved.append((self.world.clock(), f"{base.repository}:{base.reference}", digest))
+                try:
+                    digest = pull(client(base), base.repository, base.reference, build.platform)
+                except RegistryError as err:
+                    if base.fallback is None or err.status != 404:
+                        raise
+                    digest = pull(client(base.fallback), base.repository, base.reference, build.platform)
+                self.resolved.append((self.world.clock(), catalog_name(base.image), digest))
                 self.pulled[catalog_name(base.image)] += 1
                 self.test_pulls += base.test_run
         except TooManyRequests:
@@ -218,8 +209,8 @@ class Fleet:
         except RegistryError as err:
             return str(err)
         finally:
-            for client in clients.values():
-                client.http.clear()
+            for each in clients.values():
+                each.http.clear()
         return None
 
 
@@ -271,14 +262,14 @@ def _simulate(day: Day, mode: Mode, template: Path, *, policy: Policy, accounts:
     team_accounts = [(f"team{n + 1}" if accounts > 1 else "ci", f"dckr_pat_team{n + 1}") for n in range(accounts)]
     users = dict(team_accounts) if mode is Mode.LOGGED_IN else {}
     result = Result(mode, policy=policy, schedule=schedule)
-    with World(clock, template, policy=policy, users=users, mirror=mode.mirrored) as world:
+    config = mirror_config(list(day.images), schedule) if mode is Mode.MIRRORED else None
+    with World(clock, template, policy=policy, users=users, mirror=config) as world:
         fleet = Fleet(world, mode, team_accounts)
         sync = None
         prefill_heads = 0
-        if mode.mirrored:
-            sync = _Sync(world, day, schedule, by_tag=mode is Mode.MIRRORED_BY_TAG)
-            fleet.map = sync.map
-            sync.first_fill(clock, result)
+        if config is not None:
+            sync = _Sync(world, config)
+            sync.first_fill(clock, result, day)
             world.hub.limiter.wait_idle()
             usage = world.hub.limiter.usage()
             result.prefill_gets = sum(u.manifest_gets for u in usage.values())
@@ -287,16 +278,16 @@ def _simulate(day: Day, mode: Mode, template: Path, *, policy: Policy, accounts:
             result.planner_runs = result.copier_tasks = result.copier_bytes = 0
             result.plan_seconds = 0.0
         events = _events(day, mode, schedule)
-        bumped: list[tuple[Bump, str, str, set[str]]] = []  # (bump, old digest, new digest, manifests fetched)
-        served: dict[int, float] = {}  # bump index -> when the cache's tag first named the new digest
+        bumped: list[_Bumped] = []
+        served: dict[int, float] = {}  # bump index -> when the mirror's tag first was a copy of the new digest
         for when, kind, item in events:
             clock.set(when)
             if kind == "bump":
                 old, _ = world.hub.manifests_of(item.image)
                 world.hub.bump(item)
-                if mode.mirrored:
+                if world.mirror is not None:
                     new, fetched = world.hub.manifests_of(item.image)
-                    bumped.append((item, old, new, fetched))
+                    bumped.append(_Bumped(item, old, new, fetched, world.mirror.serving(item.image)[0]))
             elif kind == "sync":
                 assert sync is not None
                 sync.run(clock, result)
@@ -309,8 +300,8 @@ def _simulate(day: Day, mode: Mode, template: Path, *, policy: Policy, accounts:
                     result.failed_other += 1
                     result.errors.append(f"build {item.number} ({item.service}): {outcome}")
             if world.mirror is not None:
-                for index, (bump, _, new, _) in enumerate(bumped):
-                    if index not in served and _cached_tag(world, bump) == new:
+                for index, entry in enumerate(bumped):
+                    if index not in served and world.mirror.serving(entry.bump.image)[1] == entry.new:
                         served[index] = when
             usage = world.hub.limiter.usage()
             gets = sum(u.manifest_gets for u in usage.values()) - result.prefill_gets
@@ -331,22 +322,28 @@ def _simulate(day: Day, mode: Mode, template: Path, *, policy: Policy, accounts:
             if pull_.identity != MIRROR_USER and pull_.status == 200 and pull_.time >= 0:
                 result.build_hub_gets += 1
                 result.test_hub_pulls += pull_.repository in tested and not pull_.reference.startswith("sha256:")
-        if mode.mirrored:
+        if world.mirror is not None:
             result.mirror_heads = usage[MIRROR_USER].manifest_heads - prefill_heads
+            result.served = world.mirror.endpoint.served()
+            result.cached_images = world.mirror.endpoint.cached_images()
             _staleness(world, bumped, served, result)
     return result
 
 
-def _cached_tag(world: World, bump: Bump) -> str | None:
-    assert world.mirror is not None
-    return world.mirror.described_digest(f"{PTC_PREFIX}/{bump.image.repository}", bump.image.tag)
+@dataclass(frozen=True)
+class _Bumped:
+    bump: Bump
+    old: str  # Docker Hub's digest of the tag before the bump
+    new: str  # and after
+    fetched: set[str]  # the manifests a direct copy of `new` fetches
+    old_served: str | None  # the digest builds pulling the tag got from the mirror before the bump
 
 
-def _events(day: Day, mode: Mode, schedule: str) -> list[tuple[float, str, object]]:
+def _events(day: Day, mode: Mode, schedule: str) -> list[tuple[float, str, Any]]:
     """Bumps, then syncs, then builds, at equal times; in time order. Syncs run from midnight to
     midnight inclusive: the next day's first run shows how stale the day's last bump got."""
-    events: list[tuple[float, int, str, object]] = [(b.time, 0, "bump", b) for b in day.bumps]
-    if mode.mirrored:
+    events: list[tuple[float, int, str, Any]] = [(b.time, 0, "bump", b) for b in day.bumps]
+    if mode is Mode.MIRRORED:
         period = schedule_period(schedule)
         events += [(n * period, 1, "sync", None) for n in range(int(day.length // period) + 1)]
     events += [(b.time, 2, "build", b) for b in day.builds]
@@ -355,41 +352,38 @@ def _events(day: Day, mode: Mode, schedule: str) -> list[tuple[float, str, objec
 
 
 class _Sync:
-    """The scheduled planner and copier, in process: the engine's plan() and run_tasks().
-
-    The cache is given in ECR's layout (`HOST/docker-hub`), and its tags are read as the Lambdas
-    read ECR's, with DescribeImages (here: the stand-in's storage), never by pulling them.
-    `by_tag`: drop each task's source digest, so the copier warms by tag (before the retag fix).
-    """
+    """The scheduled planner and copier, in process: the engine's plan() and run_tasks(), connected
+    as the Lambdas connect (`connect`), with "Docker Hub" at the limiter and "ECR" on loopback."""
 
     FIRST_FILL_START = -2 * 3600.0  # 22:00 the day before
     FIRST_FILL_EVERY = 600.0  # a run every 10 minutes until nothing is deferred
 
-    def __init__(self, world: World, day: Day, schedule: str, *, by_tag: bool = False) -> None:
+    def __init__(self, world: World, config: Config) -> None:
         mirror = world.mirror
         assert mirror is not None
-        self.by_tag = by_tag
-        self.config = mirror_config(list(day.images), schedule)
-        self.map = mirror_map(self.config, mirror.cache.host)
-        engine = connect(mirror.cache.host, upstreams={"docker.io": world.hub.limiter.host},
-                         caches={PTC_PREFIX: f"{mirror.cache.host}/{PTC_PREFIX}"},
-                         credentials={"docker.io": "simulation"}, secrets=_Secrets(MIRROR_USER, mirror.password))
-        cache = engine.cache(PTC_PREFIX)
-        assert cache is not None and cache.keeps_prefix
-        self.endpoints = Endpoints(engine.destination, sources=engine.source,
-                                   caches={PTC_PREFIX: replace(cache, cached_digest=mirror.described_digest)})
+        self.world = world
+        self.config = config
+        self.endpoints = connect(mirror.ecr.host, upstreams={"docker.io": world.hub.limiter.host},
+                                 credentials={"docker.io": "simulation"},
+                                 secrets=_Secrets(MIRROR_USER, mirror.password))
 
-    def first_fill(self, clock: ManualClock, result: Result) -> None:
+    def first_fill(self, clock: ManualClock, result: Result, day: Day) -> None:
         """The mirror was running before this day: runs from 22:00 the day before until nothing is
-        deferred. The planner assumes an index it has not seen lists 16 manifests, and keeps the
-        quota reserve, so the budget spreads a first fill over runs (over hours, under an hourly
-        limit of 100)."""
+        deferred. The planner assumes an index it has not seen lists 16 manifests, or 2 per selected
+        platform, and keeps the quota reserve, so the budget may spread a first fill over runs. Then
+        the cache rule holds what yesterday's builds pulled through it: each `fleet.UNLISTED` image."""
         runs = int(-self.FIRST_FILL_START // self.FIRST_FILL_EVERY)
         for n in range(runs):
             clock.set(self.FIRST_FILL_START + n * self.FIRST_FILL_EVERY)
             if not self.run(clock, result)["deferred"]:
-                return
-        result.errors.append(f"first fill still deferred work after {runs} runs")
+                break
+        else:
+            result.errors.append(f"first fill still deferred work after {runs} runs")
+        assert self.world.mirror is not None
+        cache = RegistryClient(self.world.mirror.ecr.host)
+        for image in day.images:
+            if image.name in UNLISTED:
+                cache.get_manifest(f"{PTC_PREFIX}/{image.repository}", image.tag)  # the cache fills the tag
 
     def run(self, clock: ManualClock, result: Result) -> Counter[str]:
         started = time.monotonic()
@@ -398,8 +392,6 @@ class _Sync:
         result.planner_runs += 1
         tasks = plan.tasks()
         result.copier_tasks += len(tasks)
-        if self.by_tag:
-            tasks = [replace(task, source_digest=None) for task in tasks]
         outcomes = run_tasks(tasks, self.endpoints)
         counts = Counter(str(item.action) for item in plan.items)
         counts.update(f"task {o.status}" for o in outcomes)
@@ -411,17 +403,18 @@ class _Sync:
         return counts
 
 
-def _staleness(world: World, bumped: list[tuple[Bump, str, str, set[str]]], served: dict[int, float],
-               result: Result) -> None:
-    """Per bump: how long until the cache's tag named the new digest, and how many builds after the
-    bump still resolved the old one. Also counts the mirror account's GETs of each digest."""
+def _staleness(world: World, bumped: list[_Bumped], served: dict[int, float], result: Result) -> None:
+    """Per bump: how long until the mirror's tag was a copy of the new digest, and how many builds
+    after the bump still got the image the mirror had before it. Also counts the mirror account's
+    GETs of each digest."""
     for pull_ in world.hub.limiter.pulls():
         if pull_.identity == MIRROR_USER and pull_.status == 200 and pull_.digest and pull_.time >= 0:
             result.mirror_fetches[pull_.digest] += 1
-    result.expected_gets = sum(len(fetched) for _, _, _, fetched in bumped)
-    for index, (bump, old, new, _) in enumerate(bumped):
-        key = f"{PTC_PREFIX}/{bump.image.repository}:{bump.image.tag}"
-        stale = sum(1 for t, name, digest in result.resolved if name == key and t >= bump.time and digest == old)
+    result.expected_gets = sum(len(entry.fetched) for entry in bumped)
+    for index, entry in enumerate(bumped):
+        bump = entry.bump
+        stale = sum(1 for t, name, digest in result.resolved
+                    if name == bump.image.name and t >= bump.time and digest == entry.old_served)
         moved = served.get(index)
-        result.staleness.append(Staleness(bump.image.name, bump.time, old, new,
+        result.staleness.append(Staleness(bump.image.name, bump.time, entry.old, entry.new,
                                           None if moved is None else moved - bump.time, stale))

@@ -1,19 +1,26 @@
 """The loopback servers one simulated mode runs against, started and stopped together.
 
 - "Docker Hub": a docker-registry holding the fleet's images, behind the rate limiter.
-- "ECR": tests/support/ptc.py, which behaves as ECR's Docker Hub pull-through cache does: its
-  repositories keep the rule's prefix (`docker-hub/library/python`), it checks a cached tag upstream
-  at most once per `PTC_REFRESH` seconds, fetches a digest it lacks (an index with every manifest it
-  lists) and accepts the mirror's tag moves. It pulls from the limiter with the mirror's Docker Hub
-  account, as the PTC rule does with its Secrets Manager credentials. The simulated mirror.yaml
-  routes every image through that rule, so it is the only "ECR" repository host needed.
+- "ECR": tests/support/ptc.py, one registry as an ECR registry is one: the mirror's direct copies
+  (`mirror/docker.io/library/python`, what the copier writes for every image mirror.yaml lists) as
+  its own repositories, and the Docker Hub pull-through cache rule's repositories under `docker-hub/`
+  for what mirror.yaml does not list. The cache behaves as ECR documents: a cached tag is checked
+  upstream at most once per `PTC_REFRESH` seconds, a digest it lacks is fetched with every manifest
+  its index lists; it pulls from the limiter with the mirror's Docker Hub account, as the rule does
+  with its Secrets Manager credentials.
+- the build host's endpoint: codebuild/setup_mirror.py's own request handler on loopback, given the
+  MIRROR_MAP the stack writes (stacks/contract.py `mirror_map`). It answers a Docker Hub path from
+  the direct copy first, then the cache prefix, and journals every manifest request.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import tempfile
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,19 +30,21 @@ from typing import Any
 import urllib3
 import yaml
 
+from codebuild.setup_mirror import Journal, MirrorMap, Registry, handler
 from lambdas.mirror.config import Config, parse_config
+from lambdas.mirror.copy import recorded_source_digest
 from lambdas.mirror.registry import RegistryClient
-from tests.simulate.dockerfile import MirrorMap
 from tests.support.images import push_image
 from tests.support.limiter import SIX_HOURS, Limiter, ManualClock, Policy
 from tests.support.ptc import PullThroughCache
 from tests.support.registry import RegistryServer
 
-from .fleet import MIRRORED_PLATFORMS, Bump, Day, Image
+from .fleet import MIRRORED_PLATFORMS, UNLISTED, Bump, Day, Image
 
 MIRROR_USER = "ecr-mirror"
 PTC_PREFIX = "docker-hub"
 PTC_REFRESH = 24 * 3600.0  # ECR: "checks the remote repository up to once per 24 hours"
+_ATTESTATION = "attestation-manifest"  # BuildKit's vnd.docker.reference.type of an attestation manifest
 _ACCEPT = ", ".join((
     "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"))
@@ -83,24 +92,34 @@ class Hub:
             raise RuntimeError(f"bump of {bump.image.name}: HTTP {staged.status}, {moved.status}")
 
     def manifests_of(self, image: Image) -> tuple[str, set[str]]:
-        """What the cache fetches for the tag as it is now: its top manifest and, for an index,
-        every manifest the index lists (ECR fetches them all with the index, whatever platforms the
-        mirror keeps). Read from the registry behind the limiter, so it costs no pull.
-        Returns (top digest, all)."""
+        """What a direct copy of the tag as it is now fetches: its top manifest and, for an index, the
+        manifests of the mirrored platforms and the attestation manifests that describe them. Read
+        from the registry behind the limiter, so it costs no pull. Returns (top digest, all)."""
         http = urllib3.PoolManager(retries=False)
         url = f"{self.registry.url}/v2/{image.repository}/manifests/{image.tag}"
         response = http.request("GET", url, headers={"Accept": _ACCEPT})
         digest = response.headers["Docker-Content-Digest"]
         if not image.multi_platform:
             return digest, {digest}
-        return digest, {digest, *(e["digest"] for e in response.json()["manifests"])}
+        entries = response.json()["manifests"]
+        kept = {e["digest"] for e in entries if _platform(e) in MIRRORED_PLATFORMS}
+        described = {e["digest"] for e in entries if (e.get("annotations") or {}).get(
+            "vnd.docker.reference.type") == _ATTESTATION and e["annotations"]["vnd.docker.reference.digest"] in kept}
+        return digest, {digest, *kept, *described}
+
+
+def _platform(entry: dict[str, Any]) -> str:
+    platform = entry.get("platform") or {}
+    return f"{platform.get('os')}/{platform.get('architecture')}"
 
 
 def mirror_config(images: list[Image], schedule: str) -> Config:
-    """The simulation's mirror.yaml: the fleet's images through the Docker Hub PTC rule."""
+    """The simulation's mirror.yaml: every image the fleet uses but `fleet.UNLISTED`, and the Docker Hub
+    cache rule that serves those."""
     grouped: dict[str, list[str]] = {}
     for image in images:
-        grouped.setdefault(image.repository.removeprefix("library/"), []).append(image.tag)
+        if image.name not in UNLISTED:
+            grouped.setdefault(image.repository.removeprefix("library/"), []).append(image.tag)
     document: dict[str, Any] = {
         "images": [
             {"source": source, "tags": tags,
@@ -117,41 +136,87 @@ def _multi(images: list[Image], source: str) -> bool:
     return any(i.multi_platform for i in images if i.repository.removeprefix("library/") == source)
 
 
-def mirror_map(config: Config, registry: str) -> MirrorMap:
-    """The redirect module's view of the mirror, built as the stack builds MIRROR_MAP (stacks/build.py)."""
+def mirror_map(config: Config) -> MirrorMap:
+    """The build host's view of the mirror: MIRROR_MAP as the stack writes it (stacks/contract.py
+    `mirror_map`, not imported: that module loads the CDK), parsed as setup_mirror.py parses `--map`."""
     prefixes = {rule.registry: rule.prefix for rule in config.pull_through_cache}
-    repositories = {
-        image.ref.name: {"repository": image.repository, "tags": list(image.tags), "tag_regex": image.tag_regex}
-        for image in config.images if image.via is None
-    }
-    return MirrorMap.from_json(registry, json.dumps({"prefixes": prefixes, "repositories": repositories}))
+    repositories = {image.ref.name: image.repository for image in config.images}
+    return MirrorMap.parse(json.dumps({"prefixes": prefixes, "repositories": repositories}))
+
+
+class Endpoint:
+    """setup_mirror.py's endpoint handler on loopback, in front of "ECR", as the buildspec starts it."""
+
+    def __init__(self, registry: str, mirror: MirrorMap, journal: Path) -> None:
+        self.journal = journal
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                       handler(Registry(registry), mirror, Journal(journal)))
+        self._server.daemon_threads = True
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Endpoint:
+        threading.Thread(target=self._server.serve_forever, name="endpoint", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The journal: one entry per manifest request, served (from which repository) or not."""
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines()]
+
+    def served(self) -> Counter[str]:
+        """Manifest requests by where they were answered: "direct", "cache" or "fell back"."""
+        return Counter("fell back" if not e["served"] else "cache" if _cached(e) else "direct" for e in self.entries())
+
+    def cached_images(self) -> set[str]:
+        """Images (`acme/build-tools:2024.11`) whose tag the endpoint answered from the cache rule."""
+        return {f"{e['image'].removeprefix('library/')}:{e['reference']}" for e in self.entries()
+                if e["served"] and _cached(e) and not e["reference"].startswith("sha256:")}
+
+
+def _cached(entry: dict[str, Any]) -> bool:
+    return str(entry.get("repository", "")).startswith(f"{PTC_PREFIX}/")
 
 
 @dataclass
 class Mirror:
-    cache: PullThroughCache  # "ECR", with the Docker Hub rule's repositories under docker-hub/
+    ecr: PullThroughCache  # "ECR": direct copies under mirror/, the Docker Hub rule's repositories under docker-hub/
+    endpoint: Endpoint
+    config: Config
     password: str
 
     def __post_init__(self) -> None:
-        self._storage = RegistryClient(self.cache.storage.host)
+        self._storage = RegistryClient(self.ecr.storage.host)  # read without triggering a cache check
+        self._direct = {f"{i.ref.repository}:{tag}": i for i in self.config.images for tag in i.tags}
 
-    def described_digest(self, repository: str, tag: str) -> str | None:
-        """The digest the cache's tag names, as ECR's DescribeImages reports it: read from the
-        stand-in's storage, so it never makes the cache check its upstream."""
-        info = self._storage.head_manifest(repository, tag)
-        return info.digest if info is not None else None
+    def serving(self, image: Image) -> tuple[str | None, str | None]:
+        """(digest a build pulling the tag gets now, the Docker Hub digest that is a copy of), where the
+        endpoint looks first: the direct copy when mirror.yaml lists the image, else the cache's tag."""
+        listed = self._direct.get(f"{image.repository}:{image.tag}")
+        repository = listed.repository if listed else f"{PTC_PREFIX}/{image.repository}"
+        info = self._storage.head_manifest(repository, image.tag)
+        if info is None or listed is None:
+            return (info.digest, info.digest) if info else (None, None)
+        return info.digest, recorded_source_digest(self._storage, repository, image.tag,
+                                                   platforms=listed.platforms or None)
 
 
 class World:
-    """Everything one mode needs; `with World(...) as world:` stops every server on the way out."""
+    """Everything one mode needs; `with World(...) as world:` stops every server on the way out.
+
+    `mirror`: the simulated mirror.yaml, for the mirrored mode; None without the mirror."""
 
     def __init__(self, clock: ManualClock, template: Path, *, policy: Policy = SIX_HOURS,
-                 users: dict[str, str] | None = None, mirror: bool = False) -> None:
+                 users: dict[str, str] | None = None, mirror: Config | None = None) -> None:
         self.clock = clock
         self.template = template
         self.policy = policy
         self.users = dict(users or {})
-        self.with_mirror = mirror
+        self.config = mirror
         self._stack = ExitStack()
         self.hub: Hub
         self.mirror: Mirror | None = None
@@ -163,14 +228,17 @@ class World:
             shutil.copytree(self.template, root / "hub-data")
             self._stack.enter_context(registry)
             mirror_password = "dckr_pat_mirror"  # noqa: S105 - a loopback test account
-            users = {**self.users, **({MIRROR_USER: mirror_password} if self.with_mirror else {})}
+            users = {**self.users, **({MIRROR_USER: mirror_password} if self.config else {})}
             limiter = Limiter(registry.host, users=users, policy=self.policy, clock=self.clock)
             self._stack.enter_context(limiter)
             self.hub = Hub(registry, limiter)
-            if self.with_mirror:
-                cache = PullThroughCache(root, limiter.host, prefix=PTC_PREFIX, refresh_interval=PTC_REFRESH,
-                                         clock=self.clock, username=MIRROR_USER, password=mirror_password)
-                self.mirror = Mirror(self._stack.enter_context(cache), mirror_password)
+            if self.config is not None:
+                ecr = self._stack.enter_context(PullThroughCache(
+                    root, limiter.host, prefix=PTC_PREFIX, refresh_interval=PTC_REFRESH, clock=self.clock,
+                    username=MIRROR_USER, password=mirror_password, own_repositories=True))
+                endpoint = self._stack.enter_context(Endpoint(ecr.host, mirror_map(self.config),
+                                                              root / "endpoint.requests"))
+                self.mirror = Mirror(ecr, endpoint, self.config, mirror_password)
         except BaseException:
             self._stack.close()
             raise

@@ -1,15 +1,14 @@
 """A small simulated day (tens of builds in four simulated hours, seconds): the mirror removes the 429s, spends exactly
-one upstream manifest GET per manifest the day's upstream tag bumps made the cache fetch, builds
-get a bumped tag's new image from the first scheduled sync after the bump (the default schedule,
-so within its interval), and the images test commands `docker run` cost Docker Hub nothing.
+one upstream manifest GET per manifest the day's upstream tag bumps made the direct copies fetch, builds get a
+bumped tag's new image from the first scheduled sync after the bump (the default schedule, so within its
+interval), the images test commands `docker run` cost Docker Hub nothing, and what mirror.yaml does not list
+comes from the cache rule.
 
-How the GETs are counted: the cache behaves as ECR's pull-through cache (tests/support/ptc.py), which
-fetches an index with every manifest it lists. So a bumped multi-platform tag costs its new index
-plus, for every platform the index lists (not only the mirrored linux/amd64 and linux/arm64), the
-image manifest and, when the index has one, the attestation manifest describing it; a bumped
-single-manifest tag costs that manifest. Each must be fetched from "Docker Hub" (a GET the limiter
-answered 200 to the mirror's account) exactly once during the day, and nothing else may be: every
-other check of the engine and the cache is a HEAD.
+How the GETs are counted: every image mirror.yaml lists is a direct copy, which fetches the new index and,
+of the platforms it lists, only the selected ones (linux/amd64 and linux/arm64): each one's image manifest
+and, when the index has one, the attestation manifest describing it; a bumped single-manifest tag costs that
+manifest. Each must be fetched from "Docker Hub" (a GET the limiter answered 200 to the mirror's account)
+exactly once during the day, and nothing else may be: every other check of the engine and the cache is a HEAD.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from lambdas.mirror.config import DEFAULT_SCHEDULE
-from tests.simulate.fleet import Day, plan_day
+from tests.simulate.fleet import MIRRORED_PLATFORMS, UNLISTED, Day, plan_day
 from tests.simulate.run import Mode, Result, schedule_period, simulate
 from tests.simulate.world import seeded
 from tests.support.limiter import SIX_HOURS
@@ -30,7 +29,8 @@ from tests.support.limiter import SIX_HOURS
 # An anonymous limit forty builds cross, as five hundred cross Docker Hub's 100; the mirror's
 # account keeps Docker Hub's 200, which its first fill fits in two runs with the reserve it leaves.
 POLICY = replace(SIX_HOURS, anonymous=20)
-SERVICES = ("orders-api", "storefront", "search-svc", "deploy-tools")  # two also `docker run` a database
+# Two also `docker run` a database; "reports" pulls acme/build-tools, which mirror.yaml does not list.
+SERVICES = ("orders-api", "storefront", "search-svc", "deploy-tools", "reports")
 SYNC_PERIOD = schedule_period(DEFAULT_SCHEDULE)
 DAY_LENGTH = 4 * 3600.0
 
@@ -51,7 +51,7 @@ def needed_manifests(day: Day) -> int:
     total = 0
     for bump in day.bumps:
         image = bump.image
-        total += 1 + len(image.platforms) * (2 if image.attestations else 1) if image.multi_platform else 1
+        total += 1 + len(MIRRORED_PLATFORMS) * (2 if image.attestations else 1) if image.multi_platform else 1
     return total
 
 
@@ -61,25 +61,25 @@ def first_sync_after(when: float) -> float:
 
 def resolved_after(result: Result, image: str, when: float) -> set[str]:
     """Digests builds got for the bumped image's tag at or after `when`."""
-    return {digest for t, name, digest in result.resolved if name == f"docker-hub/{image}" and t >= when}
+    return {digest for t, name, digest in result.resolved if name == image and t >= when}
 
 
 def test_the_small_day_has_tag_bumps_of_multi_platform_images_with_attestations(day: Day) -> None:
     assert len(day.builds) == 40 and len(day.bumps) == 2
     assert all(b.image.multi_platform and b.image.attestations for b in day.bumps)
-    assert needed_manifests(day) == 2 * (1 + 4 * 2)  # four platforms upstream, each with an attestation
+    assert needed_manifests(day) == 2 * (1 + 2 * 2)  # two of four platforms mirrored, each with an attestation
 
 
 @pytest.fixture(scope="module")
 def mirrored(day: Day, template: Path) -> Result:
-    """The day with the fleet resolving its bases through the redirect to the ECR-like cache that
-    the engine keeps current, with two upstream tag bumps."""
+    """The day with the fleet pulling through the build host's endpoint from the direct copies the
+    engine keeps current (and the cache rule for the rest), with two upstream tag bumps."""
     return simulate(day, Mode.MIRRORED, template=template, policy=POLICY)
 
 
 def test_mirrored_builds_never_fail_and_each_changed_manifest_costs_one_upstream_pull(
         day: Day, mirrored: Result) -> None:
-    # Given the fleet resolving its bases through the redirect to the cache the engine keeps current
+    # Given the fleet pulling through the endpoint from the direct copies the engine keeps current
     # When the day runs, with two upstream tag bumps (the `mirrored` fixture)
     result = mirrored
     # Then no build fails, and the day's upstream pulls are exactly the bumped manifests, once each
@@ -92,30 +92,27 @@ def test_mirrored_builds_never_fail_and_each_changed_manifest_costs_one_upstream
 
 
 def test_after_a_bump_and_one_scheduled_sync_builds_get_the_new_image(day: Day, mirrored: Result) -> None:
-    # Given the day's bumps on the default schedule, against a cache that checks a tag upstream at
-    # most once per 24 hours
+    # Given the day's bumps on the default schedule
     assert mirrored.schedule == DEFAULT_SCHEDULE and SYNC_PERIOD <= 15 * 60
     assert [s.image for s in mirrored.staleness] == [b.image.name for b in day.bumps]
     for bump, seen in zip(day.bumps, mirrored.staleness, strict=True):
         synced = first_sync_after(bump.time)
-        # Then the cache's tag names the new digest by the first sync after the bump: within the interval
+        # Then the mirror's tag is a copy of the new digest by the first sync after the bump: within the interval
         assert seen.served_after is not None and bump.time + seen.served_after <= synced, seen
         assert seen.served_after <= SYNC_PERIOD
-        # And every build from then on resolves the tag to it
-        assert resolved_after(mirrored, f"{bump.image.repository}:{bump.image.tag}", synced) == {seen.new}
+        # And every build from then on gets one image for the tag, not the one it got before the bump
+        after = resolved_after(mirrored, bump.image.name, synced)
+        before = {d for t, name, d in mirrored.resolved if name == bump.image.name and t < bump.time}
+        assert len(after) == 1 and not after & before, (after, before)
 
 
-def test_warming_by_tag_alone_leaves_builds_on_the_old_image_past_the_next_sync(day: Day, template: Path) -> None:
-    # Given the same day, with the copier warming the cache by tag (no planned digest, no tag move)
-    result = simulate(day, Mode.MIRRORED_BY_TAG, template=template, policy=POLICY)
-
-    # Then no build fails, but a bumped tag stays old for builds after the next sync: the cache's
-    # 24 hours decide, not the schedule
-    assert (result.failed_429, result.failed_other, result.errors) == (0, 0, [])
-    for bump, seen in zip(day.bumps, result.staleness, strict=True):
-        synced = first_sync_after(bump.time)
-        assert seen.served_after is None or bump.time + seen.served_after > synced, seen
-        assert seen.old in resolved_after(result, f"{bump.image.repository}:{bump.image.tag}", synced)
+def test_configured_images_come_from_direct_copies_and_the_rest_from_the_cache_rule(mirrored: Result) -> None:
+    # Given a mirror.yaml that lists every image the fleet pulls but acme/build-tools
+    assert UNLISTED == ("acme/build-tools:2024.11",) and mirrored.image_pulls["acme/build-tools:2024.11"] > 0
+    # Then the endpoint answered that one from the cache rule, every other from a direct copy, nothing fell back
+    assert mirrored.cached_images == set(UNLISTED)
+    assert mirrored.served["direct"] > 0 and mirrored.served["cache"] > 0
+    assert mirrored.served["fell back"] == 0
 
 
 def test_direct_builds_fail_with_429_once_the_shared_ip_uses_up_its_window(day: Day, template: Path) -> None:
