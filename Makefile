@@ -16,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
 
-.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token registry-token clean
+.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy verify docker-hub-token registry-token clean
 
 $(BIN)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -77,6 +77,10 @@ bootstrap: $(BIN)/.runtime node_modules/.installed
 deploy: $(BIN)/.runtime node_modules/.installed
 	@$(BIN)/python -m stacks.set_token --check "make deploy" --secrets --config $(CONFIG)
 	$(CDK) deploy --all --no-notices -c mirror:config=$(CONFIG)
+
+# After make deploy: one line per check of the deployed mirror, OK or what to fix (make verify ARGS=--build).
+verify: $(BIN)/.runtime
+	$(BIN)/python -m stacks.verify --config $(CONFIG) $(ARGS)
 
 # Reads the Docker Hub username and access token from stdin (never from arguments or the
 # environment) and stores them in the secret the stack created.

@@ -25,6 +25,7 @@ from lambdas.mirror.reference import DOCKER_HUB, is_loopback
 
 REGION_FIX = "set AWS_REGION (e.g. AWS_REGION=eu-west-1 {command}) or a profile with a region (AWS_PROFILE)"
 CREDENTIALS_FIX = "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+PROFILE_FIX = "set AWS_PROFILE to one that `aws configure list-profiles` shows, or unset it"
 
 
 class InputError(ValueError):
@@ -62,8 +63,12 @@ def store(client: Any, secret_name: str, username: str, token: str, *, create: b
 def aws_problem(region: str | None, command: str) -> str | None:
     """What is missing for AWS calls from here (region, credentials), as one line with the fix; else None."""
     import boto3
+    from botocore.exceptions import ProfileNotFound
 
-    session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+    try:
+        session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+    except ProfileNotFound as err:
+        return f"no AWS profile {err.kwargs.get('profile')!r} in the AWS config files: {PROFILE_FIX}"
     if not session.region_name:
         return f"no AWS region: {REGION_FIX.format(command=command)}"
     try:

@@ -216,3 +216,10 @@ def test_make_deploy_checks_the_cache_rule_secrets_of_its_config() -> None:
     lines = subprocess.run(["make", "-s", "-n", "-C", str(REPO), "deploy", "CONFIG=other.yaml"], capture_output=True,
                            text=True, check=False, timeout=60).stdout
     assert '-m stacks.set_token --check "make deploy" --secrets --config other.yaml' in lines
+
+
+def test_an_unknown_profile_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    result = run_set_token("--check", "make deploy", env=no_aws(tmp_path, AWS_PROFILE="nope"))
+    assert (result.returncode, result.stderr) == (1, (
+        "error: make deploy: no AWS profile 'nope' in the AWS config files: set AWS_PROFILE to one that "
+        "`aws configure list-profiles` shows, or unset it\n"))
