@@ -16,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
 
-.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token registry-token cdk clean
+.PHONY: synth test test-tools test-packages lint bench simulate plan sync bootstrap deploy docker-hub-token registry-token cdk clean
 
 # Set-up says what it does on stderr, so that stdout carries only a command's own output (make sync ARGS=--json).
 $(BIN)/.runtime: requirements.txt
@@ -45,11 +45,18 @@ node_modules/.installed: package.json | $(BIN)/.runtime
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
+# The Debian packages of TEST_TOOLS whose command is missing (expanded only where used): what `make test`
+# names and what .ci/run installs (`make test-packages`), so the check and the install cannot drift.
+MISSING_TEST_PACKAGES = $(strip $(foreach pair,$(TEST_TOOLS),\
+	$(if $(shell command -v $(firstword $(subst =, ,$(pair))) 2>/dev/null),,$(lastword $(subst =, ,$(pair))))))
+
+test-packages:
+	@echo "$(MISSING_TEST_PACKAGES)"
+
 # One line naming what is missing, before anything else runs.
 test-tools:
-	@missing=(); for pair in $(TEST_TOOLS); do command -v "$${pair%%=*}" >/dev/null || missing+=("$${pair#*=}"); done; \
-	if [ $${#missing[@]} -gt 0 ]; then \
-		echo "error: make test needs these Debian packages: $${missing[*]} (sudo apt-get install $${missing[*]}, or run .ci/run)" >&2; \
+	@missing="$(MISSING_TEST_PACKAGES)"; if [ -n "$$missing" ]; then \
+		echo "error: make test needs these Debian packages: $$missing (sudo apt-get install $$missing, or run .ci/run)" >&2; \
 		exit 1; fi
 
 test: test-tools $(BIN)/.dev node_modules/.installed

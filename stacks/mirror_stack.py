@@ -28,7 +28,7 @@ class MirrorStack(Stack):
         secret = credentials.secret
         registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)
         build = MirrorBuildProject(self, "Build", config=config, registry_uri=registry.uri, docker_hub_secret=secret)
-        registry.scan_on_push(also=[build.image_repository.repository_name])
+        registry.scan_on_push(config=config, also=[build.image_repository.repository_name])
         if config.replication_regions:
             replication_configuration(registry, "Replication", config=config)
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)

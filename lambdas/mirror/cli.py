@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .config import Config, ConfigError, load_config
-from .endpoints import Endpoints, connect, parse_cache
+from .endpoints import Endpoints, connect
 from .plan import Action, Plan, PlanItem, Task, plan
 from .settings import SERVICE_NAME
 from .sync import Outcome, run_tasks
@@ -61,21 +61,13 @@ def _host(text: str) -> str:
     return text
 
 
-def _mapping(text: str, shape: str = "KEY=HOST[:PORT]") -> tuple[str, str]:
+def _upstream(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {shape}")
-    _without_scheme(value, shape, key=f"{key}=")
+        raise argparse.ArgumentTypeError(f"{text!r} is not REGISTRY=HOST[:PORT]")
+    _without_scheme(value, "REGISTRY=HOST[:PORT]", key=f"{key}=")
     host, slash, path = value.partition("/")
     return key, _host(host) + slash + path
-
-
-def _upstream(text: str) -> tuple[str, str]:
-    return _mapping(text, "REGISTRY=HOST[:PORT]")
-
-
-def _cache(text: str) -> tuple[str, str]:
-    return _mapping(text, "PREFIX=HOST[:PORT][/PREFIX]")
 
 
 def _secret(text: str) -> tuple[str, str]:
@@ -92,12 +84,6 @@ def parser() -> argparse.ArgumentParser:
                         help="destination registry (loopback hosts over HTTP); default: your account's ECR")
     common.add_argument("--upstream", metavar="REGISTRY=HOST[:PORT]", type=_upstream, action="append", default=[],
                         help="reach a source registry elsewhere, e.g. docker.io=127.0.0.1:5001 (repeatable)")
-    common.add_argument("--cache", metavar="PREFIX=HOST[:PORT]", type=_cache, action="append", default=[],
-                        help="a registry acting as the pull-through cache of a config rule's prefix: HOST[:PORT] "
-                             "serves the upstream's paths (distribution's proxy mode), HOST[:PORT]/PREFIX lays "
-                             "repositories out as ECR does, under the prefix, and gets its tags moved by the "
-                             "copier (repeatable); without it, and with --registry, images under a rule are "
-                             "copied directly")
     common.add_argument("--credentials-from-secrets", action="store_true",
                         help="log in to each upstream with the Secrets Manager secret the config names for it, "
                              "as the Lambdas do (docker_hub_credentials, a rule's credentials_secret, "
@@ -116,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
                         description="Show each image/tag, its digests, the action and the quota it would cost. "
                                     "HEAD requests only: costs no Docker Hub pulls.")
     commands.add_parser("sync", parents=[common], help="copy what the plan says",
-                        description="Plan, then copy or warm every image/tag that needs it.")
+                        description="Plan, then copy every image/tag that needs it.")
     return top
 
 
@@ -145,22 +131,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, endpoints: Endpoint
     except ConfigError as error:
         print(f"error: {error}", file=err)
         return EXIT_USAGE
-    prefixes = {rule.prefix for rule in config.pull_through_cache}
-    for prefix, value in args.cache:
-        if prefix not in prefixes:
-            print(f"error: --cache {prefix}=...: {args.config} has no pull_through_cache rule with prefix "
-                  f"{prefix!r} (have: {', '.join(sorted(prefixes)) or 'none'})", file=err)
-            return EXIT_USAGE
-        try:
-            parse_cache(prefix, value)
-        except ValueError as error:
-            print(f"error: --{error}", file=err)
-            return EXIT_USAGE
     credentials = config.credential_secrets() if args.credentials_from_secrets else {}
     credentials.update(args.registry_credentials)
     try:
-        endpoints = endpoints or connect(args.registry, upstreams=dict(args.upstream), caches=dict(args.cache),
-                                         credentials=credentials)
+        endpoints = endpoints or connect(args.registry, upstreams=dict(args.upstream), credentials=credentials)
     except Exception as error:  # noqa: BLE001 - no AWS credentials, no ECR: one line, not a traceback
         print(f"error: {_destination_problem(error)}", file=err)
         return EXIT_FAILED
@@ -237,11 +211,11 @@ def _report_plan(result: Plan, config: Config, out: TextIO, *, as_json: bool) ->
         out.write("\n")
         out.flush()
     else:
-        rows = [(str(i.task.ref), i.task.route_name, _short(i.task.source_digest),
+        rows = [(str(i.task.ref), i.task.repository, _short(i.task.source_digest),
                  _short(i.task.destination_digest), str(i.action),
                  str(i.task.cost) if i.action in (Action.COPY, Action.DEFERRED) else "0",
                  "" if i.action in (Action.SKIP, Action.COPY) else i.reason) for i in result.items]
-        header = ("SOURCE", "ROUTE", "SOURCE DIGEST", "DEST DIGEST", "ACTION", "COST", "NOTE")
+        header = ("SOURCE", "REPOSITORY", "SOURCE DIGEST", "DEST DIGEST", "ACTION", "COST", "NOTE")
         widths = [max(len(r[n]) for r in [header, *rows]) for n in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
@@ -302,12 +276,13 @@ class _Display:
         self.done += 1
         task = outcome.task
         if outcome.status == "copied":
-            verb = "warmed" if task.via else "copied"
             tags = f" (also {', '.join(t for t, _ in task.also)})" if task.also else ""
-            self.line(f"[{self.done}/{self.total}] {verb} {task.ref}{tags} {outcome.destination_digest} "
+            self.line(f"[{self.done}/{self.total}] copied {task.ref}{tags} {outcome.destination_digest} "
                       f"{_size(outcome.bytes_copied)} in {outcome.seconds:.1f}s "
                       f"({_rate(outcome.bytes_copied, outcome.seconds)}), {outcome.blobs_copied} blobs "
                       f"({outcome.blobs_skipped} present, {outcome.blobs_mounted} mounted)")
+        elif outcome.status == "skipped":
+            self.line(f"[{self.done}/{self.total}] skipped {task.ref}: already copied")
         else:
             self.line(f"[{self.done}/{self.total}] {outcome.status} {task.ref}: {outcome.error}")
 

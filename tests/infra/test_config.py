@@ -257,7 +257,7 @@ def test_a_file_with_only_images_is_valid_and_gets_the_defaults(tmp_path: Path) 
     assert config.schedule == DEFAULT_SCHEDULE
     assert [r.upstream for r in config.pull_through_cache] == ["docker-hub", "ecr-public", "quay", "k8s"]
     assert config.docker_hub_credentials.secret_name == "ecr-pullthroughcache/docker-hub"
-    assert config.images[0].repository == "docker-hub/library/python"
+    assert config.images[0].repository == "mirror/docker.io/library/python"
 
 
 def run_app(config: Path, outdir: Path) -> subprocess.CompletedProcess[str]:
@@ -296,13 +296,13 @@ def test_the_app_synthesizes_a_minimal_file(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "EcrMirror.template.json").is_file()
 
 
-def test_a_target_on_an_image_a_cache_rule_covers_makes_a_direct_copy() -> None:
+def test_every_image_is_a_direct_copy_even_where_a_cache_rule_covers_its_registry() -> None:
     config = parse_config({"images": [{"source": "moby/buildkit", "tags": ["buildx-stable-1"],
-                                       "target": "mirror/docker.io/moby/buildkit"},
+                                       "target": "tools/buildkit"},
                                       {"source": "python", "tags": ["3.13-slim"]}]})
     buildkit, python = config.images
-    assert (buildkit.repository, buildkit.via) == ("mirror/docker.io/moby/buildkit", None)
-    assert (python.repository, python.via) == ("docker-hub/library/python", "docker-hub")
+    assert buildkit.repository == "tools/buildkit"
+    assert python.repository == "mirror/docker.io/library/python"
 
 
 def test_a_direct_target_may_not_lie_under_a_cache_prefix() -> None:
@@ -360,4 +360,4 @@ def test_a_private_registry_whose_cache_rule_takes_no_credentials_keeps_the_rule
     assert config.rule_for("quay.io") is not None
     assert config.rule_for("quay.io").credentials_secret is None  # type: ignore[union-attr]
     assert config.credential_secrets()["quay.io"] == "team/quay"
-    assert config.images[0].via is None
+    assert config.images[0].repository == "mirror/team-private"
