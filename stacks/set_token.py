@@ -25,7 +25,6 @@ from lambdas.mirror.reference import DOCKER_HUB, is_loopback
 
 REGION_FIX = "set AWS_REGION (e.g. AWS_REGION=eu-west-1 {command}) or a profile with a region (AWS_PROFILE)"
 CREDENTIALS_FIX = "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-PROFILE_FIX = "set AWS_PROFILE to one that `aws configure list-profiles` shows, or unset it"
 
 
 class InputError(ValueError):
@@ -68,7 +67,7 @@ def aws_problem(region: str | None, command: str) -> str | None:
     try:
         session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
     except ProfileNotFound as err:
-        return f"no AWS profile {err.kwargs.get('profile')!r} in the AWS config files: {PROFILE_FIX}"
+        return missing_profile(str(err.kwargs.get("profile")))
     if not session.region_name:
         return f"no AWS region: {REGION_FIX.format(command=command)}"
     try:
@@ -78,6 +77,14 @@ def aws_problem(region: str | None, command: str) -> str | None:
     if credentials is None:
         return f"no AWS credentials: {CREDENTIALS_FIX}"
     return None
+
+
+def missing_profile(profile: str) -> str:
+    variable = "AWS_PROFILE" if os.environ.get("AWS_PROFILE") == profile else "AWS_DEFAULT_PROFILE"
+    files = " or ".join(os.environ.get(name, default) for name, default in (
+        ("AWS_CONFIG_FILE", "~/.aws/config"), ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")))
+    return (f"no AWS profile {profile!r} ({variable}) in {files}: name one that `aws configure list-profiles` "
+            f"shows, or unset {variable}")
 
 
 def secrets_client(region: str | None) -> Any:

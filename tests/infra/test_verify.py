@@ -481,9 +481,10 @@ def test_without_aws_settings_it_is_one_line_saying_what_to_set(tmp_path: Path) 
         "with a region (AWS_PROFILE)"]
     assert no_credentials.stderr.splitlines() == [
         "error: make verify: no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"]
+    none = tmp_path / "none"
     assert unknown_profile.stderr.splitlines() == [
-        "error: make verify: no AWS profile 'nope' in the AWS config files: set AWS_PROFILE to one that "
-        "`aws configure list-profiles` shows, or unset it"]
+        f"error: make verify: no AWS profile 'nope' (AWS_PROFILE) in {none} or {none}: name one that "
+        "`aws configure list-profiles` shows, or unset AWS_PROFILE"]
 
 
 def test_make_verify_runs_the_checker_on_its_config_with_its_args() -> None:
