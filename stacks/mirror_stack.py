@@ -108,3 +108,5 @@ class MirrorStack(Stack):
             value=sync.planner_failures.queue_url,
             description="Scheduled planner runs that failed after their retries (the events, for inspection)",
         )
+        CfnOutput(self, "PlannerFunctionName", value=sync.planner.function_name,
+                  description="The planner Lambda; make verify invokes it once and reads its plan summary")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import cast
 
-from aws_cdk import Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Fn, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from lambdas.mirror.config import Config, ConfigError
@@ -90,6 +91,41 @@ def creation_template(scope: Construct, id: str, *, prefix: str, applied_for: st
     return template
 
 
+def complete_secret_arn(scope: Construct, id: str, name: str) -> str:
+    """The complete ARN (with Secrets Manager's 6-character suffix) of a secret the stack did not create, read
+    at deploy time with DescribeSecret: a cache rule's CredentialArn is "The ARN of the Secrets Manager secret"
+    (ECR API reference, CreatePullThroughCacheRule), and a name-only ARN lacks the suffix."""
+    stack = Stack.of(scope)
+    lookup = cr.AwsCustomResource(
+        scope, id,
+        on_update=cr.AwsSdkCall(service="SecretsManager", action="describeSecret", parameters={"SecretId": name},
+                                physical_resource_id=cr.PhysicalResourceId.of(name), output_paths=["ARN"]),
+        policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=[stack.format_arn(
+            service="secretsmanager", resource="secret", resource_name=f"{name}-??????",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
+        install_latest_aws_sdk=False,
+    )
+    Validations.of(lookup).acknowledge(Acknowledgment(
+        id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:"
+           f"secret:{name}-??????]",
+        reason="Secrets Manager appends 6 random characters to a secret's ARN; the name is fixed."))
+    _acknowledge_lookup_function(stack)
+    return lookup.get_response_field("ARN")
+
+
+def _acknowledge_lookup_function(stack: Stack) -> None:
+    # CDK's one function behind every AwsCustomResource of the stack (its fixed construct id).
+    function = stack.node.try_find_child("AWS679f53fac002430cb0da5b7982bd2287")
+    if function is None:
+        return
+    Validations.of(function).acknowledge(
+        Acknowledgment(id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                          "AWSLambdaBasicExecutionRole]",
+                       reason="CDK's AwsCustomResource function: log writing only."),
+        Acknowledgment(id="AwsSolutions-L1", reason="CDK's AwsCustomResource function; its runtime is CDK's choice."),
+    )
+
+
 def _lifecycle_policy(days: int) -> str:
     return json.dumps(
         {
@@ -122,12 +158,11 @@ class MirrorRegistry(Construct):
                              for image in config.images]
         for rule in config.pull_through_cache:
             credential_arn = None
-            if rule.credentials_secret == config.docker_hub_credentials.secret_name:
-                credential_arn = docker_hub_secret.secret_arn
+            if rule.credentials_secret == config.docker_hub_credentials.secret_name and \
+                    docker_hub_secret.secret_full_arn is not None:
+                credential_arn = docker_hub_secret.secret_full_arn  # the stack's own secret
             elif rule.credentials_secret is not None:
-                credential_arn = secretsmanager.Secret.from_secret_name_v2(
-                    self, f"{rule.upstream}-secret", rule.credentials_secret
-                ).secret_arn
+                credential_arn = complete_secret_arn(self, f"{rule.upstream}-secret", rule.credentials_secret)
             rule_resource = ecr.CfnPullThroughCacheRule(
                 self,
                 f"{rule.upstream}-rule",

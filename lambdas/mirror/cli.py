@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .config import Config, ConfigError, load_config
 from .endpoints import Endpoints, connect
@@ -37,21 +37,35 @@ PROGRESS_INTERVAL = 5.0  # seconds between progress lines when the output is not
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line: argparse would print the whole usage block before the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _without_scheme(text: str, shape: str, *, key: str = "") -> None:
+    """A URL where a registry host goes: say what to write instead."""
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        raise argparse.ArgumentTypeError(
+            f"{key + text!r}: write {key + rest!r} ({shape} without {scheme}://: loopback hosts are reached "
+            "over HTTP, others over HTTPS)")
+
+
 def _host(text: str) -> str:
     """HOST[:PORT], as image references name registries: no scheme, no path."""
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give HOST[:PORT] without {scheme}:// (loopback hosts are reached over HTTP, others HTTPS)")
+    _without_scheme(text, "HOST[:PORT]")
     if not _HOST.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST[:PORT]")
     return text
 
 
-def _mapping(text: str) -> tuple[str, str]:
+def _upstream(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=HOST[:PORT]")
+        raise argparse.ArgumentTypeError(f"{text!r} is not REGISTRY=HOST[:PORT]")
+    _without_scheme(value, "REGISTRY=HOST[:PORT]", key=f"{key}=")
     host, slash, path = value.partition("/")
     return key, _host(host) + slash + path
 
@@ -64,11 +78,11 @@ def _secret(text: str) -> tuple[str, str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default="mirror.yaml", help="mirror config file (default: mirror.yaml)")
     common.add_argument("--registry", metavar="HOST[:PORT]", type=_host,
                         help="destination registry (loopback hosts over HTTP); default: your account's ECR")
-    common.add_argument("--upstream", metavar="REGISTRY=HOST[:PORT]", type=_mapping, action="append", default=[],
+    common.add_argument("--upstream", metavar="REGISTRY=HOST[:PORT]", type=_upstream, action="append", default=[],
                         help="reach a source registry elsewhere, e.g. docker.io=127.0.0.1:5001 (repeatable)")
     common.add_argument("--credentials-from-secrets", action="store_true",
                         help="log in to each upstream with the Secrets Manager secret the config names for it, "
@@ -81,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     common.add_argument("--workers", type=int, default=8, help="concurrent requests (default: 8)")
     common.add_argument("--verbose", action="store_true", help="structured logs on stderr")
-    top = argparse.ArgumentParser(prog="python -m lambdas.mirror",
+    top = _Parser(prog="python -m lambdas.mirror",
                                   description="Mirror container images into ECR (or any registry).")
     commands = top.add_subparsers(dest="command", required=True, metavar="{plan,sync}")
     commands.add_parser("plan", parents=[common], help="show what a sync would do, with HEADs only",
@@ -136,6 +150,9 @@ def _destination_problem(error: Exception) -> str:
     other = "or give --registry HOST[:PORT] to mirror into another registry"
     if kind == "NoRegionError":
         return f"no AWS region for your account's ECR: set AWS_REGION (e.g. AWS_REGION=eu-west-1), {other}"
+    if kind == "ProfileNotFound":
+        return (f"no AWS profile {getattr(error, 'kwargs', {}).get('profile')!r} (AWS_PROFILE) for your account's "
+                f"ECR: name one that `aws configure list-profiles` shows, {other}")
     if kind in ("NoCredentialsError", "PartialCredentialsError"):
         return f"no AWS credentials for your account's ECR: set AWS_PROFILE or AWS_ACCESS_KEY_ID, {other}"
     return f"cannot reach your account's ECR: {kind}: {error} ({other})"

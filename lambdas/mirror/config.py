@@ -395,14 +395,26 @@ class _Parser:
     def schedule(self, value: Any) -> str:
         if not isinstance(value, str):
             raise self.fail("schedule", f"must be a string like 'rate(6 hours)', got {value!r}")
+        # EventBridge's own rules (user guide, "Setting a schedule pattern for scheduled rules"): a rate's unit
+        # is singular for 1 and plural above; cron takes six fields, with '?' in day-of-month or day-of-week.
         rate = _RATE.fullmatch(value)
         if rate:
-            count, unit = int(rate.group(1)), rate.group(2)
-            if count < 1 or (count == 1) != (not unit.endswith("s")):
-                raise self.fail("schedule", f"{value!r}: use 'rate(1 hour)' or 'rate(N hours)' with N > 1")
+            count, unit = int(rate.group(1)), rate.group(2).rstrip("s")
+            if count < 1:
+                raise self.fail("schedule", f"{value!r}: the rate must be 1 or more {unit}s")
+            fixed = f"rate({count} {unit}{'s' if count > 1 else ''})"
+            if value != fixed:
+                raise self.fail("schedule", f"{value!r}: write {fixed!r} (EventBridge takes the singular for 1 "
+                                            "and the plural above)")
             return value
+        fields = value[5:-1].split() if value.startswith("cron(") and value.endswith(")") else []
+        if fields and len(fields) != 6:
+            # A Unix cron's five fields, every day of the week: its EventBridge form adds '?' and the year.
+            fix = f": write 'cron({' '.join(fields[:4])} ? *)'" if len(fields) == 5 and fields[4] == "*" else ""
+            raise self.fail("schedule", f"{value!r} has {len(fields)} fields; EventBridge's cron takes 6: minutes "
+                                        "hours day-of-month month day-of-week year, with '?' in day-of-month or "
+                                        f"day-of-week{fix}")
         if _CRON.fullmatch(value):
-            fields = value[5:-1].split()
             if "?" not in (fields[2], fields[4]):
                 raise self.fail("schedule", f"{value!r}: a cron expression needs '?' in day-of-month or day-of-week")
             return value

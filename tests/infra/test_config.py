@@ -197,6 +197,33 @@ def test_bad_input_names_the_file_the_entry_and_the_field(name: str, tmp_path: P
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("schedule", "says"), [
+    ("rate(10 minute)", "'rate(10 minute)': write 'rate(10 minutes)' (EventBridge takes the singular for 1 and "
+                        "the plural above)"),
+    ("rate(1 hours)", "'rate(1 hours)': write 'rate(1 hour)'"),
+    ("rate(0 days)", "'rate(0 days)': the rate must be 1 or more days"),
+    ("cron(0 * * * *)", "'cron(0 * * * *)' has 5 fields; EventBridge's cron takes 6: minutes hours day-of-month "
+                        "month day-of-week year, with '?' in day-of-month or day-of-week: write 'cron(0 * * * ? *)'"),
+    ("cron(0 3 * * 1)", "'cron(0 3 * * 1)' has 5 fields; EventBridge's cron takes 6: minutes hours day-of-month "
+                        "month day-of-week year, with '?' in day-of-month or day-of-week"),
+])
+def test_a_schedule_in_the_wrong_shape_says_what_to_write(schedule: str, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(f"images:\n{GOOD_IMAGE}schedule: {schedule}\n")
+
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+
+    assert str(error.value).startswith(f"{path}: schedule: {says}"), error.value
+
+
+def test_the_fix_a_schedule_error_suggests_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    for schedule in ("rate(10 minutes)", "rate(1 hour)", "cron(0 * * * ? *)"):
+        path.write_text(f"images:\n{GOOD_IMAGE}schedule: {schedule}\n")
+        assert load_config(path).schedule == schedule
+
+
 def test_a_file_that_is_not_utf8_is_one_line_with_its_position(tmp_path: Path) -> None:
     path = tmp_path / "mirror.yaml"
     path.write_bytes("images:\n  - source: python\n    tags: ['caf\u00e9']\n".encode("latin-1"))

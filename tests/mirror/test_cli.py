@@ -143,10 +143,37 @@ def test_a_registry_given_as_a_url_is_a_usage_error_with_exit_2(
     with pytest.raises(SystemExit) as exited:
         main(["plan", "--config", str(cfg), "--registry", registry])
 
-    message = capsys.readouterr().err.splitlines()[-1]
+    lines = capsys.readouterr().err.splitlines()
     assert exited.value.code == 2
-    assert message.startswith("python -m lambdas.mirror plan: error: argument --registry: ")
-    assert "HOST[:PORT]" in message
+    assert len(lines) == 1 and lines[0].startswith("python -m lambdas.mirror plan: error: argument --registry: ")
+    assert "HOST[:PORT]" in lines[0]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["plan", "--registry", "http://127.0.0.1:5000"],
+     "python -m lambdas.mirror plan: error: argument --registry: 'http://127.0.0.1:5000': write '127.0.0.1:5000' "
+     "(HOST[:PORT] without http://: loopback hosts are reached over HTTP, others over HTTPS) "
+     "(see python -m lambdas.mirror plan --help)"),
+    (["sync", "--upstream", "docker.io=http://127.0.0.1:5001"],
+     "python -m lambdas.mirror sync: error: argument --upstream: 'docker.io=http://127.0.0.1:5001': write "
+     "'docker.io=127.0.0.1:5001' (REGISTRY=HOST[:PORT] without http://: loopback hosts are reached over HTTP, "
+     "others over HTTPS) (see python -m lambdas.mirror sync --help)"),
+    (["plan", "--workers", "many"],
+     "python -m lambdas.mirror plan: error: argument --workers: invalid int value: 'many' "
+     "(see python -m lambdas.mirror plan --help)"),
+    (["plan", "--nope"],
+     "python -m lambdas.mirror: error: unrecognized arguments: --nope (see python -m lambdas.mirror --help)"),
+    ([], "python -m lambdas.mirror: error: the following arguments are required: {plan,sync} "
+         "(see python -m lambdas.mirror --help)"),
+])
+def test_every_usage_error_is_one_line_saying_what_to_write(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    assert (captured.out, captured.err) == ("", says + "\n")
 
 
 def test_sync_json_items_share_one_schema_whatever_happened_to_them(
