@@ -53,17 +53,18 @@ The same day under the hourly policy: [simulation-hourly.png](simulation-hourly.
   endpoint (codebuild/setup_mirror.py's handler, given the MIRROR_MAP the stack writes) as dockerd
   and BuildKit send it to a registry mirror: `postgres:16-alpine` is asked for as
   `/v2/library/postgres/manifests/16-alpine` and answered from `mirror/docker.io/library/postgres`.
-  What mirror.yaml does not list ({unlisted}) the endpoint answers from the Docker Hub cache rule,
-  `<ecr>/docker-hub/<path>` (`tests/support/ptc.py`, which behaves as ECR documents: a cached tag is
-  checked upstream at most once per 24 hours and served as held in between). Each scheduled run
-  HEADs every listed tag at Docker Hub and at "ECR"; a tag whose digest moved is copied at once.
+  What mirror.yaml does not list ({unlisted}) the endpoint answers from the Docker Hub
+  cache rule, `<ecr>/docker-hub/<path>` (`tests/support/ptc.py`, which behaves as ECR documents: a
+  cached tag is checked upstream at most once per 24 hours and served as held in between). Each
+  scheduled run HEADs every listed tag at Docker Hub and at "ECR"; a tag whose digest moved is
+  copied in the same run.
 
 How the figures are counted:
 - *Failed with 429*: builds whose manifest GET got 429, for a base or a test image; a build stops
   at its first 429 (no retries).
 - *Upstream manifest GETs*: manifest GETs "Docker Hub" answered 200, from every identity, from 00:00
   to the mirror's 24:00 run. For the mirror, "+N first fill" is its initial warm-up before the day,
-  from 22:00 the day before, a run every 10 minutes until nothing was deferred ({fill_runs} run(s)
+  from 22:00 the day before, a run every 10 minutes until nothing was deferred ({fill_runs}
   under the first policy, {fill_runs_hourly} under the hourly one: the planner budgets an index it
   has not seen at 2 manifest GETs per selected platform plus the index, and keeps the quota
   reserve), and the cache rule's fill of the unlisted images, as yesterday's builds left it. A bumped
@@ -170,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         official=len(OFFICIAL_PLATFORMS), official_gets=1 + 2 * len(MIRRORED_PLATFORMS),
         requests=sum(mirrored.served.values()), direct=mirrored.served["direct"], cached=mirrored.served["cache"],
         cached_images=", ".join(sorted(mirrored.cached_images)) or "none", fell_back=mirrored.served["fell back"],
-        fill_runs=sum(when < 0 for when, _ in mirrored.syncs),
-        fill_runs_hourly=sum(when < 0 for when, _ in mirrored_hourly.syncs),
+        fill_runs=plural_runs(sum(when < 0 for when, _ in mirrored.syncs)),
+        fill_runs_hourly=plural_runs(sum(when < 0 for when, _ in mirrored_hourly.syncs)),
         staleness=staleness_table(mirrored), images=len(day.images), cost=cost.markdown(rows),
         planner_fixed=cost.PLANNER_FIXED_S, head_latency=cost.HEAD_LATENCY_S, workers=cost.PLANNER_WORKERS,
         copier_fixed=cost.COPIER_FIXED_S, copier_rate=cost.COPIER_MB_PER_S, pollers=cost.SQS_POLLERS,
@@ -197,6 +198,10 @@ def broken(result: Result) -> str | None:
     if why:
         print(f"  ! {result.policy.name}, mirrored: {why}", file=sys.stderr)
     return why
+
+
+def plural_runs(count: int) -> str:
+    return f"{count} run{'' if count == 1 else 's'}"
 
 
 def describe(policy: Policy) -> str:
