@@ -67,7 +67,7 @@ def test_the_stacks_map_with_tags_is_read_as_the_stack_writes_it():
 
 
 def test_buildkit_pulls_each_upstream_through_the_endpoint_then_ecrs_prefix():
-    config = tomllib.loads(buildkit_config(MAP, "127.0.0.1:5301", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"))
+    config = tomllib.loads(buildkit_config(MAP, "127.0.0.1:5301", ["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]))
     registries = config["registry"]
     assert registries["docker.io"]["mirrors"] == [
         "127.0.0.1:5301", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/docker-hub"]
