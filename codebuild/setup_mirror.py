@@ -11,10 +11,10 @@ itself (Dockerfiles, compose files, commands) is read or changed. A run that fai
 it, an endpoint an earlier run started still serving.
 
 Why an endpoint on loopback and not ECR itself: dockerd refuses a mirror URL with a path
-(moby registry.ValidateMirror, before 24.0.8), and ECR serves Docker Hub under `<registry>/v2/docker-hub/...`.
-The endpoint answers Docker Hub's paths (`/v2/library/python/manifests/3.12-slim`) from the mirror's
-repositories, authenticates to ECR itself (`aws ecr get-login-password`, so the daemon needs no credentials),
-and passes ECR's blob redirects (layer GETs answer 307 to S3) to the client instead of bytes. BuildKit reaches
+(moby registry.ValidateMirror), and ECR serves Docker Hub under `<registry>/v2/docker-hub/...`. The endpoint
+answers Docker Hub's paths (`/v2/library/python/manifests/3.12-slim`) from the mirror's repositories,
+authenticates to ECR itself (`aws ecr get-login-password`, so the daemon needs no credentials), and passes
+ECR's blob redirects (layer GETs answer 307 to S3) to the client instead of bytes. BuildKit reaches
 the other upstreams through the same endpoint under a path (`127.0.0.1:PORT/quay.io`), which BuildKit accepts
 since v0.12.0 (moby/buildkit PR 3427; v0.11 puts the path before `/v2` and falls back to the upstream, and the
 report says so), then ECR's own prefix, then the upstream.
@@ -23,8 +23,9 @@ When the mirror cannot serve a manifest the endpoint answers with the mirror's e
 BuildKit fall back to the upstream registry; every request answered with an error is recorded, and `--report`
 says it.
 
-With a remote daemon (`DOCKER_HOST` naming one elsewhere, as a CodeBuild project with a Docker server has),
-nothing of the daemon is touched: only buildx builders are pointed at ECR's prefixes.
+With a remote daemon (`DOCKER_HOST` naming a daemon that is not this host's: a CodeBuild project with a Docker
+server, or any daemon elsewhere), nothing of the daemon is touched: only buildx builders are pointed at ECR's
+prefixes.
 
 In a replica region (`--registry` the local copy), `--home-registry` names the mirror's home registry: what
 replication has not brought yet (an image first pulled here, a tag that moved minutes ago) comes from there,
@@ -403,18 +404,18 @@ def serve(listener: socket.socket, registry: Registry, mirror: MirrorMap, journa
 # --- configuration files ------------------------------------------------------------------------------
 
 
-def buildkit_config(mirror: MirrorMap, endpoint: str | None, registries: list[str]) -> str:
+def buildkit_config(mirror: MirrorMap, endpoint: str | None, registry: str) -> str:
     """buildkitd.toml: each upstream pulls through the endpoint (if any), then ECR's cache prefix, then upstream."""
-    lines = ["# Written by setup_mirror.py: pulls go through the build's mirror endpoint, then the ECR mirror.", ""]
+    lines = ["# Written by setup_mirror.py: pulls go to the ECR mirror first (through the endpoint, if any).", ""]
     for upstream in mirror.upstreams():
         if not mirrorable(upstream):
             continue  # such registries are not rate limited anyway
         mirrors = [] if endpoint is None else [endpoint if upstream == DOCKER_HUB else f"{endpoint}/{upstream}"]
         if upstream in mirror.prefixes:
-            mirrors += [f"{registry}/{mirror.prefixes[upstream]}" for registry in registries]
+            mirrors.append(f"{registry}/{mirror.prefixes[upstream]}")
         if mirrors:
             lines += [f'[registry."{upstream}"]', f"  mirrors = {json.dumps(mirrors)}", ""]
-    for host in [endpoint, *registries]:
+    for host in (endpoint, registry):
         if host and is_loopback(host):
             lines += [f'[registry."{host}"]', "  http = true", ""]
     return "\n".join(lines)
@@ -778,14 +779,11 @@ def wait_for_endpoint(address: str, pid: int, log: Path) -> None:
     raise SetupError(f"the mirror endpoint did not start on {address}{': ' + tail[0] if tail else ''}")
 
 
-def registries(args: argparse.Namespace) -> list[str]:
-    return [args.registry, *([args.home_registry] if args.home_registry else [])]
-
-
 def setup(args: argparse.Namespace) -> str:
     mirror = MirrorMap.parse(args.map)
-    for host in registries(args):
-        Registry(host).check()
+    for host in (args.registry, args.home_registry):
+        if host:
+            Registry(host).check()
     remote = remote_docker_host(os.environ.get("DOCKER_HOST", ""), args.daemon_pidfile)
     if remote:
         return setup_remote(args, mirror, remote)
@@ -821,7 +819,7 @@ def configure(args: argparse.Namespace, mirror: MirrorMap, daemon: Daemon, addre
         add_live_restore = bool(containers) and not keep and refused is None
         old_daemon, new_daemon = daemon_config(daemon.config_path, f"http://{address}", live_restore=add_live_restore)
         old_buildkit = read_text(args.buildkit_config)
-        write_atomically(args.buildkit_config, buildkit_config(mirror, address, registries(args)))
+        write_atomically(args.buildkit_config, buildkit_config(mirror, address, args.registry))
         changed.append((args.buildkit_config, old_buildkit))
         write_atomically(daemon.config_path, new_daemon)
         changed.append((daemon.config_path, old_daemon))
@@ -857,7 +855,7 @@ def put_back(daemon: Daemon, running: int | None, reloaded: bool, pidfile: Path,
     """After a failure, with the files restored: the dockerd the setup found running as it was, nothing of ours."""
     try:
         if running == daemon.pid:
-            if reloaded:  # never stopped: a reload takes the restored file back (registry-mirrors included)
+            if reloaded:  # never stopped: a reload takes back what the restored file sets
                 os.kill(daemon.pid, signal.SIGHUP)
             return
         if running is not None:
@@ -874,7 +872,7 @@ def mirrorable(upstream: str) -> bool:
 
 def setup_remote(args: argparse.Namespace, mirror: MirrorMap, docker_host: str) -> str:
     """A daemon elsewhere (a CodeBuild Docker server): left as it is; buildx builders pull from ECR's prefixes."""
-    write_atomically(args.buildkit_config, buildkit_config(mirror, None, registries(args)))
+    write_atomically(args.buildkit_config, buildkit_config(mirror, None, args.registry))
     covered = ", ".join(u for u in mirror.upstreams() if u in mirror.prefixes and mirrorable(u)) or "no upstream"
     line = (f"mirror: the Docker daemon is remote ({docker_host}) and is left as it is: buildx builders (BuildKit "
             f"v0.12 or later, with the build's docker login to ECR) pull {covered} from {args.registry}'s cache "

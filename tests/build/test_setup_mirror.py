@@ -31,10 +31,13 @@ from codebuild.setup_mirror import (
     arguments,
     buildkit_config,
     daemon_config,
+    daemon_hosts,
     endpoint_pid,
     handler,
     listen,
+    local_api,
     main,
+    parse_flags,
     report,
     state_files,
     stop_endpoint,
@@ -79,7 +82,7 @@ def test_the_stacks_map_with_tags_is_read_as_the_stack_writes_it():
 
 
 def test_buildkit_pulls_each_upstream_through_the_endpoint_then_ecrs_prefix():
-    config = tomllib.loads(buildkit_config(MAP, "127.0.0.1:5301", ["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]))
+    config = tomllib.loads(buildkit_config(MAP, "127.0.0.1:5301", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"))
     registries = config["registry"]
     assert registries["docker.io"]["mirrors"] == [
         "127.0.0.1:5301", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/docker-hub"]
@@ -295,6 +298,22 @@ def test_a_taken_port_is_one_line_naming_it():
         port = holder.getsockname()[1]
         with pytest.raises(SetupError, match=rf"^--port {port}: cannot listen on 127.0.0.1:{port} \(Address already"):
             listen(port)
+
+
+def test_the_daemons_socket_is_found_among_all_its_hosts():
+    flags = parse_flags(["--host=tcp://127.0.0.1:2375", "-Hunix:///custom.sock", "-H", "unix:///second.sock"])
+    hosts = daemon_hosts(flags, Path("/nonexistent/daemon.json"))
+    assert hosts == ["tcp://127.0.0.1:2375", "unix:///custom.sock", "unix:///second.sock"]
+    assert local_api(hosts, tls=False) == "unix:///custom.sock"
+    assert local_api(["tcp://127.0.0.1:2375"], tls=False) == "tcp://127.0.0.1:2375"
+    assert daemon_hosts([], Path("/nonexistent/daemon.json")) == ["unix:///var/run/docker.sock"]
+
+
+def test_a_daemon_the_setup_cannot_ask_is_refused_in_one_line():
+    with pytest.raises(SetupError, match=r"^dockerd listens on fd://: the setup needs a unix socket"):
+        local_api(["fd://"], tls=False)
+    with pytest.raises(SetupError, match="tcp://127.0.0.1:2376: the setup needs"):
+        local_api(["tcp://127.0.0.1:2376"], tls=True)
 
 
 def test_a_map_nested_too_deeply_is_one_line(capsys):
