@@ -24,7 +24,7 @@ from constructs import Construct
 from lambdas.mirror.config import Config
 
 from .buildspec import BuildSpecOptions, build_spec
-from .contract import mirror_map
+from .contract import direct_repositories, mirror_map
 from .sharing import CACHE_FILL_ACTIONS, PULL_ACTIONS
 
 SETUP_MODULE = Path(__file__).resolve().parent.parent / "codebuild" / "setup_mirror.py"
@@ -168,7 +168,7 @@ class MirrorBuildProject(Construct):
         project.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[setup.bucket.arn_for_objects(setup.s3_object_key)],
         ))
-        direct = sorted({image.repository for image in config.images})
+        direct = direct_repositories(config)
         if direct:
             project.add_to_role_policy(iam.PolicyStatement(actions=PULL_ACTIONS,
                                                            resources=[repo_arn(r) for r in direct]))
@@ -210,6 +210,10 @@ class MirrorBuildProject(Construct):
                 f"Pull-through cache rule {rule.prefix!r} creates repositories under its prefix on first pull; "
                 "their names are the images Dockerfiles name."
             )
+        for name in direct_repositories(config):
+            if name.endswith("/*"):
+                wildcards["Resource::" + arn.format("ecr", f"repository/{name}")] = (
+                    "The mirror's direct copies, one repository per image listed in mirror.yaml, under its prefix.")
         for name in push_repositories:
             if name.endswith("*"):
                 wildcards["Resource::" + arn.format("ecr", f"repository/{name}")] = (

@@ -6,6 +6,8 @@ validated config as JSON in SSM and the planner runs it through the same `parse_
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -168,8 +170,14 @@ class Config:
         secrets.update(self.registry_credentials)
         return secrets
 
+    def to_spec(self) -> str:
+        """`to_json`, gzipped and base64-encoded behind SPEC_PREFIX: what the stack stores in SSM for the planner.
+        Compressed so that a few hundred images fit SSM's 8 KB (the same names and tags repeat); `parse_spec`."""
+        packed = base64.b64encode(gzip.compress(self.to_json().encode(), mtime=0)).decode()
+        return SPEC_PREFIX + packed
+
     def to_json(self) -> str:
-        """The validated config, in the YAML file's own shape, as compact JSON: what the planner reads from SSM."""
+        """The validated config, in the YAML file's own shape, as compact JSON."""
         creds = self.docker_hub_credentials
         data: dict[str, Any] = {
             "images": [
@@ -216,6 +224,23 @@ def partition(region: str) -> str:
         if region.startswith(start):
             return name
     return "aws"
+
+
+SPEC_PREFIX = "gzip+base64:"
+
+
+def parse_spec(text: str, *, origin: str = "mirror spec") -> Config:
+    """The config `Config.to_spec` stored (plain JSON, as earlier versions stored it, is read too)."""
+    if text.startswith(SPEC_PREFIX):
+        try:
+            text = gzip.decompress(base64.b64decode(text[len(SPEC_PREFIX):], validate=True)).decode()
+        except (ValueError, OSError, EOFError) as err:
+            raise ConfigError(f"{origin}: not a gzip+base64 spec: {err}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"{origin}: not JSON: {err}") from None
+    return parse_config(data, origin=origin)
 
 
 def default_repository(ref: Reference, prefix: str) -> str:
