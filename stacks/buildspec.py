@@ -83,10 +83,12 @@ EMULATORS = (
 
 # docker-container builder (the registry cache needs it). network=host lets it reach the loopback mirror
 # endpoint (buildx docs, docker-container driver options); its image is pulled by dockerd, through the mirror.
+# `--config`, not `--buildkitd-config`: the latter exists from buildx v0.13.0 (commit 56fc68eb), and v0.12 exits
+# 125 "unknown flag"; `--config` is v0.12's flag and still a hidden alias in v0.36 (docker/buildx commands/create.go).
 BUILDER = (
     f'docker buildx create --name {BUILDER_NAME} --driver docker-container '
     '--driver-opt "image=$BUILDKIT_IMAGE" --driver-opt network=host '
-    '--buildkitd-config "$MIRROR_BUILDKIT_CONFIG" --bootstrap --use'
+    '--config "$MIRROR_BUILDKIT_CONFIG" --bootstrap --use'
 )
 
 BUILD_ARGS = [

@@ -7,7 +7,7 @@ docker command is the real client against the real daemon (DOCKER_HOST). Any fla
 fails loudly, so a buildspec change podman cannot stand in for shows up here, not as a different build.
 
 What stands in for what (the rest is covered statically in test_project.py):
-- `docker buildx create --buildkitd-config F`: F's `[registry."X"] mirrors` become a registries.conf for
+- `docker buildx create --config F`: F's `[registry."X"] mirrors` become a registries.conf for
   podman, with the same path semantics (containers/image inserts a mirror's path after /v2/, as BuildKit
   does); docker.io's own location is the test's "Docker Hub", so a fallback is observable there. The
   builder image is pulled through that config, as the docker-container driver has dockerd pull it.
@@ -33,7 +33,7 @@ REAL_DOCKER = "/usr/bin/docker"
 VALUE_FLAGS = {"--builder", "--file", "-f", "--platform", "--tag", "-t", "--build-arg", "--build-context",
                "--cache-from", "--cache-to", "--metadata-file", "--target"}
 BOOLEAN_FLAGS = {"--push", "--pull", "--load"}
-CREATE_VALUE_FLAGS = {"--name", "--driver", "--driver-opt", "--buildkitd-config"}
+CREATE_VALUE_FLAGS = {"--name", "--driver", "--driver-opt", "--config"}
 CREATE_BOOLEAN_FLAGS = {"--bootstrap", "--use"}
 
 
@@ -102,7 +102,7 @@ def buildx_create(args: list[str]) -> int:
     driver_opts = dict(opt.split("=", 1) for opt in options.get("--driver-opt", []))
     if "image" not in driver_opts or driver_opts.get("network") != "host":
         raise SystemExit("docker-shim: buildx create needs --driver-opt image=<buildkit image> and network=host")
-    (config,) = options["--buildkitd-config"]
+    (config,) = options["--config"]
     registries_conf().write_text(podman_mirrors(Path(config)))
     note(f"podman has no buildx builders; pulling the builder image {driver_opts['image']} through {config}")
     return podman("pull", "--quiet", driver_opts["image"])

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -37,6 +38,25 @@ def test_every_command_of_the_synthesized_buildspec_passes_shellcheck(build_app,
 def test_the_commands_read_as_one_script_have_no_shellcheck_findings_at_all(build_app, tmp_path):
     result = shellcheck(tmp_path, "buildspec.sh", "\n".join(commands(build_app)))
     assert result.returncode == 0, result.stdout
+
+
+# `docker buildx create` flags in docker/buildx commands/create.go at v0.12.0 and v0.36.1 (`--buildkitd-config`
+# came in v0.13.0; v0.12 answers it with exit 125, "unknown flag").
+BUILDX_CREATE_FLAGS = {
+    "v0.12.0": {"--name", "--driver", "--node", "--buildkitd-flags", "--config", "--platform", "--driver-opt",
+                "--bootstrap", "--append", "--leave", "--use"},
+    "v0.36.1": {"--name", "--driver", "--node", "--platform", "--driver-opt", "--buildkitd-flags",
+                "--buildkitd-config", "--config", "--bootstrap", "--append", "--leave", "--use"},
+}
+
+
+@pytest.mark.parametrize("version", sorted(BUILDX_CREATE_FLAGS))
+def test_the_builder_is_created_with_flags_buildx_accepts_from_v0_12_on(build_app, version):
+    (create,) = [c for c in pre_build(build_app) if c.startswith("docker buildx create")]
+    words = shlex.split(create)
+    flags = {w for w in words if w.startswith("--")}
+    assert flags <= BUILDX_CREATE_FLAGS[version], flags - BUILDX_CREATE_FLAGS[version]
+    assert words[words.index("--config") + 1] == "$MIRROR_BUILDKIT_CONFIG"
 
 
 # --- behaviours, run in bash against stand-ins for docker and aws -------------------------------------

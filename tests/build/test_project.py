@@ -155,7 +155,7 @@ def test_the_buildx_builder_reads_the_mirror_config_and_reaches_the_loopback_end
     commands = cfn.buildspec(build_app.data)["phases"]["pre_build"]["commands"]
     (create,) = [c for c in commands if c.startswith("docker buildx create")]
     for flag in ('--driver-opt "image=$BUILDKIT_IMAGE"', "--driver docker-container", "--driver-opt network=host",
-                 '--buildkitd-config "$MIRROR_BUILDKIT_CONFIG"'):
+                 '--config "$MIRROR_BUILDKIT_CONFIG"'):
         assert flag in create
 
 
