@@ -16,6 +16,8 @@ What stands in for what (the rest is covered statically in test_project.py):
 - `--metadata-file`: written from `podman push --digestfile`, the digest the registry stored.
 - `--push`: podman build cannot push; the shim pushes every `--tag` after the build.
 - `--platform a,b`: a multi-platform build needs BuildKit; one platform only.
+- `docker buildx imagetools inspect --raw REF`: skopeo fetches the manifest; a 404 is said as buildx says it,
+  `ERROR: REF: not found` (cmd/buildx/main.go prints containerd's errdefs.ErrNotFound after "ERROR: ").
 """
 
 from __future__ import annotations
@@ -162,6 +164,31 @@ def buildx_build(args: list[str]) -> int:
     return 0
 
 
+def buildx_imagetools_inspect(args: list[str]) -> int:
+    ref, raw = None, False
+    while args:
+        arg = args.pop(0)
+        if arg == "--builder":
+            args.pop(0)
+        elif arg == "--raw":
+            raw = True
+        elif arg.startswith("-"):
+            raise SystemExit(f"docker-shim: buildx imagetools inspect: unsupported flag {arg}")
+        else:
+            ref = arg
+    if not (raw and ref):
+        raise SystemExit("docker-shim: buildx imagetools inspect: only --raw REF is expected")
+    # skopeo reads podman's logins (REGISTRY_AUTH_FILE), which `docker login` made here.
+    result = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                            capture_output=True, text=True)
+    sys.stdout.write(result.stdout)
+    if result.returncode and "manifest unknown" in result.stderr:
+        print(f"ERROR: {ref}: not found", file=sys.stderr)
+    else:
+        sys.stderr.write(result.stderr)
+    return result.returncode
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["login"]:
         return login(argv[1:])
@@ -169,6 +196,8 @@ def main(argv: list[str]) -> int:
         return buildx_create(argv[2:])
     if argv[:2] == ["buildx", "build"]:
         return buildx_build(argv[2:])
+    if argv[:3] == ["buildx", "imagetools", "inspect"]:
+        return buildx_imagetools_inspect(argv[3:])
     if argv[:1] == ["buildx"]:
         raise SystemExit(f"docker-shim: unsupported command: docker {' '.join(argv)}")
     os.execv(REAL_DOCKER, [REAL_DOCKER, *argv])
