@@ -136,11 +136,11 @@ class MirrorBuildProject(Construct):
         cast(codebuild.CfnProject, self.project.node.default_child).encryption_key = Stack.of(self).format_arn(
             service="kms", resource="alias", resource_name="aws/s3"
         )
-        missing = build_images_not_copied(config)
+        missing = build_images_not_mirrored(config)
         if missing:
             Annotations.of(self.project).add_warning_v2("@ecr-mirror/build-images", (
                 f"{config.origin}: images: the build pulls {', '.join(ref for ref, _ in missing)}, which the mirror "
-                "does not copy directly: they come through the docker-hub cache rule, which needs a Docker Hub "
+                "does not copy: builds take them through the docker-hub cache rule, which needs a Docker Hub "
                 f"token, or from Docker Hub itself; add to images: {', '.join(entry for _, entry in missing)}"))
         role = self.project.role
         assert role is not None  # the project creates its own role
@@ -244,14 +244,14 @@ class MirrorBuildProject(Construct):
             Validations.of(self.role).acknowledge(Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason))
 
 
-def build_images_not_copied(config: Config) -> list[tuple[str, str]]:
-    """The build's own images with no direct copy of their tag in the config: (image, the mirror.yaml entry to add)."""
+def build_images_not_mirrored(config: Config) -> list[tuple[str, str]]:
+    """The build's own images whose tag the config does not copy: (image, the mirror.yaml entry to add)."""
     missing = []
     for image in (BUILDKIT_IMAGE, BINFMT_IMAGE):
         ref = parse(image)
         tag = ref.tag or "latest"
-        if not any(i.via is None and i.ref.name == ref.name
-                   and (tag in i.tags or bool(i.tag_regex and re.fullmatch(i.tag_regex, tag))) for i in config.images):
+        if not any(i.ref.name == ref.name and (tag in i.tags or bool(i.tag_regex and re.fullmatch(i.tag_regex, tag)))
+                   for i in config.images):
             target = default_repository(ref, config.repositories.prefix)
             missing.append((image, f'- {{source: {ref.repository}, tags: ["{tag}"], target: {target}}}'))
     return missing
