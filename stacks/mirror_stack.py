@@ -17,13 +17,15 @@ from .contract import MirrorContract, mirror_map
 from .credentials import DockerHubCredentials
 from .observability import MirrorObservability
 from .registry import MirrorRegistry
-from .replication import replication_configuration
+from .replication import check_regions, replication_configuration
 from .sync import MirrorSync
 
 
 class MirrorStack(Stack):
     def __init__(self, scope: Construct, id: str, *, config: Config, **kwargs: Any) -> None:
         super().__init__(scope, id, description=constants.DESCRIPTION, **kwargs)
+        # Before any construct: a refused config leaves nothing in the cloud assembly (the build stages an asset).
+        check_regions(self, config)
         credentials = DockerHubCredentials(self, "Credentials", credentials=config.docker_hub_credentials)
         secret = credentials.secret
         registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)

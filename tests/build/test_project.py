@@ -155,15 +155,15 @@ def test_the_buildx_builder_reads_the_mirror_config_and_reaches_the_loopback_end
     commands = cfn.buildspec(build_app.data)["phases"]["pre_build"]["commands"]
     (create,) = [c for c in commands if c.startswith("docker buildx create")]
     for flag in ('--driver-opt "image=$BUILDKIT_IMAGE"', "--driver docker-container", "--driver-opt network=host",
-                 '--buildkitd-config "$MIRROR_BUILDKIT_CONFIG"'):
+                 '--config "$MIRROR_BUILDKIT_CONFIG"'):
         assert flag in create
 
 
 def test_the_build_uses_a_registry_cache_in_ecr_whose_export_never_fails_the_build(build_app):
     """Static: no BuildKit docker-container builder can run here (it needs the moby/buildkit image)."""
     (build,) = cfn.buildspec(build_app.data)["phases"]["build"]["commands"]
-    assert '--cache-from "type=registry,ref=$CACHE_REF"' in build
-    assert '--cache-from "type=registry,ref=$CACHE_REF_MAIN"' in build
+    # --cache-from comes in "${build_args[@]}", for the refs that exist (test_buildspec.py runs the check).
+    assert "--cache-from" not in build
     assert ('--cache-to "type=registry,ref=$CACHE_REF,mode=max,image-manifest=true,oci-mediatypes=true,'
             'ignore-error=true"') in build
     assert build.count("docker buildx build") == 1
