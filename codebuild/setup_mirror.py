@@ -97,10 +97,13 @@ def load_json(text: str) -> object:
 
 @dataclass(frozen=True)
 class MirrorMap:
-    """Upstream registry -> cache-rule prefix, and `registry/path` -> a repository copied directly."""
+    """Upstream registry -> cache-rule prefix; `registry/path` -> a repository copied directly; and hosts whose
+    listed images are copied to `<mirror_prefix>/<host>/<path>` (stacks/contract.py mirror_map writes it)."""
 
     prefixes: dict[str, str]
     repositories: dict[str, str] = field(default_factory=dict)
+    mirror_prefix: str = ""
+    mirror_hosts: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> MirrorMap:
@@ -108,27 +111,23 @@ class MirrorMap:
             data = load_json(text)
         except ValueError as err:
             raise SetupError(f"--map is not JSON: {err}") from None
-        if not isinstance(data, dict) or set(data) - {"prefixes", "repositories"}:
-            raise SetupError('--map must be a JSON object with "prefixes" and optionally "repositories"')
+        if not isinstance(data, dict) or set(data) - {"prefixes", "repositories", "mirror_prefix", "mirror_hosts"}:
+            raise SetupError('--map must be a JSON object with "prefixes", and optionally "repositories", '
+                             '"mirror_prefix" and "mirror_hosts"')
         prefixes, repositories = data.get("prefixes", {}), data.get("repositories", {})
         if not isinstance(prefixes, dict) or not isinstance(repositories, dict):
             raise SetupError('--map: "prefixes" and "repositories" must be JSON objects')
         for registry, prefix in prefixes.items():
             if not _HOST.fullmatch(registry) or not isinstance(prefix, str) or not _REPOSITORY.fullmatch(prefix):
                 raise SetupError(f"--map: prefixes: {registry!r}: {prefix!r} is not a registry host and ECR prefix")
-        direct = {}
-        for source, target in repositories.items():
-            # The stack writes {"repository": ..., "tags": ...}; a plain name is accepted too.
-            name = target.get("repository") if isinstance(target, dict) else target
-            host, _, path = source.partition("/")
-            if not (_HOST.fullmatch(host) and _REPOSITORY.fullmatch(path)) or not (
-                    isinstance(name, str) and _REPOSITORY.fullmatch(name)):
-                raise SetupError(f"--map: repositories: {source!r}: {target!r} is not a source and ECR repository")
-            direct[source] = name
-        return cls(dict(prefixes), direct)
+        base, hosts = data.get("mirror_prefix", ""), data.get("mirror_hosts", [])
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and _HOST.fullmatch(h) for h in hosts) or (
+                hosts and not (isinstance(base, str) and _REPOSITORY.fullmatch(base))):
+            raise SetupError('--map: "mirror_hosts" must list registry hosts, and "mirror_prefix" be an ECR prefix')
+        return cls(dict(prefixes), direct_copies(repositories), base if hosts else "", tuple(hosts))
 
     def upstreams(self) -> list[str]:
-        hosts = set(self.prefixes) | {source.split("/", 1)[0] for source in self.repositories}
+        hosts = set(self.prefixes) | set(self.mirror_hosts) | {source.split("/", 1)[0] for source in self.repositories}
         return sorted(hosts, key=lambda h: (h != DOCKER_HUB, h))
 
     def route(self, name: str) -> tuple[str, str, list[str]]:
@@ -145,9 +144,30 @@ class MirrorMap:
         candidates = []
         if f"{upstream}/{path}" in self.repositories:
             candidates.append(self.repositories[f"{upstream}/{path}"])
+        if upstream in self.mirror_hosts:
+            candidates.append(f"{self.mirror_prefix}/{upstream}/{path}")
         if upstream in self.prefixes:
             candidates.append(f"{self.prefixes[upstream]}/{path}")
         return upstream, path, candidates
+
+    def ecr_paths(self, upstream: str) -> list[str]:
+        """ECR's own paths for an upstream, for BuildKit path mirrors: the direct copies, then the cache prefix."""
+        paths = [f"{self.mirror_prefix}/{upstream}"] if upstream in self.mirror_hosts else []
+        return paths + ([self.prefixes[upstream]] if upstream in self.prefixes else [])
+
+
+def direct_copies(repositories: dict[str, object]) -> dict[str, str]:
+    """`--map`'s "repositories", each a source and its ECR repository, checked."""
+    direct = {}
+    for source, target in repositories.items():
+        # The stack once wrote {"repository": ..., "tags": ...}; a plain name is what it writes now.
+        name = target.get("repository") if isinstance(target, dict) else target
+        host, _, path = source.partition("/")
+        if not (_HOST.fullmatch(host) and _REPOSITORY.fullmatch(path)) or not (
+                isinstance(name, str) and _REPOSITORY.fullmatch(name)):
+            raise SetupError(f"--map: repositories: {source!r}: {target!r} is not a source and ECR repository")
+        direct[source] = name
+    return direct
 
 
 def refusal(kind: str, name: str, reference: str) -> tuple[int, str, str] | None:
@@ -411,8 +431,7 @@ def buildkit_config(mirror: MirrorMap, endpoint: str | None, registry: str) -> s
         if not mirrorable(upstream):
             continue  # such registries are not rate limited anyway
         mirrors = [] if endpoint is None else [endpoint if upstream == DOCKER_HUB else f"{endpoint}/{upstream}"]
-        if upstream in mirror.prefixes:
-            mirrors.append(f"{registry}/{mirror.prefixes[upstream]}")
+        mirrors += [f"{registry}/{path}" for path in mirror.ecr_paths(upstream)]
         if mirrors:
             lines += [f'[registry."{upstream}"]', f"  mirrors = {json.dumps(mirrors)}", ""]
     for host in (endpoint, registry):
@@ -725,7 +744,7 @@ def listen(port: int) -> socket.socket:
     return listener
 
 
-def start_endpoint(args: argparse.Namespace, mirror: MirrorMap, listener: socket.socket, *, fresh: bool) -> int:
+def start_endpoint(args: argparse.Namespace, listener: socket.socket, *, fresh: bool) -> int:
     """Hand the bound socket to a background copy of this script; its PID (the pidfile is written on success)."""
     state = state_files(args.endpoint_pidfile)
     state["journal"].parent.mkdir(parents=True, exist_ok=True)
@@ -734,7 +753,7 @@ def start_endpoint(args: argparse.Namespace, mirror: MirrorMap, listener: socket
     with state["log"].open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--serve", "--registry", args.registry,
-             "--map", json.dumps({"prefixes": mirror.prefixes, "repositories": mirror.repositories}),
+             "--map", args.map,
              "--endpoint-pidfile", str(args.endpoint_pidfile), "--listen-fd", str(listener.fileno()),
              *(["--home-registry", args.home_registry] if args.home_registry else [])],
             pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
@@ -791,7 +810,7 @@ def setup(args: argparse.Namespace) -> str:
     listener = listen(args.port)
     address = f"127.0.0.1:{listener.getsockname()[1]}"
     previous = endpoint_pid(args.endpoint_pidfile)
-    pid = start_endpoint(args, mirror, listener, fresh=previous is None)
+    pid = start_endpoint(args, listener, fresh=previous is None)
     try:
         line = configure(args, mirror, daemon, address, pid)
     except BaseException:
@@ -873,7 +892,7 @@ def mirrorable(upstream: str) -> bool:
 def setup_remote(args: argparse.Namespace, mirror: MirrorMap, docker_host: str) -> str:
     """A daemon elsewhere (a CodeBuild Docker server): left as it is; buildx builders pull from ECR's prefixes."""
     write_atomically(args.buildkit_config, buildkit_config(mirror, None, args.registry))
-    covered = ", ".join(u for u in mirror.upstreams() if u in mirror.prefixes and mirrorable(u)) or "no upstream"
+    covered = ", ".join(u for u in mirror.upstreams() if mirror.ecr_paths(u) and mirrorable(u)) or "no upstream"
     line = (f"mirror: the Docker daemon is remote ({docker_host}) and is left as it is: buildx builders (BuildKit "
             f"v0.12 or later, with the build's docker login to ECR) pull {covered} from {args.registry}'s cache "
             f"prefixes ({args.buildkit_config}); not covered: the remote daemon's own pulls (docker pull, docker run, "

@@ -285,8 +285,8 @@ def test_a_pull_the_mirror_cannot_serve_falls_back_and_the_report_says_why(world
     result = world.daemon.docker("pull", "library/not-mirrored:1", check=False)
     assert result.returncode != 0  # Docker Hub is unreachable here
     report = world.setup_mirror("--report")
-    assert "fell back to the upstream: docker.io/library/not-mirrored:1 (docker-hub/library/not-mirrored: 404" \
-        in report.stdout, report.stdout
+    assert "fell back to the upstream: docker.io/library/not-mirrored:1 (mirror/docker.io/library/not-mirrored: " \
+        "404 MANIFEST_UNKNOWN (manifest unknown); docker-hub/library/not-mirrored: 404" in report.stdout, report.stdout
 
 
 # --- bad input leaves the daemon as it was ------------------------------------------------------------

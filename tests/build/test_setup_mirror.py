@@ -81,6 +81,21 @@ def test_the_stacks_map_with_tags_is_read_as_the_stack_writes_it():
     assert MirrorMap.parse(text).repositories == {"gcr.io/distroless/base": "mirror/gcr.io/distroless/base"}
 
 
+def test_the_stacks_compact_map_routes_listed_images_to_their_copy_under_the_mirror_prefix_first():
+    """stacks/contract.py mirror_map: images at mirror/<host>/<path> are named by host, not one by one."""
+    mirror = MirrorMap.parse(json.dumps({"prefixes": {"docker.io": "docker-hub"}, "mirror_prefix": "mirror",
+                                         "mirror_hosts": ["docker.io", "gcr.io"],
+                                         "repositories": {"mcr.microsoft.com/dotnet/runtime": "mirror/dotnet"}}))
+    assert mirror.route("python") == ("docker.io", "library/python",
+                                      ["mirror/docker.io/library/python", "docker-hub/library/python"])
+    assert mirror.route("gcr.io/distroless/base")[2] == ["mirror/gcr.io/distroless/base"]
+    assert mirror.route("mcr.microsoft.com/dotnet/runtime")[2] == ["mirror/dotnet"]
+    registries = tomllib.loads(buildkit_config(mirror, None, "ecr.example"))["registry"]
+    assert registries["docker.io"]["mirrors"] == ["ecr.example/mirror/docker.io", "ecr.example/docker-hub"]
+    assert registries["gcr.io"]["mirrors"] == ["ecr.example/mirror/gcr.io"]
+    assert "mcr.microsoft.com" not in registries  # one image elsewhere: no path names it
+
+
 def test_buildkit_pulls_each_upstream_through_the_endpoint_then_ecrs_prefix():
     config = tomllib.loads(buildkit_config(MAP, "127.0.0.1:5301", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"))
     registries = config["registry"]
