@@ -16,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
 
-.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token registry-token clean
+.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token registry-token adoption-report clean
 
 $(BIN)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -87,6 +87,10 @@ docker-hub-token: $(BIN)/.runtime
 registry-token: $(BIN)/.runtime
 	@[ -n "$(REGISTRY)" ] || { echo "error: make registry-token needs REGISTRY=HOST, e.g. REGISTRY=ghcr.io" >&2; exit 1; }
 	$(BIN)/python -m stacks.set_token --config $(CONFIG) --registry $(REGISTRY)
+
+# The CodeBuild projects of an account and region, each adopted, adoptable or manual: ARGS="--region eu-west-1".
+adoption-report: $(BIN)/.runtime
+	$(BIN)/python -m stacks.adoption_report $(ARGS)
 
 clean:
 	rm -rf cdk.out
