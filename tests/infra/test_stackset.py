@@ -5,6 +5,7 @@ accounts may read. Asserted on the synthesized templates, the member template in
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,15 @@ from cfnlint.api import ManualArgs, lint_file
 
 from lambdas.mirror.config import ConfigError, parse_config
 from stacks.adopt import MirrorAdoption
+from stacks.adoption_report import REQUIRED
 from stacks.build import SETUP_MODULE
+from stacks.buildspec import SETUP_LINE
 from stacks.contract import mirror_map
-from stacks.member import MemberStack, checked_template
+from stacks.member import BUILD_PARAMETERS, MemberStack, checked_template
 from tests.build import cfn
 from tests.support.cdk import cdk_app
 
-from .conftest import ACCOUNTS, ORG, ROOT, SHARED, Synthesized, synthesize
+from .conftest import ACCOUNTS, ORG, REPO, ROOT, SHARED, Synthesized, synthesize
 
 MIRROR = "999988887777"  # the mirror's account, as CloudFormation fills AWS::AccountId in
 MEMBER = "123456789012"  # a member account
@@ -303,3 +306,22 @@ def test_the_object_copied_into_the_bucket_is_setup_mirror_py_at_the_published_k
     assert [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()] == [KEY]
     assert (source / KEY).read_bytes() == SETUP_MODULE.read_bytes()
     assert deployment["RetainOnDelete"] is False
+
+
+# --- the README's recipe for projects in other tools --------------------------------------------------
+
+
+def test_the_readme_recipe_reads_the_parameters_the_stackset_publishes_and_runs_the_setup_line() -> None:
+    readme = (REPO / "README.md").read_text()
+    recipe = readme[readme.index("### Projects in other tools"):readme.index("**Which projects still pull")]
+    wanted = dict(zip(REQUIRED, BUILD_PARAMETERS, strict=True))
+
+    table = dict(re.findall(r"\| `(MIRROR_\w+)` \| `PARAMETER_STORE` \| `(/ecr-mirror/[\w-]+)` \|", recipe))
+    jq = dict(re.findall(r'\{name: "(MIRROR_\w+)", value: "(/ecr-mirror/[\w-]+)"\}', recipe))
+    hcl = dict(re.findall(r'(MIRROR_\w+) += "(/ecr-mirror/[\w-]+)"', recipe))
+    ts = {name: f"/ecr-mirror/{key}" for name, key in re.findall(r"(MIRROR_\w+): fromSsm\('([\w-]+)'\)", recipe)}
+    assert table == jq == hcl == ts == wanted
+
+    (terraform,) = re.findall(r"- (aws s3 cp .*)", recipe)
+    assert terraform.replace("$${", "${") == SETUP_LINE  # HCL's escape for a literal ${
+    assert re.findall(r"const SETUP_LINE = '(.*)';", recipe) == [SETUP_LINE]
