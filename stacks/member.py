@@ -76,6 +76,8 @@ class MemberStack(Stack):
                         condition=is_replica)
         self._parameter("MirrorMap", constants.PARAMETER_MIRROR_MAP, mirror_map(config),
                         "JSON map setup_mirror.py reads: upstream host to cache prefix, source to ECR repository")
+        # The home region's bucket in every region: the AWS CLI's `aws s3 cp` follows S3's redirect to the bucket's
+        # region (botocore utils.S3RegionRedirectorv2: PermanentRedirect, AuthorizationHeaderMalformed).
         self._parameter("SetupBucket", constants.PARAMETER_SETUP_BUCKET, bucket,
                         "S3 bucket of the mirror's setup module (codebuild/setup_mirror.py)")
         self._parameter("SetupKey", constants.PARAMETER_SETUP_KEY, constants.SETUP_KEY,
