@@ -168,7 +168,7 @@ class MirrorBuildProject(Construct):
         project.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[setup.bucket.arn_for_objects(setup.s3_object_key)],
         ))
-        direct = sorted({image.repository for image in config.images if image.via is None})
+        direct = sorted({image.repository for image in config.images})
         if direct:
             project.add_to_role_policy(iam.PolicyStatement(actions=PULL_ACTIONS,
                                                            resources=[repo_arn(r) for r in direct]))

@@ -22,7 +22,6 @@ POWERTOOLS_LAYER_VERSION = 27
 POWERTOOLS_VERSION = "3.23.0"
 # One planner at a time; an overlapping run waits in Lambda's async queue at most this long, then goes
 # to the planner's failure queue (the next schedule plans again anyway).
-PLANNER_RESERVED_CONCURRENCY = 1
 PLANNER_RETRY_ATTEMPTS = 2
 PLANNER_MAX_EVENT_AGE = Duration.hours(1)
 

@@ -29,7 +29,7 @@ def prefixes_json(config: Config) -> str:
 def mirror_map(config: Config) -> str:
     """What setup_mirror.py needs, as compact JSON: registry -> cache-rule prefix, source repo -> ECR repo."""
     prefixes = {rule.registry: rule.prefix for rule in config.pull_through_cache}
-    repositories = {image.ref.name: image.repository for image in config.images if image.via is None}
+    repositories = {image.ref.name: image.repository for image in config.images}
     return json.dumps({"prefixes": prefixes, "repositories": repositories}, separators=(",", ":"), sort_keys=True)
 
 

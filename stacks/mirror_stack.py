@@ -29,7 +29,7 @@ class MirrorStack(Stack):
         secret = credentials.secret
         registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)
         build = MirrorBuildProject(self, "Build", config=config, registry_uri=registry.uri, docker_hub_secret=secret)
-        registry.scan_on_push(also=[build.image_repository.repository_name])
+        registry.scan_on_push(config=config, also=[build.image_repository.repository_name])
         if config.replication_regions:
             replication_configuration(registry, "Replication", config=config)
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
@@ -111,3 +111,5 @@ class MirrorStack(Stack):
             value=sync.planner_failures.queue_url,
             description="Scheduled planner runs that failed after their retries (the events, for inspection)",
         )
+        CfnOutput(self, "PlannerFunctionName", value=sync.planner.function_name,
+                  description="The planner Lambda; make verify invokes it once and reads its plan summary")

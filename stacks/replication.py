@@ -35,7 +35,7 @@ MAX_RULES = 10
 def replicated_filters(config: Config) -> list[str]:
     """Repository name prefixes to replicate: each cache prefix (with its slash) and each mirrored repository."""
     filters = [f"{rule.prefix}/" for rule in config.pull_through_cache]
-    return filters + sorted(image.repository for image in config.images if image.via is None)
+    return filters + sorted(image.repository for image in config.images)
 
 
 def replication_configuration(scope: Construct, id: str, *, config: Config) -> ecr.CfnReplicationConfiguration:
@@ -116,5 +116,4 @@ class MirrorReplicaStack(Stack):
                               description=f"Replicas of the {rule.upstream} pull-through cache's repositories",
                               config=config)
         for image in config.images:
-            if image.via is None:
-                mirrored_repository(self, image.repository, config)
+            mirrored_repository(self, image.repository, config)

@@ -67,8 +67,8 @@ def test_the_cache_prefixes_are_published_by_upstream_registry(default_app: Synt
 def test_every_mirrored_image_is_published_with_its_ecr_uri(default_app: Synthesized) -> None:
     images = json.loads(render(parameter(default_app, "/ecr-mirror/images")["Value"]))
     assert images == {
-        "docker.io/library/python": f"{REGISTRY}/docker-hub/library/python",
-        "docker.io/library/node": f"{REGISTRY}/docker-hub/library/node",
+        "docker.io/library/python": f"{REGISTRY}/mirror/docker.io/library/python",
+        "docker.io/library/node": f"{REGISTRY}/mirror/docker.io/library/node",
         "docker.io/moby/buildkit": f"{REGISTRY}/mirror/docker.io/moby/buildkit",
         "docker.io/tonistiigi/binfmt": f"{REGISTRY}/mirror/docker.io/tonistiigi/binfmt",
         "gcr.io/distroless/base-debian12": f"{REGISTRY}/mirror/gcr.io/distroless/base-debian12",
@@ -81,6 +81,8 @@ DEFAULT_MAP = {
         "docker.io": "docker-hub", "public.ecr.aws": "ecr-public", "quay.io": "quay", "registry.k8s.io": "k8s"
     },
     "repositories": {
+        "docker.io/library/node": "mirror/docker.io/library/node",
+        "docker.io/library/python": "mirror/docker.io/library/python",
         "docker.io/moby/buildkit": "mirror/docker.io/moby/buildkit",
         "docker.io/tonistiigi/binfmt": "mirror/docker.io/tonistiigi/binfmt",
         "gcr.io/distroless/base-debian12": "mirror/gcr.io/distroless/base-debian12",
@@ -110,6 +112,7 @@ def test_the_repositories_builds_may_pull_are_published_as_a_string_list_of_arns
     assert separator == ","
     assert [arn(value) for value in arns] == [
         f"{repository}docker-hub/*", f"{repository}ecr-public/*", f"{repository}k8s/*", f"{repository}quay/*",
+        f"{repository}mirror/docker.io/library/node", f"{repository}mirror/docker.io/library/python",
         f"{repository}mirror/docker.io/moby/buildkit", f"{repository}mirror/docker.io/tonistiigi/binfmt",
         f"{repository}mirror/dotnet-runtime", f"{repository}mirror/gcr.io/distroless/base-debian12",
     ]

@@ -30,7 +30,8 @@ def test_the_cache_prefixes_and_mirrored_repositories_replicate_to_every_region(
     assert configuration == {"ReplicationConfiguration": {"Rules": [{
         "Destinations": [{"Region": region, "RegistryId": {"Ref": "AWS::AccountId"}} for region in REGIONS],
         "RepositoryFilters": [{"Filter": name, "FilterType": "PREFIX_MATCH"} for name in (
-            "docker-hub/", "quay/", "mirror/docker.io/moby/buildkit", "mirror/gcr.io/distroless/base-debian12")],
+            "docker-hub/", "quay/", "mirror/docker.io/library/python", "mirror/docker.io/moby/buildkit",
+            "mirror/gcr.io/distroless/base-debian12")],
     }]}}
 
 
@@ -58,7 +59,8 @@ def test_each_replica_region_holds_the_mirrored_repositories_before_replication_
         assert manifest[f"EcrMirror-{region}"]["environment"] == f"aws://unknown-account/{region}"
         repositories = {r["Properties"]["RepositoryName"]: r for r in replica(shared_app, region)["Resources"].values()
                         if r["Type"] == "AWS::ECR::Repository"}
-        assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit"}
+        assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit",
+                                   "mirror/docker.io/library/python"}
         for repository in repositories.values():
             assert repository["DeletionPolicy"] == "RetainExceptOnCreate"
             assert plain(repository["Properties"]["RepositoryPolicyText"]) == pull_policy(ACCOUNTS, ORG)
