@@ -35,7 +35,9 @@ BUCKET = "ecrmirror-setupbucket-abc123"
 KEY = "codebuild/setup_mirror.py"
 FILL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
         "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
-REPOSITORIES = ["docker-hub/*", "quay/*", "mirror/docker.io/moby/buildkit", "mirror/gcr.io/distroless/base-debian12"]
+# SHARED's cache prefixes, then its images, each a direct copy.
+REPOSITORIES = ["docker-hub/*", "quay/*", "mirror/docker.io/library/python", "mirror/docker.io/moby/buildkit",
+                "mirror/gcr.io/distroless/base-debian12"]
 
 
 def stack_set(app: Synthesized) -> dict[str, Any]:
