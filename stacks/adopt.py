@@ -43,7 +43,7 @@ from constructs import Construct, IConstruct
 from . import constants
 from .build import PULL_THROUGH_ACTIONS, SETUP_MODULE, nag_text
 from .buildspec import SETUP_LINE
-from .contract import pull_repositories
+from .contract import pull_repositories, repository_arns
 
 MIRROR_VARIABLES = ("MIRROR_REGISTRY", "MIRROR_MAP", "MIRROR_SETUP_BUCKET", "MIRROR_SETUP_KEY",
                     "MIRROR_HOME_REGISTRY")
@@ -86,10 +86,7 @@ class MirrorAdoption(Construct):
             names = checked_repositories(mirror_map)
             # In a replica region the same repositories are pulled, and first filled, at home too.
             registries = [registry_uri] + ([home_registry_uri] if home_registry_uri else [])
-            self.pull_repository_arns = [
-                stack.format_arn(service="ecr", account=account, region=region, resource="repository",
-                                 resource_name=name)
-                for account, region in map(registry_account_region, registries) for name in names]
+            self.pull_repository_arns = repository_arns(self, names, map(registry_account_region, registries))
             self._wildcards = [nag_text(stack.resolve(arn)) for arn in self.pull_repository_arns if arn.endswith("*")]
         self.setup = s3_assets.Asset(self, "SetupMirror", path=str(SETUP_MODULE))
 
