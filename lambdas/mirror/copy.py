@@ -1,4 +1,4 @@
-"""Digest-exact image copy between registries, and pull-through cache warm-up.
+"""Digest-exact image copy between registries.
 
 Order: blobs, then child manifests by digest, then the tag, so a tag never points at content the
 destination lacks; a failure anywhere leaves the previous tag in place.
@@ -12,26 +12,8 @@ from the source's, and the rewrite records where it came from in its annotations
 planner can compare it with a source HEAD and skip unchanged filtered images without a source GET.
 Single-platform manifests are copied as they are; a filter does not apply to them.
 
-Pull-through caches (ECR): "When a cached image is pulled through the Amazon ECR private registry
-URI, Amazon ECR checks the remote repository up to once per 24 hours to verify whether the cached
-image is the latest version. This timer is based off the last pull of the cached image." (ECR user
-guide). Pulling `<prefix>/<repo>:<tag>` after the upstream tag moved therefore returns the stale
-cached image for up to 24 hours, and warming by tag changes nothing. `refresh_through_cache` takes
-the digest D the planner saw at the source instead:
-1. warm by digest: GET `<prefix>/<repo>@D` through the cache. A digest it lacks it fetches from the
-   upstream with the rule's credentials (for an index, every manifest the index lists), then the
-   selected child manifests and every blob the cache does not report holding are pulled through as
-   in `warm_through_cache`; a platform filter limits only what we pull, never the index bytes.
-2. read where the cache's tag points (`Cache.tag_digest`: DescribeImages in ECR, never a GET of the
-   tag, which would be the stale image). Already D: done.
-3. else PUT the exact bytes of D (the full upstream index, as ECR caches it) as the tag in the cache
-   repository, digest-exact; the tag moves now instead of within 24 hours. A tag that moved to a
-   third digest since planning (ECR's own refresh, or a newer task) is left alone, so a task that
-   waited in the queue never moves a tag back.
-Without a planned digest (an old message) the cache is warmed by tag, as before.
-
-Tags that share a digest cost one source GET: `copy_image` and `refresh_through_cache` take every
-tag that pointed at the planned digest and put the manifest they fetched once under each.
+Tags that share a digest cost one source GET: `copy_image` takes every tag that pointed at the
+planned digest and puts the manifest it fetched once under each.
 
 Quota floor: given `floor`, no manifest GET is sent while the source's last stated
 `ratelimit-remaining` (less the GETs in flight) is not above it; the copy stops with
@@ -46,10 +28,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
-from .blobs import Progress, Tally, copy_blob, warm_blob
+from .blobs import Progress, Tally, copy_blob
 from .errors import NoMatchingPlatform, RegistryError
 from .manifests import (
     PLATFORMS_ANNOTATION,
@@ -64,8 +46,7 @@ from .manifests import (
 from .reference import DIGEST_RE
 from .registry import ManifestInfo, RegistryClient, compute_digest
 
-__all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest", "refresh_through_cache",
-           "warm_through_cache"]
+__all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest"]
 
 _MAX_DEPTH = 4  # an index of indexes is legal but rare; deeper nesting is refused
 T = TypeVar("T")
@@ -207,67 +188,6 @@ def copy_image(source: RegistryClient, source_repository: str, destination: Regi
         source_digest=top.digest, destination_digest=put_digest, bytes_copied=tally.bytes_copied,
         blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped, blobs_mounted=tally.blobs_mounted,
         manifests_put=manifests_put + len(tags))
-
-
-def warm_through_cache(cache: RegistryClient, repository: str, reference: str, *, platforms: Sequence[str] = (),
-                       workers: int = 4, skip_cached: bool = True) -> CopyResult:
-    """Pull the selected manifests, and every blob the cache does not report holding, through a
-    pull-through cache so it stores them; bytes are verified and discarded.
-
-    `reference` a tag: what the cache holds for it, which in ECR may be up to 24 hours stale (see
-    the module docstring); a digest: exactly that image. `skip_cached=False` reads every blob: for
-    caches whose blob HEAD asks upstream (the CNCF registry in proxy mode answers 200 for blobs it
-    has not stored yet).
-    """
-    return _warm(cache, repository, reference, platforms, workers, skip_cached)[1]
-
-
-def _warm(cache: RegistryClient, repository: str, reference: str, platforms: Sequence[str], workers: int,
-          skip_cached: bool) -> tuple[Manifest, CopyResult]:
-    body, info = cache.get_manifest(repository, reference)
-    top = parse_manifest(body, info.media_type, info.digest)
-    children = select(top, platforms) if top.is_index else ()
-    tally = Tally()
-    halt = threading.Event()
-    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="warm") as pool:
-        levels = _levels(pool, _Tree(cache, repository), children, lambda _: False)
-        images = [top, *(m for level in levels for m in level)]
-
-        def pull(blob: Descriptor) -> None:
-            warm_blob(cache, repository, blob, skip_cached=skip_cached, tally=tally, stop=halt)
-
-        _run_all(pool, pull, _unique_blobs(images), halt)
-    return top, CopyResult(
-        source_digest=top.digest, destination_digest=top.digest, bytes_copied=tally.bytes_copied,
-        blobs_copied=tally.blobs_copied, blobs_skipped=tally.blobs_skipped)
-
-
-def refresh_through_cache(cache: RegistryClient, repository: str, tag: str, digest: str, *,
-                          tag_digest: Callable[[str], str | None], planned_tag_digest: str | None = None,
-                          also: Sequence[tuple[str, str | None]] = (), platforms: Sequence[str] = (),
-                          workers: int = 4, skip_cached: bool = True) -> CopyResult:
-    """Warm `repository@digest` through the cache, then point the cache's `tag` at it (module docstring).
-
-    `tag_digest(tag)` reads where a cache tag points without a stale pull; `planned_tag_digest` is
-    what `tag` pointed at when planned (None: unknown); `also` lists more tags of the same digest,
-    each with its planned digest. `manifests_put` counts the tags moved; `destination_digest` is
-    where `tag` points afterwards.
-    """
-    top, result = _warm(cache, repository, digest, platforms, workers, skip_cached)
-    moved = 0
-    where = top.digest
-    for name, planned in [(tag, planned_tag_digest), *also]:
-        current = tag_digest(name)
-        if current == top.digest:
-            continue
-        if planned is not None and current not in (planned, None):
-            # Moved by someone else since planning (ECR's own check, or a newer task): not ours to undo.
-            # The caller sees it as destination_digest != source_digest with no manifest put.
-            where = current if name == tag else where
-            continue
-        cache.put_manifest(repository, name, top.body, top.media_type)
-        moved += 1
-    return replace(result, destination_digest=where, manifests_put=moved)
 
 
 def recorded_source_digest(destination: RegistryClient, repository: str, tag: str, *,

@@ -1,4 +1,4 @@
-"""AWS adapters: ECR login and cache state, upstream registry credentials from Secrets Manager.
+"""AWS adapters: ECR login, upstream registry credentials from Secrets Manager.
 
 Credentials never reach a log line: they go straight into the registry client.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,20 +49,6 @@ def registry_client(ecr: Any = None, **options: Any) -> tuple[Any, EcrLogin]:
     client = RegistryClient(credentials.host, username=credentials.username, password=credentials.password,
                             **options)
     return client, credentials
-
-
-def cached_digest_reader(ecr: Any = None) -> Callable[[str, str], str | None]:  # endpoints.CachedDigest
-    """What a PTC repository holds, from DescribeImages: the control plane never pulls upstream."""
-    client = ecr_client(ecr)
-
-    def cached_digest(repository: str, tag: str) -> str | None:
-        try:
-            images = client.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])["imageDetails"]
-        except (client.exceptions.RepositoryNotFoundException, client.exceptions.ImageNotFoundException):
-            return None
-        return str(images[0]["imageDigest"]) if images else None
-
-    return cached_digest
 
 
 def registry_credentials(secret_name: str, *, registry: str, provider: Any = None,

@@ -1,4 +1,4 @@
-"""Which registry client serves what: the destination, each source registry, each pull-through cache.
+"""Which registry client serves what: the destination and each source registry.
 
 Planning, copying, the Lambdas and the CLI all go through one `Endpoints`; tests build it from
 in-memory fakes, `connect` builds it from real `RegistryClient`s.
@@ -10,7 +10,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CredentialsError
@@ -18,10 +17,6 @@ from .reference import api_host
 
 if TYPE_CHECKING:
     from .registry import ManifestInfo
-
-# (repository, tag) -> digest the cache holds, found without touching the upstream.
-CachedDigest = Callable[[str, str], "str | None"]
-
 
 class Registry(Protocol):
     """What planning needs of a registry client (RegistryClient, or a test fake)."""
@@ -33,65 +28,15 @@ class Registry(Protocol):
     def list_tags(self, repository: str) -> list[str]: ...
 
 
-@dataclass(frozen=True)
-class Cache:
-    """A pull-through cache that serves one upstream.
-
-    ECR keeps the rule's prefix in the repository name (`docker-hub/library/python`) on the
-    destination registry itself; a stand-alone proxy (distribution in proxy mode) serves the
-    upstream's own paths. `cached_digest` tells what the cache holds without making it fetch from
-    its upstream (ECR: DescribeImages); None means the cache cannot be asked at planning time, so
-    every run warms it (cheap when warm: the cache answers from its store and the upstream sees
-    only tag HEADs).
-    """
-
-    client: Any
-    keeps_prefix: bool
-    cached_digest: CachedDigest | None = None
-    # A stand-alone proxy answers blob HEADs from its upstream, so "has it" proves nothing there.
-    trusts_blob_heads: bool = True
-    # ECR fetches every manifest an index lists when it fetches the index, whatever we then pull;
-    # distribution's proxy fetches only the manifests asked for.
-    fetches_whole_index: bool = True
-
-    def repository(self, prefix: str, source_repository: str) -> str:
-        return f"{prefix}/{source_repository}" if self.keeps_prefix else source_repository
-
-    def tag_digest(self, repository: str, tag: str) -> str | None:
-        """The digest the cache's tag points at now. `cached_digest` when it has one; else a HEAD,
-        which a cache may answer after checking its upstream: ask only once the digest you expect
-        is stored, so that check costs no upstream pull."""
-        if self.cached_digest is not None:
-            return self.cached_digest(repository, tag)
-        info = self.client.head_manifest(repository, tag)
-        return str(info.digest) if info is not None else None
-
-
-def parse_cache(prefix: str, value: str) -> tuple[str, bool]:
-    """`HOST[:PORT]` (a proxy serving the upstream's paths) or `HOST[:PORT]/PREFIX` (a registry
-    laid out like ECR, the rule's repositories under PREFIX/) -> (host, keeps_prefix)."""
-    host, _, path = value.partition("/")
-    if path and path.strip("/") != prefix:
-        raise ValueError(f"cache {prefix}={value}: the path after the host must be the prefix {prefix!r}")
-    return host, bool(path)
-
-
 class Endpoints:
-    def __init__(self, destination: Any, *, sources: Callable[[str], Any],
-                 caches: Mapping[str, Cache] | None = None, any_cache: Cache | None = None,
-                 expires_at: float | None = None) -> None:
+    def __init__(self, destination: Any, *, sources: Callable[[str], Any], expires_at: float | None = None) -> None:
         self.destination = destination
         self._sources = sources
-        self._caches = dict(caches or {})
-        self._any_cache = any_cache  # ECR: every rule's prefix lives in the destination registry
         self.expires_at = expires_at  # when the destination's credentials (ECR token) run out
 
     def source(self, registry: str) -> Any:
         """Client for a source registry, named as image references name it (`docker.io`)."""
         return self._sources(registry)
-
-    def cache(self, prefix: str) -> Cache | None:
-        return self._caches.get(prefix, self._any_cache)
 
     @property
     def expired(self) -> bool:
@@ -146,18 +91,16 @@ class _Sources:
 
 
 def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | None = None,
-            caches: Mapping[str, str] | None = None, credentials: Mapping[str, str] | None = None,
+            credentials: Mapping[str, str] | None = None,
             ecr: Any = None, secrets: Any = None, secret_max_age: int | None = None, pool_size: int = 16,
             max_retry_wait: float = 0.0) -> Endpoints:
-    """Real clients. `destination` None means the caller's ECR, whose PTC rules are the caches.
+    """Real clients. `destination` None means the caller's ECR (`ecr`: a boto3 client for the login).
 
     `upstreams` overrides where a source registry is reached (`docker.io` -> `127.0.0.1:5001`);
     `credentials` maps a source registry, as image references name it, to the Secrets Manager secret
     it is logged in to with (`Config.credential_secrets()`), read through `secrets` (a Powertools
-    provider; None: the default one) and re-read after `secret_max_age` (default `ecr.SECRET_MAX_AGE`);
-    `caches` maps a PTC prefix to a stand-alone pull-through cache registry (`parse_cache`: the
-    upstream's paths, or `HOST/PREFIX` for ECR's layout, whose tags the copier moves itself, see
-    `copy.refresh_through_cache`). `max_retry_wait` 0:
+    provider; None: the default one) and re-read after `secret_max_age` (default `ecr.SECRET_MAX_AGE`).
+    `max_retry_wait` 0:
     a 429 raises at once, whatever its Retry-After, so the caller defers instead of sleeping.
     """
     from . import ecr as ecr_adapter
@@ -168,7 +111,7 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     lock = threading.Lock()
 
     def client(host: str) -> RegistryClient:
-        """One anonymous client per host, shared by the destination, caches and anonymous sources."""
+        """One anonymous client per host, shared by the destination and anonymous sources."""
         with lock:
             if host not in clients:
                 clients[host] = RegistryClient(host, **options)
@@ -186,17 +129,8 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     source = _Sources(host=lambda registry: overrides.get(registry) or api_host(registry), anonymous=client,
                       credentialed=credentialed, secrets=credentials or {}, read=read, max_age=max_age)
 
-    cache_map = {}
-    for prefix, value in (caches or {}).items():
-        host, keeps_prefix = parse_cache(prefix, value)
-        # ECR's layout means ECR's behaviour: stored blobs answer HEADs, an index arrives whole.
-        cache_map[prefix] = Cache(client(host), keeps_prefix=keeps_prefix, trusts_blob_heads=keeps_prefix,
-                                  fetches_whole_index=keeps_prefix)
     if destination:
-        return Endpoints(client(destination), sources=source, caches=cache_map)
-    ecr = ecr_adapter.ecr_client(ecr)  # one boto3 client for the login and DescribeImages
+        return Endpoints(client(destination), sources=source)
     ecr_registry, login = ecr_adapter.registry_client(ecr, **options)
-    in_ecr = Cache(ecr_registry, keeps_prefix=True, cached_digest=ecr_adapter.cached_digest_reader(ecr))
     # Refresh an hour early: a copy that starts just before expiry must still finish.
-    return Endpoints(ecr_registry, sources=source, caches=cache_map, any_cache=in_ecr,
-                     expires_at=login.expires_at - 3600)
+    return Endpoints(ecr_registry, sources=source, expires_at=login.expires_at - 3600)

@@ -1,10 +1,9 @@
 """Copy planning: expand each image into tags, route it, compare digests with HEADs only, and keep
 the manifest GETs the plan will cause within what the upstream's rate limit has left.
 
-Pull-through caches: the planner reads the cache's tag without a pull (ECR: DescribeImages) and
-queues a warm when it differs from the source digest; the copier warms that digest and moves the
-tag (`copy.refresh_through_cache`), so the next run skips. ECR fetches every manifest of a new index,
-so a cache warm costs the whole index whatever the platform filter.
+Every configured image is a direct copy into its own repository (`mirror/<host>/<path>` or its
+`target`), never a pull through a cache rule: ECR documents cache pulls by tag only, and a cached tag
+may be a day old (README, "The mirror engine").
 
 Platform filters: when `platforms` drops entries from an index, the destination gets a smaller
 index whose digest differs from the source's; the engine records the source index digest next to
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 
 from .config import Config, Image
 from .endpoints import Endpoints
-from .errors import RegistryError, TooManyRequests
+from .errors import RegistryError, SupersededTask, TooManyRequests
 from .manifests import INDEX_TYPES
 from .reference import TAG_RE, Reference, parse
 from .settings import SERVICE_NAME
@@ -69,8 +68,7 @@ class Task:
 
     source: str  # as in mirror.yaml: `python`, `gcr.io/distroless/base-debian12`
     tag: str
-    repository: str  # destination repository (the PTC repository when `via` is set)
-    via: str | None = None  # PTC prefix to warm through, None for a direct copy
+    repository: str  # destination repository
     source_digest: str | None = None
     destination_digest: str | None = None
     platforms: tuple[str, ...] = ()
@@ -89,11 +87,6 @@ class Task:
     def ref(self) -> Reference:
         return parse(self.source).with_tag(self.tag)
 
-    @property
-    def route_name(self) -> str:
-        """`cache:<prefix>` or `direct`, as reports and logs show it."""
-        return f"cache:{self.via}" if self.via else "direct"
-
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
 
@@ -109,6 +102,9 @@ class Task:
         for key in ("source", "tag", "repository"):
             if not isinstance(data.get(key), str) or not data[key]:
                 raise ValueError(f"task field {key!r} must be a non-empty string")
+        if data.pop("via", None):
+            raise SupersededTask("task was planned by an earlier version as a pull-through cache warm; "
+                                 "the next plan queues it as a direct copy")
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"task has unknown field {sorted(unknown)[0]!r}")
@@ -122,7 +118,7 @@ class Task:
         if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int)):
             raise ValueError("task field 'reserve' must be an integer")
         task = cls(
-            source=data["source"], tag=data["tag"], repository=data["repository"], via=data.get("via"),
+            source=data["source"], tag=data["tag"], repository=data["repository"],
             source_digest=data.get("source_digest"), destination_digest=data.get("destination_digest"),
             platforms=tuple(data.get("platforms") or ()), cost=int(data.get("cost", 1)),
             mount_from=tuple(data.get("mount_from") or ()), also=tuple((a[0], a[1]) for a in also),
@@ -143,7 +139,7 @@ class PlanItem:
         task = self.task
         return {
             "image": task.source, "tag": task.tag, "source": str(task.ref), "repository": task.repository,
-            "route": task.route_name, "source_digest": task.source_digest,
+            "source_digest": task.source_digest,
             "destination_digest": task.destination_digest, "action": str(self.action),
             "cost": task.cost if self.action in (Action.COPY, Action.DEFERRED) else 0, "reason": self.reason,
         }
@@ -210,7 +206,7 @@ def expand_tags(image: Image, list_tags: Callable[[], Iterable[str]]) -> list[st
 
 def _digest_key(task: Task) -> tuple[Any, ...]:
     """Copies that are one copy: same source image and digest, same destination, same filter."""
-    return (task.source, task.source_digest or f"tag:{task.tag}", task.repository, task.via, task.platforms)
+    return (task.source, task.source_digest or f"tag:{task.tag}", task.repository, task.platforms)
 
 
 def share_digests(items: Sequence[PlanItem]) -> list[PlanItem]:
@@ -225,11 +221,6 @@ def share_digests(items: Sequence[PlanItem]) -> list[PlanItem]:
                                reason=f"{item.reason}; same digest as :{leader.task.tag}, copied with it")
         out.append(item)
     return out
-
-
-def route(image: Image, endpoints: Endpoints) -> str | None:
-    """The PTC prefix to warm through, when a cache serves it; else None: copy directly."""
-    return image.via if image.via and endpoints.cache(image.via) is not None else None
 
 
 def estimate_cost(media_type: str, platforms: Sequence[str], known_children: int | None = None) -> int:
@@ -294,13 +285,12 @@ class _Planner:
 
     def expand(self) -> list[Probe | tuple[Image, Task]]:
         """Ready plan items (listing failed) and the image/tag jobs that still need HEADs."""
-        direct = [i.repository for i in self.config.images if not route(i, self.endpoints)]
+        repositories = [i.repository for i in self.config.images]
         out: list[Probe | tuple[Image, Task]] = []
         for image in self.config.images:
-            via = route(image, self.endpoints)
-            mounts = () if via else tuple(r for r in direct if r != image.repository)[:MOUNT_CANDIDATES]
+            mounts = tuple(r for r in repositories if r != image.repository)[:MOUNT_CANDIDATES]
             ref = image.ref
-            template = Task(image.source, "*", image.repository, via, platforms=image.platforms, mount_from=mounts,
+            template = Task(image.source, "*", image.repository, platforms=image.platforms, mount_from=mounts,
                             reserve=self.config.sync.quota_reserve)
             try:
                 source = self.endpoints.source(ref.registry)
@@ -341,27 +331,18 @@ class _Planner:
         task = replace(task, source_digest=info.digest)
         try:
             current, up_to_date, children = self.destination_state(image, task, info.media_type)
-        except Exception as err:  # noqa: BLE001 - registry or AWS API (ECR DescribeImages): fail this tag only
+        except (RegistryError, OSError) as err:  # the destination registry: fail this tag only
             return Probe(PlanItem(task, Action.FAILED, f"destination check failed: {err}"), remaining, limit)
         task = replace(task, destination_digest=current)
         if up_to_date:
             note = "up to date" if current == info.digest else "up to date (filtered index of the source digest)"
             return Probe(PlanItem(task, Action.SKIP, note), remaining, limit)
-        cache = self.endpoints.cache(task.via) if task.via else None
-        # A cache that fetches a whole index (ECR) spends a GET per listed manifest, filter or not.
-        platforms = () if cache is not None and cache.fetches_whole_index else image.platforms
-        task = replace(task, cost=estimate_cost(info.media_type, platforms, children))
-        reason = "warm the cache" if task.via else ("new" if current is None else "changed")
+        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children))
+        reason = "new" if current is None else "changed"
         return Probe(PlanItem(task, Action.COPY, reason), remaining, limit)
 
     def destination_state(self, image: Image, task: Task, media_type: str) -> tuple[str | None, bool, int | None]:
         """(digest the destination tag has, whether it is a copy of the source's, children of its index)."""
-        if task.via:
-            cache = self.endpoints.cache(task.via)
-            if cache is None or cache.cached_digest is None:
-                return None, False, None
-            cached = cache.cached_digest(cache.repository(task.via, task.ref.repository), task.tag)
-            return cached, cached == task.source_digest, None
         destination = self.endpoints.destination
         head = destination.head_manifest(task.repository, task.tag)
         if head is None:

@@ -1,4 +1,4 @@
-"""A client for the OCI distribution API: one for source, destination and pull-through cache warm-up.
+"""A client for the OCI distribution API: one for source and destination registries.
 
 urllib3 with a connection pool per host; manifests are returned and sent as the exact bytes the
 registry served, so digests survive; blobs stream through `BlobReader`, which verifies as it reads.
@@ -203,7 +203,7 @@ class BlobReader:
             raise DigestMismatch(f"blob {self.digest}: content hashes to {actual}")
 
     def read_all(self) -> int:
-        """Read, verify and discard every byte (pull-through cache warm-up); returns the count."""
+        """Read, verify and discard every byte (a pull, as a build makes one); returns the count."""
         for _ in self.chunks():
             pass
         return self.bytes_read

@@ -1,5 +1,4 @@
-"""Run planned tasks: copy directly into the destination, or warm a pull-through cache (by the
-planned digest, then move the cache's tag: `copy.refresh_through_cache` says why).
+"""Run planned tasks: copy each image/tag directly into its destination repository.
 
 A 429 is not retried here: the task fails with `Throttled` carrying the server's Retry-After, so
 the SQS message returns to the queue (the copier delays it by that much) or the CLI reports it as
@@ -12,11 +11,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .endpoints import Endpoints
-from .errors import QuotaReserved, RegistryError, TooManyRequests
+from .errors import QuotaReserved, TooManyRequests
 from .plan import Task
 from .settings import SERVICE_NAME
 
@@ -29,7 +27,7 @@ logger = logging.getLogger(SERVICE_NAME)  # formatted by Powertools in the Lambd
 @dataclass(frozen=True)
 class Outcome:
     task: Task
-    status: str  # copied | deferred | failed
+    status: str  # copied | skipped (already copied) | deferred | failed
     source_digest: str | None = None
     destination_digest: str | None = None
     bytes_copied: int = 0
@@ -46,7 +44,7 @@ class Outcome:
         task = self.task
         return {
             "image": task.source, "tag": task.tag, "source": str(task.ref), "repository": task.repository,
-            "route": task.route_name, "status": self.status,
+            "status": self.status,
             "source_digest": self.source_digest or task.source_digest,
             "destination_digest": self.destination_digest, "bytes": self.bytes_copied,
             "blobs_copied": self.blobs_copied, "blobs_skipped": self.blobs_skipped,
@@ -65,41 +63,43 @@ class Outcome:
 
 
 def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Progress | None = None) -> Outcome:
-    """Copy or warm one image/tag. Raises TooManyRequests (and any other engine error) to the caller."""
-    from .copy import copy_image, refresh_through_cache, warm_through_cache
+    """Copy one image/tag directly. Raises TooManyRequests (and any other engine error) to the caller.
+
+    A task whose destination tag already holds the planned source digest is skipped with one free GET at the
+    destination and no request upstream: a second planner run that queued the same work, or SQS's
+    at-least-once delivery, costs nothing at the source.
+    """
+    from .copy import copy_image, recorded_source_digest
 
     ref = task.ref
     started = time.monotonic()
-    if task.via:
-        cache = endpoints.cache(task.via)
-        if cache is None:
-            raise RegistryError(f"no pull-through cache serves prefix {task.via!r}")
-        repository = cache.repository(task.via, ref.repository)
-        if task.source_digest:
-            # By digest, then move the tag: a pull by tag may get ECR's cached image, up to 24 h stale.
-            result = refresh_through_cache(
-                cache.client, repository, task.tag, task.source_digest,
-                tag_digest=partial(cache.tag_digest, repository), planned_tag_digest=task.destination_digest,
-                also=task.also, platforms=task.platforms, workers=workers, skip_cached=cache.trusts_blob_heads)
-        else:
-            result = warm_through_cache(cache.client, repository, task.tag, platforms=task.platforms,
-                                        workers=workers, skip_cached=cache.trusts_blob_heads)
-    else:
-        # Tags that shared the planned digest get exactly it: fetched once, by digest.
-        reference = task.source_digest if task.also and task.source_digest else task.tag
-        result = copy_image(endpoints.source(ref.registry), ref.repository, endpoints.destination, task.repository,
-                            reference, tags=task.tags, platforms=task.platforms, mount_from=task.mount_from,
-                            workers=workers, progress=progress, floor=task.reserve)
+    if task.source_digest and not task.also and _already_copied(task, endpoints, recorded_source_digest):
+        outcome = Outcome(task, "skipped", task.source_digest, None, seconds=time.monotonic() - started)
+        logger.info(f"already copied {ref}", extra=outcome.as_dict())
+        return outcome
+    # Tags that shared the planned digest get exactly it: fetched once, by digest.
+    reference = task.source_digest if task.also and task.source_digest else task.tag
+    result = copy_image(endpoints.source(ref.registry), ref.repository, endpoints.destination, task.repository,
+                        reference, tags=task.tags, platforms=task.platforms, mount_from=task.mount_from,
+                        workers=workers, progress=progress, floor=task.reserve)
     outcome = Outcome(
         task, "copied", result.source_digest, result.destination_digest, result.bytes_copied, result.blobs_copied,
         result.blobs_skipped, result.blobs_mounted, result.manifests_put, time.monotonic() - started,
     )
-    if task.via and task.source_digest and not result.manifests_put and result.destination_digest != task.source_digest:
-        logger.info("cache tag moved since planning; left as is", extra=outcome.as_dict())
     if task.source_digest and result.source_digest != task.source_digest:
         logger.info("source tag moved since planning; copied the newer image", extra=outcome.as_dict())
     logger.info(f"copied {ref}", extra=outcome.as_dict())
     return outcome
+
+
+def _already_copied(task: Task, endpoints: Endpoints, recorded: Callable[..., str | None]) -> bool:
+    head = endpoints.destination.head_manifest(task.repository, task.tag)
+    if head is None or head.digest == task.destination_digest:
+        return False  # still as planned: the copy has not happened yet
+    if head.digest == task.source_digest:
+        return True
+    return bool(task.platforms) and recorded(endpoints.destination, task.repository, task.tag,
+                                             platforms=task.platforms) == task.source_digest
 
 
 def run_tasks(tasks: Sequence[Task], endpoints: Endpoints, *, workers: int = 4,

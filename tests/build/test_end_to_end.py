@@ -226,6 +226,11 @@ def test_the_build_log_ends_with_one_line_of_what_the_mirror_served(world, build
     assert "manifests served by the mirror (docker.io" in lines[0] and "no request fell back" in lines[0]
 
 
+def test_the_first_build_says_once_that_there_is_no_build_cache_yet(world, build):
+    lines = [line for line in build.output.splitlines() if line.startswith("no build cache yet for ")]
+    assert lines == [f"no build cache yet for {world.ecr.host}/images-cache:images--linux-amd64--main"]
+
+
 def test_the_image_is_pushed_and_exported_for_pipelines(world, build):
     uri = f"{world.ecr.host}/images:{SHA[:7]}"
     pushed = json.loads(world.skopeo("inspect", "--tls-verify=false", f"docker://{uri}"))

@@ -197,6 +197,33 @@ def test_bad_input_names_the_file_the_entry_and_the_field(name: str, tmp_path: P
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("schedule", "says"), [
+    ("rate(10 minute)", "'rate(10 minute)': write 'rate(10 minutes)' (EventBridge takes the singular for 1 and "
+                        "the plural above)"),
+    ("rate(1 hours)", "'rate(1 hours)': write 'rate(1 hour)'"),
+    ("rate(0 days)", "'rate(0 days)': the rate must be 1 or more days"),
+    ("cron(0 * * * *)", "'cron(0 * * * *)' has 5 fields; EventBridge's cron takes 6: minutes hours day-of-month "
+                        "month day-of-week year, with '?' in day-of-month or day-of-week: write 'cron(0 * * * ? *)'"),
+    ("cron(0 3 * * 1)", "'cron(0 3 * * 1)' has 5 fields; EventBridge's cron takes 6: minutes hours day-of-month "
+                        "month day-of-week year, with '?' in day-of-month or day-of-week"),
+])
+def test_a_schedule_in_the_wrong_shape_says_what_to_write(schedule: str, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(f"images:\n{GOOD_IMAGE}schedule: {schedule}\n")
+
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+
+    assert str(error.value).startswith(f"{path}: schedule: {says}"), error.value
+
+
+def test_the_fix_a_schedule_error_suggests_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.yaml"
+    for schedule in ("rate(10 minutes)", "rate(1 hour)", "cron(0 * * * ? *)"):
+        path.write_text(f"images:\n{GOOD_IMAGE}schedule: {schedule}\n")
+        assert load_config(path).schedule == schedule
+
+
 def test_a_file_that_is_not_utf8_is_one_line_with_its_position(tmp_path: Path) -> None:
     path = tmp_path / "mirror.yaml"
     path.write_bytes("images:\n  - source: python\n    tags: ['caf\u00e9']\n".encode("latin-1"))
@@ -230,7 +257,7 @@ def test_a_file_with_only_images_is_valid_and_gets_the_defaults(tmp_path: Path) 
     assert config.schedule == DEFAULT_SCHEDULE
     assert [r.upstream for r in config.pull_through_cache] == ["docker-hub", "ecr-public", "quay", "k8s"]
     assert config.docker_hub_credentials.secret_name == "ecr-pullthroughcache/docker-hub"
-    assert config.images[0].repository == "docker-hub/library/python"
+    assert config.images[0].repository == "mirror/docker.io/library/python"
 
 
 def run_app(config: Path, outdir: Path) -> subprocess.CompletedProcess[str]:
@@ -269,13 +296,13 @@ def test_the_app_synthesizes_a_minimal_file(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "EcrMirror.template.json").is_file()
 
 
-def test_a_target_on_an_image_a_cache_rule_covers_makes_a_direct_copy() -> None:
+def test_every_image_is_a_direct_copy_even_where_a_cache_rule_covers_its_registry() -> None:
     config = parse_config({"images": [{"source": "moby/buildkit", "tags": ["buildx-stable-1"],
-                                       "target": "mirror/docker.io/moby/buildkit"},
+                                       "target": "tools/buildkit"},
                                       {"source": "python", "tags": ["3.13-slim"]}]})
     buildkit, python = config.images
-    assert (buildkit.repository, buildkit.via) == ("mirror/docker.io/moby/buildkit", None)
-    assert (python.repository, python.via) == ("docker-hub/library/python", "docker-hub")
+    assert buildkit.repository == "tools/buildkit"
+    assert python.repository == "mirror/docker.io/library/python"
 
 
 def test_a_direct_target_may_not_lie_under_a_cache_prefix() -> None:
@@ -333,4 +360,4 @@ def test_a_private_registry_whose_cache_rule_takes_no_credentials_keeps_the_rule
     assert config.rule_for("quay.io") is not None
     assert config.rule_for("quay.io").credentials_secret is None  # type: ignore[union-attr]
     assert config.credential_secrets()["quay.io"] == "team/quay"
-    assert config.images[0].via is None
+    assert config.images[0].repository == "mirror/team-private"

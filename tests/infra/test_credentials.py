@@ -54,14 +54,27 @@ def test_no_resource_or_output_carries_a_secret_value(default_app: Synthesized, 
         assert "Secret" not in json.dumps(app.data.get("Outputs", {}))
 
 
-def test_an_existing_secret_is_referenced_by_name_and_not_created(variant_app: Synthesized) -> None:
+def test_an_existing_secret_gets_its_complete_arn_into_the_cache_rule_from_describe_secret_at_deploy(
+        variant_app: Synthesized) -> None:
+    # Given a secret the stack does not create: its ARN's 6-character suffix is unknown at synth
     variant_app.template.resource_count_is("AWS::SecretsManager::Secret", 0)
-    arn = json.dumps(
-        variant_app.template.find_resources(
-            "AWS::ECR::PullThroughCacheRule", {"Properties": {"UpstreamRegistry": "docker-hub"}}
-        )
-    )
-    assert ':secret:ecr-pullthroughcache/team-hub"' in arn
+    [rule] = variant_app.template.find_resources(
+        "AWS::ECR::PullThroughCacheRule", {"Properties": {"UpstreamRegistry": "docker-hub"}}).values()
+
+    # Then the rule takes the ARN DescribeSecret returns for that name, which may be described and nothing else
+    lookup_id = rule["Properties"]["CredentialArn"]["Fn::GetAtt"][0]
+    assert rule["Properties"]["CredentialArn"] == {"Fn::GetAtt": [lookup_id, "ARN"]}
+    lookup = variant_app.data["Resources"][lookup_id]
+    call = json.loads(lookup["Properties"]["Create"])
+    assert (call["service"], call["action"], call["parameters"]) == (
+        "SecretsManager", "describeSecret", {"SecretId": "ecr-pullthroughcache/team-hub"})
+    described = [st for r in variant_app.data["Resources"].values() if r["Type"] == "AWS::IAM::Policy"
+                 for st in r["Properties"]["PolicyDocument"]["Statement"]
+                 if st["Action"] == "secretsmanager:DescribeSecret"]
+    assert described
+    assert {json.dumps(st["Resource"]).rsplit('"', 2)[-2] for st in described} == {
+        ":secret:ecr-pullthroughcache/team-hub-??????"} | {
+        ":secret:ecr-pullthroughcache/github-??????" for st in described if "github" in json.dumps(st)}
 
 
 def name_pattern(secret: str) -> Matcher:

@@ -6,6 +6,8 @@ import json
 
 from aws_cdk.assertions import Capture, Match
 
+from stacks.registry import scanning_filters
+
 from .conftest import Synthesized
 
 
@@ -14,9 +16,10 @@ def lifecycle_rules(text: str) -> list[dict]:
 
 
 def test_each_directly_mirrored_image_gets_a_scanned_encrypted_retained_repository(default_app: Synthesized) -> None:
-    direct = [image for image in default_app.config.images if image.via is None]
+    direct = [image for image in default_app.config.images]
     assert {i.repository for i in direct} == {"mirror/gcr.io/distroless/base-debian12", "mirror/dotnet-runtime",
-                                              "mirror/docker.io/moby/buildkit", "mirror/docker.io/tonistiigi/binfmt"}
+                                              "mirror/docker.io/moby/buildkit", "mirror/docker.io/tonistiigi/binfmt",
+                                              "mirror/docker.io/library/python", "mirror/docker.io/library/node"}
     for image in direct:
         lifecycle = Capture()
         default_app.template.has_resource(
@@ -154,11 +157,7 @@ def test_every_repository_of_the_mirror_is_scanned_on_push(default_app: Synthesi
         )
         found = filters.as_array()
         assert {f["FilterType"] for f in found} == {"WILDCARD"}
-        expected = [{"Filter": f"{rule.prefix}/*"} for rule in app.config.pull_through_cache] + [
-            {"Filter": {"Ref": app.logical_id("AWS::ECR::Repository", RepositoryName=i.repository)}}
-            for i in app.config.images
-            if i.via is None
-        ]
+        expected = [{"Filter": name} for name in scanning_filters(app.config)]
         # ECR sets every repository no filter matches to manual scanning: the build's repository is listed too.
         expected.append({"Filter": {"Ref": app.by_path("Build/ImageRepository")}})
         assert sorted(json.dumps({"Filter": f["Filter"]}) for f in found) == sorted(map(json.dumps, expected))

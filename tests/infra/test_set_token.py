@@ -216,3 +216,20 @@ def test_make_deploy_checks_the_cache_rule_secrets_of_its_config() -> None:
     lines = subprocess.run(["make", "-s", "-n", "-C", str(REPO), "deploy", "CONFIG=other.yaml"], capture_output=True,
                            text=True, check=False, timeout=60).stdout
     assert '-m stacks.set_token --check "make deploy" --secrets --config other.yaml' in lines
+
+
+def test_an_unknown_profile_is_one_line_naming_it_for_every_command_that_needs_aws(tmp_path: Path) -> None:
+    # Given AWS_PROFILE naming a profile no AWS config file defines (boto3 raises ProfileNotFound on Session())
+    env = no_aws(tmp_path, AWS_PROFILE="no-such-team")
+    says = (f"no AWS profile 'no-such-team' (AWS_PROFILE) in {tmp_path / 'none'} or {tmp_path / 'none'}: name one "
+            "that `aws configure list-profiles` shows, or unset AWS_PROFILE")
+
+    # When make deploy, make bootstrap, make docker-hub-token and make registry-token run their first step
+    deploy = run_set_token("--check", "make deploy", "--secrets", "--config", "mirror.yaml", env=env)
+    bootstrap = run_set_token("--check", "make bootstrap", env=env)
+    token = run_set_token("--config", "mirror.yaml", env=env)
+
+    # Then each is one line naming the profile
+    assert (deploy.returncode, deploy.stderr) == (1, f"error: make deploy: {says}\n")
+    assert (bootstrap.returncode, bootstrap.stderr) == (1, f"error: make bootstrap: {says}\n")
+    assert (token.returncode, token.stderr) == (1, f"error: {says}\n")

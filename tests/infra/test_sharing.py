@@ -82,7 +82,8 @@ def test_directly_mirrored_repositories_carry_the_same_pull_policy(shared_app: S
     repositories = {r["RepositoryName"]: r for r in resources(shared_app.data, "AWS::ECR::Repository")
                     if "RepositoryName" in r}
 
-    assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit"}
+    assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit",
+                                   "mirror/docker.io/library/python"}
     for repository in repositories.values():
         assert plain(repository["RepositoryPolicyText"]) == pull_policy(ACCOUNTS, ORG)
 
@@ -142,7 +143,8 @@ def test_cdk_nag_acknowledges_the_organization_statement_where_it_is_and_nowhere
     acknowledged = sorted(path for path, entries in metadata.items() for entry in entries
                           if entry["type"] == "aws:cdk:acknowledged-rules"
                           and any(finding.endswith("AwsSolutions-ECR1") for finding in entry["data"]))
-    assert acknowledged == ["/EcrMirror/Registry/Policy", "/EcrMirror/Registry/mirror--docker.io--moby--buildkit",
+    assert acknowledged == ["/EcrMirror/Registry/Policy", "/EcrMirror/Registry/mirror--docker.io--library--python",
+                            "/EcrMirror/Registry/mirror--docker.io--moby--buildkit",
                             "/EcrMirror/Registry/mirror--gcr.io--distroless--base-debian12"]
 
 

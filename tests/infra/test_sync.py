@@ -21,8 +21,6 @@ from .conftest import REPO, Synthesized
 PLANNER = "mirror.handlers.planner.handler"
 COPIER = "mirror.handlers.copier.handler"
 PULL = {
-    "ecr:DescribeImages",
-    "ecr:ListImages",
     "ecr:BatchGetImage",
     "ecr:BatchCheckLayerAvailability",
     "ecr:GetDownloadUrlForLayer",
@@ -82,7 +80,6 @@ def mirror_repos(app: Synthesized) -> set[str]:
     return {
         arn(app.logical_id("AWS::ECR::Repository", RepositoryName=i.repository))
         for i in app.config.images
-        if i.via is None
     }
 
 
@@ -185,10 +182,11 @@ def test_the_tests_run_the_powertools_version_the_layer_holds() -> None:
     assert powertools_version.VERSION == constants.POWERTOOLS_VERSION
 
 
-def test_one_planner_runs_at_a_time_and_a_failed_run_is_kept_after_two_retries(default_app: Synthesized) -> None:
+def test_the_planner_reserves_no_concurrency_unless_asked_and_a_failed_run_is_kept_after_two_retries(
+        default_app: Synthesized) -> None:
     app = default_app
     planner, failures = app.by_path("Sync/Planner"), app.by_path("Sync/PlannerFailures")
-    assert app.data["Resources"][planner]["Properties"]["ReservedConcurrentExecutions"] == 1
+    assert "ReservedConcurrentExecutions" not in app.data["Resources"][planner]["Properties"]
     app.template.has_resource_properties(
         "AWS::Lambda::EventInvokeConfig",
         {
@@ -290,8 +288,7 @@ def test_account_wide_resources_are_only_for_actions_without_resource_level_perm
 
 def test_the_planner_reads_ecr_and_the_spec_and_fills_the_queue(default_app: Synthesized) -> None:
     app, role = default_app, "Sync/PlannerRole"
-    for action in ("ecr:DescribeImages", "ecr:ListImages", "ecr:BatchGetImage"):
-        assert resources_for(app, role, action) == mirror_repos(app) | cache_repos(app)
+    assert resources_for(app, role, "ecr:BatchGetImage") == mirror_repos(app)
     assert arn(app.by_path("Sync/Queue")) in resources_for(app, role, "sqs:SendMessage")
     assert resources_for(app, role, "secretsmanager:GetSecretValue") == {
         ref(app.logical_id("AWS::SecretsManager::Secret"))
@@ -306,14 +303,13 @@ def test_the_planner_reads_ecr_and_the_spec_and_fills_the_queue(default_app: Syn
     assert not granted & (PUSH | {"ecr:BatchImportUpstreamImage", "ecr:CreateRepository", "sqs:ReceiveMessage"})
 
 
-def test_the_copier_pushes_mirrored_repos_and_pulls_through_the_cache_prefixes(default_app: Synthesized) -> None:
+def test_the_copier_pulls_and_pushes_the_mirrored_repos_and_never_touches_a_cache_prefix(
+        default_app: Synthesized) -> None:
     app, role = default_app, "Sync/CopierRole"
-    for action in PUSH - {"ecr:PutImage"}:
+    for action in PUSH | PULL:
         assert resources_for(app, role, action) == mirror_repos(app)
-    for action in PULL:
-        assert resources_for(app, role, action) == mirror_repos(app) | cache_repos(app)
-    for action in ("ecr:BatchImportUpstreamImage", "ecr:CreateRepository"):
-        assert resources_for(app, role, action) == cache_repos(app)
+    granted = set().union(*(actions for actions, _ in statements(app, role)))
+    assert not granted & {"ecr:BatchImportUpstreamImage", "ecr:CreateRepository", "ecr:DescribeImages"}
     assert resources_for(app, role, "sqs:ReceiveMessage") == {arn(app.by_path("Sync/Queue"))}
     # A throttled or unstarted task goes back to the queue as a new message.
     assert resources_for(app, role, "sqs:SendMessage") == {arn(app.by_path("Sync/Queue"))}
@@ -321,16 +317,6 @@ def test_the_copier_pushes_mirrored_repos_and_pulls_through_the_cache_prefixes(d
     assert resources_for(app, role, "secretsmanager:GetSecretValue") == {
         ref(app.logical_id("AWS::SecretsManager::Secret"))
     }
-
-
-def test_the_copier_moves_tags_in_the_cache_prefixes_with_put_image_and_uploads_no_layers_there(
-    default_app: Synthesized,
-) -> None:
-    # ECR refreshes a cached tag up to 24 h late; the copier PUTs the warmed digest as the tag.
-    app, role = default_app, "Sync/CopierRole"
-    assert resources_for(app, role, "ecr:PutImage") == mirror_repos(app) | cache_repos(app)
-    for action in PUSH - {"ecr:PutImage"}:
-        assert not resources_for(app, role, action) & cache_repos(app)
 
 
 def test_each_role_writes_only_its_own_log_group(default_app: Synthesized) -> None:

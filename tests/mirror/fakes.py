@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lambdas.mirror.endpoints import Cache, Endpoints
+from lambdas.mirror.endpoints import Endpoints
 from lambdas.mirror.errors import TooManyRequests
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -85,9 +85,8 @@ class FakeRegistry:
         return [c for c in self.calls if c[0] == "GET"]
 
 
-def endpoints(destination: FakeRegistry, sources: dict[str, FakeRegistry],
-              caches: dict[str, Cache] | None = None, **kwargs: Any) -> Endpoints:
-    return Endpoints(destination, sources=sources.__getitem__, caches=caches, **kwargs)
+def endpoints(destination: FakeRegistry, sources: dict[str, FakeRegistry], **kwargs: Any) -> Endpoints:
+    return Endpoints(destination, sources=sources.__getitem__, **kwargs)
 
 
 def no_record(*_: object, **__: object) -> None:

@@ -16,7 +16,6 @@ from lambdas.mirror.cli import _Display, main
 from lambdas.mirror.plan import Task
 from lambdas.mirror.registry import RegistryClient
 from tests.support.images import push_image
-from tests.support.ptc import PullThroughCache
 from tests.support.registry import RegistryServer
 
 from .support import write_config
@@ -50,8 +49,9 @@ def test_plan_prints_each_tag_with_digests_action_and_cost_using_heads_only(
 
     lines = out.splitlines()
     assert code == 0
-    assert lines[0].split() == ["SOURCE", "ROUTE", "SOURCE", "DIGEST", "DEST", "DIGEST", "ACTION", "COST", "NOTE"]
-    assert lines[1].split() == ["docker.io/library/python:3.13-slim", "direct",
+    assert lines[0].split() == ["SOURCE", "REPOSITORY", "SOURCE", "DIGEST", "DEST", "DIGEST", "ACTION", "COST",
+                                "NOTE"]
+    assert lines[1].split() == ["docker.io/library/python:3.13-slim", "mirror/docker.io/library/python",
                                 hub_digest(hub, "3.13-slim")[7:19], "-", "copy", "3"]
     assert lines[-1] == "2 to copy (6 manifest GETs), 0 up to date, 0 deferred, 0 failed"
     assert hub.manifest_gets() == []
@@ -77,7 +77,7 @@ def test_sync_json_summary_then_an_unchanged_resync_skips_everything(
     again = json.loads(out_again)
 
     assert (code, first["copied"], first["failed"]) == (0, 2, 0)
-    assert first["bytes"] > 0 and {i["repository"] for i in first["items"]} == {"docker-hub/library/python"}
+    assert first["bytes"] > 0 and {i["repository"] for i in first["items"]} == {"mirror/docker.io/library/python"}
     assert (code_again, again["copied"], again["skipped"]) == (0, 0, 2)
     assert len(hub.manifest_gets()) == gets
 
@@ -111,53 +111,6 @@ def test_sync_on_a_terminal_shows_progress_in_place(
     assert code == 0 and "\r\033[K" in out.getvalue()
 
 
-def test_a_cache_mapping_routes_rule_images_through_that_cache(
-        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
-    destination, proxy = registry_factory("destination"), registry_factory("proxy", proxy={"remoteurl": hub.url})
-    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim"]})
-
-    code, out, _ = run("sync", "--config", str(cfg), "--registry", destination.host, "--json",
-                       "--upstream", f"docker.io={hub.host}", "--cache", f"docker-hub={proxy.host}")
-
-    (item,) = json.loads(out)["items"]
-    assert (code, item["route"], item["status"]) == (0, "cache:docker-hub", "copied")
-    assert [r for r in destination.requests() if r.method == "PUT"] == []  # the cache holds it, not --registry
-
-
-def test_a_cache_laid_out_as_ecr_gets_a_moved_tag_in_one_sync_and_later_syncs_pull_nothing_upstream(
-        tmp_path: Path, hub: RegistryServer, registry_factory: Callable[..., RegistryServer],
-        ptc_factory: Callable[..., PullThroughCache]) -> None:
-    destination, ptc = registry_factory("destination"), ptc_factory(hub.host)
-    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["3.13-slim"]})
-    argv = ("sync", "--config", str(cfg), "--registry", destination.host, "--json",
-            "--upstream", f"docker.io={hub.host}", "--cache", f"docker-hub={ptc.host}/docker-hub")
-    assert run(*argv)[0] == 0
-    new = push_image(hub.host, "library/python", "3.13-slim", attestations=True, seed=7)
-    gets = len(hub.manifest_gets())
-
-    code, out, _ = run(*argv)
-
-    (item,) = json.loads(out)["items"]
-    assert (code, item["route"], item["status"], item["manifests_put"]) == (0, "cache:docker-hub", "copied", 1)
-    assert RegistryClient(ptc.storage.host).head_manifest("docker-hub/library/python", "3.13-slim").digest == new
-    assert len(hub.manifest_gets()) - gets == 5  # the new index, 2 platform manifests, 2 attestations
-    # A stand-alone cache cannot be asked without a pull at planning time, so each sync warms it: for free
-    gets = len(hub.manifest_gets())
-    code, out, _ = run(*argv)
-    (item,) = json.loads(out)["items"]
-    assert (code, item["status"], item["manifests_put"]) == (0, "copied", 0)
-    assert len(hub.manifest_gets()) == gets
-
-
-def test_a_cache_path_other_than_its_prefix_is_a_usage_error(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["1"]})
-
-    code, _, err = run("plan", "--config", str(cfg), "--registry", "127.0.0.1:9",
-                       "--cache", "docker-hub=127.0.0.1:9/hub")
-
-    assert code == 2 and "the path after the host must be the prefix 'docker-hub'" in err
-
-
 def test_bad_config_is_one_line_naming_file_entry_and_field_with_exit_2(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["1"], "platforms": ["linux/sparc"]})
 
@@ -166,14 +119,6 @@ def test_bad_config_is_one_line_naming_file_entry_and_field_with_exit_2(tmp_path
     assert (code, out) == (2, "")
     assert err.count("\n") == 1
     assert err.startswith(f"error: {cfg}: images[0] (python).platforms[0]: 'linux/sparc' is not a platform")
-
-
-def test_cache_for_a_prefix_without_a_rule_is_a_usage_error(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "mirror.yaml", {"source": "python", "tags": ["1"]})
-
-    code, _, err = run("plan", "--config", str(cfg), "--registry", "127.0.0.1:9", "--cache", "nope=127.0.0.1:9")
-
-    assert code == 2 and "no pull_through_cache rule with prefix 'nope'" in err
 
 
 def test_module_entry_point_runs_as_python_dash_m(
@@ -198,10 +143,37 @@ def test_a_registry_given_as_a_url_is_a_usage_error_with_exit_2(
     with pytest.raises(SystemExit) as exited:
         main(["plan", "--config", str(cfg), "--registry", registry])
 
-    message = capsys.readouterr().err.splitlines()[-1]
+    lines = capsys.readouterr().err.splitlines()
     assert exited.value.code == 2
-    assert message.startswith("python -m lambdas.mirror plan: error: argument --registry: ")
-    assert "HOST[:PORT]" in message
+    assert len(lines) == 1 and lines[0].startswith("python -m lambdas.mirror plan: error: argument --registry: ")
+    assert "HOST[:PORT]" in lines[0]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["plan", "--registry", "http://127.0.0.1:5000"],
+     "python -m lambdas.mirror plan: error: argument --registry: 'http://127.0.0.1:5000': write '127.0.0.1:5000' "
+     "(HOST[:PORT] without http://: loopback hosts are reached over HTTP, others over HTTPS) "
+     "(see python -m lambdas.mirror plan --help)"),
+    (["sync", "--upstream", "docker.io=http://127.0.0.1:5001"],
+     "python -m lambdas.mirror sync: error: argument --upstream: 'docker.io=http://127.0.0.1:5001': write "
+     "'docker.io=127.0.0.1:5001' (REGISTRY=HOST[:PORT] without http://: loopback hosts are reached over HTTP, "
+     "others over HTTPS) (see python -m lambdas.mirror sync --help)"),
+    (["plan", "--workers", "many"],
+     "python -m lambdas.mirror plan: error: argument --workers: invalid int value: 'many' "
+     "(see python -m lambdas.mirror plan --help)"),
+    (["plan", "--nope"],
+     "python -m lambdas.mirror: error: unrecognized arguments: --nope (see python -m lambdas.mirror --help)"),
+    ([], "python -m lambdas.mirror: error: the following arguments are required: {plan,sync} "
+         "(see python -m lambdas.mirror --help)"),
+])
+def test_every_usage_error_is_one_line_saying_what_to_write(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    assert (captured.out, captured.err) == ("", says + "\n")
 
 
 def test_sync_json_items_share_one_schema_whatever_happened_to_them(

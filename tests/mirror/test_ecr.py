@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from lambdas.mirror.config import parse_config
-from lambdas.mirror.ecr import cached_digest_reader, login, registry_client, registry_credentials
+from lambdas.mirror.ecr import login, registry_client, registry_credentials
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.plan import plan
 from tests.support.images import push_image
@@ -31,22 +31,6 @@ def test_registry_client_speaks_https_to_ecr_with_basic_credentials(aws: str) ->
     client, credentials = registry_client(boto3.client("ecr"))
 
     assert client.base == f"https://{credentials.host}"
-
-
-def test_cached_digest_reads_the_ptc_repository_without_pulling(aws: str) -> None:
-    ecr = boto3.client("ecr")
-    repository = f"docker-hub/library/{uuid.uuid4().hex[:8]}"
-    ecr.create_repository(repositoryName=repository)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                           "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                                      "digest": "sha256:" + "1" * 64, "size": 1}, "layers": []})
-    digest = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="3.13-slim")["image"][
-        "imageId"]["imageDigest"]
-    cached_digest = cached_digest_reader(ecr)
-
-    assert cached_digest(repository, "3.13-slim") == digest
-    assert cached_digest(repository, "3.12-slim") is None
-    assert cached_digest("docker-hub/library/never-pulled", "1") is None
 
 
 @pytest.mark.parametrize(("secret", "expected"), [

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from lambdas.mirror.config import parse_config
-from lambdas.mirror.endpoints import Cache
+from lambdas.mirror.errors import SupersededTask
 from lambdas.mirror.plan import (
     DEFAULT_INDEX_CHILDREN,
     Action,
@@ -173,50 +174,7 @@ def test_a_429_on_the_tag_list_defers_the_whole_image() -> None:
     assert (item.action, item.task.tag) == (Action.DEFERRED, "*")
 
 
-def test_image_under_a_cache_rule_is_warmed_through_the_cache_when_one_serves_the_prefix() -> None:
-    hub, destination, proxy = FakeRegistry(), FakeRegistry(), FakeRegistry()
-    hub.put("library/python", "3.13-slim", b"py")
-    asked: list[tuple[str, str]] = []
-
-    def cached(repository: str, tag: str) -> None:
-        asked.append((repository, tag))
-
-    caches = {"docker-hub": Cache(proxy, keeps_prefix=True, cached_digest=cached)}
-    (item,) = plan(config({"source": "python", "tags": ["3.13-slim"]}),
-                   endpoints(destination, {"docker.io": hub}, caches), recorded=no_record).items
-
-    assert (item.action, item.task.via, item.task.repository) == (Action.COPY, "docker-hub",
-                                                                  "docker-hub/library/python")
-    assert asked == [("docker-hub/library/python", "3.13-slim")]
-    assert destination.calls == [] and proxy.calls == []
-
-
-def test_a_filtered_index_warmed_through_ecr_costs_the_whole_index_which_ecr_fetches() -> None:
-    hub, destination, proxy = FakeRegistry(), FakeRegistry(), FakeRegistry()
-    hub.put("library/python", "3.13-slim", index(6), OCI_INDEX)
-    image = {"source": "python", "tags": ["3.13-slim"], "platforms": ["linux/amd64"]}
-
-    ecr, proxy_mode = Cache(proxy, keeps_prefix=True), Cache(proxy, keeps_prefix=False, fetches_whole_index=False)
-
-    costs = [plan(config(image), endpoints(destination, {"docker.io": hub}, {"docker-hub": cache}),
-                  recorded=no_record).items[0].task.cost for cache in (ecr, proxy_mode)]
-
-    assert costs == [1 + DEFAULT_INDEX_CHILDREN, 1 + 2]
-
-
-def test_cache_that_cannot_be_asked_is_warmed_every_run() -> None:
-    hub, destination, proxy = FakeRegistry(), FakeRegistry(), FakeRegistry()
-    hub.put("library/python", "3.13-slim", b"py")
-
-    (item,) = plan(config({"source": "python", "tags": ["3.13-slim"]}),
-                   endpoints(destination, {"docker.io": hub}, {"docker-hub": Cache(proxy, keeps_prefix=False)}),
-                   recorded=no_record).items
-
-    assert (item.action, item.reason, item.task.destination_digest) == (Action.COPY, "warm the cache", None)
-    assert proxy.calls == []
-
-
-def test_image_under_a_cache_rule_is_copied_directly_when_no_cache_serves_the_prefix() -> None:
+def test_an_image_on_a_registry_a_cache_rule_covers_is_copied_directly_into_its_mirror_repository() -> None:
     hub, destination = FakeRegistry(), FakeRegistry()
     hub.put("library/python", "3.13-slim", b"py")
 
@@ -224,13 +182,31 @@ def test_image_under_a_cache_rule_is_copied_directly_when_no_cache_serves_the_pr
                    endpoints(destination, {"docker.io": hub, "registry.example": FakeRegistry()}),
                    recorded=no_record).items[:1]
 
-    assert (item.task.via, item.task.repository) == (None, "docker-hub/library/python")
+    assert (item.action, item.task.repository) == (Action.COPY, "mirror/docker.io/library/python")
     assert item.task.mount_from == (APP_REPO,)
-    assert ("HEAD", "docker-hub/library/python", "3.13-slim") in destination.calls
+    assert ("HEAD", "mirror/docker.io/library/python", "3.13-slim") in destination.calls
+
+
+def test_a_filtered_index_costs_only_the_kept_platforms() -> None:
+    hub, destination = FakeRegistry(), FakeRegistry()
+    hub.put("library/python", "3.13-slim", index(6), OCI_INDEX)
+    image = {"source": "python", "tags": ["3.13-slim"], "platforms": ["linux/amd64"]}
+
+    (item,) = plan(config(image), endpoints(destination, {"docker.io": hub}), recorded=no_record).items
+
+    assert item.task.cost == 1 + 2
+
+
+def test_a_task_queued_by_an_earlier_version_as_a_cache_warm_is_refused_as_superseded() -> None:
+    body = json.dumps({"source": "python", "tag": "3.13-slim", "repository": "docker-hub/library/python",
+                       "via": "docker-hub"})
+
+    with pytest.raises(SupersededTask, match="the next plan queues it as a direct copy"):
+        Task.from_json(body)
 
 
 def test_task_survives_a_json_round_trip() -> None:
-    task = Task(APP, "1.0", APP_REPO, None, "sha256:" + "a" * 64, None, ("linux/amd64",), 3, ("other/repo",))
+    task = Task(APP, "1.0", APP_REPO, "sha256:" + "a" * 64, None, ("linux/amd64",), 3, ("other/repo",))
 
     assert Task.from_json(task.to_json()) == task
 

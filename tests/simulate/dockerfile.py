@@ -13,67 +13,14 @@ import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-# --- image references, normalized as Docker does (mirrors lambdas/mirror/reference.py) ---------------
+from lambdas.mirror.reference import Reference, parse
 
-DOCKER_HUB = "docker.io"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_DOMAIN = re.compile(
-    r"(?:localhost|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-)
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+# --- image references: lambdas/mirror/reference.py parses them as Docker does -----------------------------
 
 
-@dataclass(frozen=True)
-class Ref:
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def pin(self) -> str:
-        """What follows the repository when pulling: the digest wins over the tag, as in Docker."""
-        return f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}"
-
-    def __str__(self) -> str:
-        return self.name + self.pin
-
-
-def normalize(text: str) -> Ref:
-    """`python` -> docker.io/library/python, `host:5000/x` keeps its registry; ValueError if Docker would refuse."""
-    if not text or text != text.strip():
-        raise ValueError(f"empty or padded image reference {text!r}")
-    rest, digest = text, None
-    if "@" in rest:
-        rest, digest = rest.split("@", 1)
-        if not _DIGEST.fullmatch(digest):
-            raise ValueError(f"invalid digest {digest!r} in {text!r}")
-    tag = None
-    if rest.rfind(":") > rest.rfind("/"):
-        rest, tag = rest.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
-            raise ValueError(f"invalid tag {tag!r} in {text!r}")
-    first, _, remainder = rest.partition("/")
-    if remainder and ("." in first or ":" in first or first == "localhost"):
-        registry, path = first, remainder
-        if not _DOMAIN.fullmatch(registry):
-            raise ValueError(f"invalid registry host {registry!r} in {text!r}")
-    else:
-        registry, path = DOCKER_HUB, rest
-    if registry == "index.docker.io":
-        registry = DOCKER_HUB
-    if registry == DOCKER_HUB and "/" not in path:
-        path = f"library/{path}"
-    if not _PATH.fullmatch(path):
-        raise ValueError(f"invalid repository {path!r} in {text!r}")
-    return Ref(registry, path, tag, digest)
+def pin(ref: Reference) -> str:
+    """What follows the repository when pulling: the digest wins over the tag, as in Docker."""
+    return f"@{ref.digest}" if ref.digest else f":{ref.tag or 'latest'}"
 
 
 # --- Dockerfile parsing ----------------------------------------------------------------------------------
@@ -328,11 +275,11 @@ class MirrorMap:
         }
         return cls(registry.rstrip("/"), dict(data.get("prefixes") or {}), repositories)
 
-    def locate(self, ref: Ref) -> tuple[str | None, str]:
+    def locate(self, ref: Reference) -> tuple[str | None, str]:
         """The mirror's reference for `ref`, or None and why not."""
         prefix = self.prefixes.get(ref.registry)
         if prefix:
-            return f"{self.registry}/{prefix}/{ref.repository}{ref.pin}", f"pull-through cache {prefix!r}"
+            return f"{self.registry}/{prefix}/{ref.repository}{pin(ref)}", f"pull-through cache {prefix!r}"
         mirrored = self.repositories.get(ref.name)
         if mirrored is None:
             return None, f"{ref.registry} is not mirrored"
@@ -365,7 +312,7 @@ def plan(dockerfile_text: str, mirror: MirrorMap, build_args: Mapping[str, str])
             continue
         seen.add(use.written)
         try:
-            ref = normalize(use.written)
+            ref = parse(use.written)
         except ValueError as err:
             redirects.append(Redirect(use.written, None, use.where, str(err)))
             continue
@@ -375,7 +322,7 @@ def plan(dockerfile_text: str, mirror: MirrorMap, build_args: Mapping[str, str])
     frontend = None
     if syntax and "BUILDKIT_SYNTAX" not in build_args:
         try:
-            frontend, reason = mirror.locate(normalize(syntax))
+            frontend, reason = mirror.locate(parse(syntax))
         except ValueError as err:
             reason = str(err)
         redirects.append(Redirect(syntax, frontend, "# syntax", reason, named_context=False))

@@ -38,10 +38,11 @@ from lambdas.mirror.endpoints import Endpoints, connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches
 from lambdas.mirror.plan import plan as plan_sync
+from lambdas.mirror.reference import parse
 from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.settings import SERVICE_NAME
 from lambdas.mirror.sync import run_tasks
-from tests.simulate.dockerfile import MirrorMap, find_images, normalize, parse_dockerfile
+from tests.simulate.dockerfile import MirrorMap, find_images, parse_dockerfile
 from tests.simulate.dockerfile import plan as redirect_plan
 from tests.support.limiter import SIX_HOURS, ManualClock, Policy
 
@@ -173,10 +174,10 @@ class Fleet:
             credentials = self.accounts[hash_service(build.service) % len(self.accounts)]
         out = []
         for written in base_images(build):
-            ref = normalize(written)
+            ref = parse(written)
             out.append(Base(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials, image=written))
         for written in build.test_runs:  # the daemon pulls with the build's `docker login`, if any
-            ref = normalize(written)
+            ref = parse(written)
             out.append(Base(hub, ref.repository, ref.tag or "latest", *credentials, image=written, test_run=True))
         return out
 
@@ -186,16 +187,16 @@ class Fleet:
         out = []
         for redirect in redirects:
             if redirect.target is None:  # not covered: the build goes to Docker Hub anonymously
-                ref = normalize(redirect.written)
+                ref = parse(redirect.written)
                 out.append(Base(self.world.hub.limiter.host, ref.repository, ref.digest or ref.tag or "latest",
                                 image=redirect.written))
                 continue
-            ref = normalize(redirect.target)  # <ecr>/docker-hub/library/python:3.12-slim, pulled as written
+            ref = parse(redirect.target)  # <ecr>/docker-hub/library/python:3.12-slim, pulled as written
             out.append(Base(ref.registry, ref.repository, ref.digest or ref.tag or "latest", image=redirect.written))
         assert self.world.mirror is not None
         for written in build.test_runs:
             # A registry mirror for docker.io: the same path under the cache's prefix (setup_mirror.py's endpoint).
-            ref = normalize(written)
+            ref = parse(written)
             out.append(Base(self.world.mirror.cache.host, f"{PTC_PREFIX}/{ref.repository}", ref.tag or "latest",
                             image=written, test_run=True))
         return out
@@ -225,7 +226,7 @@ class Fleet:
 
 def catalog_name(written: str) -> str:
     """`python:3.12-slim`, `bitnami/kubectl:1.31`: how fleet.CATALOG names an image reference."""
-    ref = normalize(written)
+    ref = parse(written)
     return f"{ref.repository.removeprefix('library/')}:{ref.tag or 'latest'}"
 
 
