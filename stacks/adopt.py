@@ -250,8 +250,8 @@ class MirrorAdoption(Construct):
                                 "ecr:GetAuthorizationToken, the mirror's pulls and s3:GetObject on the setup module")
         reasons = {"*": "ecr:GetAuthorizationToken has no resource-level permissions."}
         for arn in self._wildcards:
-            reasons[arn] = ("A pull through the mirror's cache rule creates the repository under its prefix on first "
-                            "pull; the names are the images the build pulls.")
+            reasons[arn] = ("The mirror's repositories under one prefix: a cache rule's, which a pull creates on first "
+                            "use, or the direct copies at their default location; the names are the images pulled.")
         for resource, reason in reasons.items():
             finding = f"AwsSolutions-IAM5[Resource::{resource}]"
             Validations.of(role).acknowledge(Acknowledgment(id=finding, reason=reason))
