@@ -19,7 +19,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from .adopt import MIRROR_VARIABLES, inline_spec
+from .adopt import MIRROR_VARIABLES
+from .adopt_buildspec import BuildSpecError, read
 from .buildspec import SETUP_LINE
 from .set_token import main as check_settings
 
@@ -50,7 +51,10 @@ def classify(project: dict[str, Any]) -> tuple[str, str]:
     names = {variable["name"] for variable in environment.get("environmentVariables") or []}
     missing = [name for name in REQUIRED if name not in names]
     buildspec = (project.get("source") or {}).get("buildspec") or ""
-    spec = inline_spec(buildspec) if buildspec else None
+    try:
+        spec = read(buildspec) if buildspec else None
+    except BuildSpecError as err:
+        return "manual", f"inline buildspec that CodeBuild may not read as one: {err}"
     if spec is None:
         where = buildspec or "buildspec.yml (CodeBuild's default)"
         todo = f"buildspec file {where}: add as the first install command: {SETUP_LINE}"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 
-from stacks.adopt import with_setup
+from stacks.adopt_buildspec import with_setup
 from stacks.adoption_report import main
 from stacks.buildspec import SETUP_LINE
 from tests.support.moto import REGION, fake_aws_environment, moto_client, moto_server
@@ -46,7 +46,7 @@ def endpoint() -> Iterator[str]:
     with moto_server() as url:
         client = moto_client("codebuild", url)
         # As MirrorAdoption leaves a project: the variables, and the setup line first in install.
-        create(client, "api", buildspec=with_setup(json.dumps(SPEC)), variables=MIRROR)
+        create(client, "api", buildspec=with_setup(json.dumps(SPEC), SETUP_LINE), variables=MIRROR)
         create(client, "web", buildspec=yaml.safe_dump(SPEC))
         create(client, "half", buildspec=json.dumps(SPEC), variables=MIRROR)
         create(client, "legacy", buildspec="ci/buildspec.yml")
