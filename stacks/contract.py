@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from aws_cdk import Stack
 from aws_cdk import aws_codebuild as codebuild
@@ -59,6 +60,13 @@ def pull_repositories(mirror: str) -> list[str]:
     return [f"{prefix}/*" for prefix in sorted(wildcards)] + sorted(set(parsed["repositories"].values()))
 
 
+def repository_arns(scope: Construct, names: list[str], registries: Iterable[tuple[str, str]]) -> list[str]:
+    """The ARNs of `names` (pull_repositories) in each registry, given as (account, region); tokens allowed."""
+    stack = Stack.of(scope)
+    return [stack.format_arn(service="ecr", account=account, region=region, resource="repository", resource_name=name)
+            for account, region in registries for name in names]
+
+
 class MirrorContract(Construct):
     """Publishes where things are; the spec parameter is what the planner and copier read at run time."""
 
@@ -102,7 +110,7 @@ class MirrorContract(Construct):
                 stack.format_arn(service="ecr", resource="repository", resource_name=name) for name in names
             ],
             description="ECR repositories a build may pull from the mirror (a cache prefix creates its own)",
-            tier=_tier(constants.PARAMETER_PULL_REPOSITORY_ARNS, longest),
+            tier=parameter_tier(constants.PARAMETER_PULL_REPOSITORY_ARNS, longest),
         )
         if project is not None:
             self._parameter(
@@ -132,13 +140,13 @@ class MirrorContract(Construct):
         self, id: str, name: str, value: str, description: str, size: int | None = None
     ) -> ssm.StringParameter:
         # `size` stands in for values that hold deploy-time tokens (registry host, project name).
-        tier = _tier(name, len(value.encode()) if size is None else size)
+        tier = parameter_tier(name, len(value.encode()) if size is None else size)
         return ssm.StringParameter(
             self, id, parameter_name=name, string_value=value, description=description, tier=tier
         )
 
 
-def _tier(name: str, size: int) -> ssm.ParameterTier:
+def parameter_tier(name: str, size: int) -> ssm.ParameterTier:
     if size > constants.ADVANCED_PARAMETER_BYTES:
         raise ConfigError(
             f"SSM parameter {name}: {size} bytes, over the {constants.ADVANCED_PARAMETER_BYTES}-byte limit; "

@@ -18,6 +18,7 @@ from .credentials import DockerHubCredentials
 from .observability import MirrorObservability
 from .registry import MirrorRegistry
 from .replication import check_regions, replication_configuration
+from .stackset import OrganizationContract
 from .sync import MirrorSync
 
 
@@ -34,6 +35,8 @@ class MirrorStack(Stack):
         if config.replication_regions:
             replication_configuration(registry, "Replication", config=config)
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
+        if config.sharing is not None and config.sharing.stack_set is not None:
+            OrganizationContract(self, "Organization", config=config)  # the contract in every member account
         sync = MirrorSync(
             self,
             "Sync",
