@@ -16,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
 
-.PHONY: synth test test-tools test-packages lint bench simulate plan sync bootstrap deploy verify docker-hub-token registry-token cdk clean
+.PHONY: synth test test-tools test-packages lint bench simulate plan sync bootstrap deploy verify docker-hub-token registry-token adoption-report cdk clean
 
 # Set-up says what it does on stderr, so that stdout carries only a command's own output (make sync ARGS=--json).
 $(BIN)/.runtime: requirements.txt
@@ -103,6 +103,10 @@ docker-hub-token: $(BIN)/.runtime
 registry-token: $(BIN)/.runtime
 	@[ -n "$(REGISTRY)" ] || { echo "error: make registry-token needs REGISTRY=HOST, e.g. REGISTRY=ghcr.io" >&2; exit 1; }
 	$(BIN)/python -m stacks.set_token --config $(CONFIG) --registry $(REGISTRY)
+
+# The CodeBuild projects of an account and region, each adopted, adoptable or manual: ARGS="--region eu-west-1".
+adoption-report: $(BIN)/.runtime
+	$(BIN)/python -m stacks.adoption_report $(ARGS)
 
 # Any other command of the pinned CDK CLI, on the venv's Node: make cdk ARGS="diff", ARGS="import EcrMirror",
 # ARGS="destroy --all". One that talks to AWS first checks the region and credentials, as make deploy does

@@ -6,11 +6,12 @@ The buildspec is in stacks/buildspec.py; the mirror setup it fetches is codebuil
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Annotations, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
@@ -21,10 +22,11 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from lambdas.mirror.config import Config
+from lambdas.mirror.config import Config, default_repository
+from lambdas.mirror.reference import parse
 
 from .buildspec import BuildSpecOptions, build_spec
-from .contract import mirror_map
+from .contract import direct_repositories, mirror_map
 from .sharing import CACHE_FILL_ACTIONS, PULL_ACTIONS
 
 SETUP_MODULE = Path(__file__).resolve().parent.parent / "codebuild" / "setup_mirror.py"
@@ -134,6 +136,12 @@ class MirrorBuildProject(Construct):
         cast(codebuild.CfnProject, self.project.node.default_child).encryption_key = Stack.of(self).format_arn(
             service="kms", resource="alias", resource_name="aws/s3"
         )
+        missing = build_images_not_mirrored(config)
+        if missing:
+            Annotations.of(self.project).add_warning_v2("@ecr-mirror/build-images", (
+                f"{config.origin}: images: the build pulls {', '.join(ref for ref, _ in missing)}, which the mirror "
+                "does not copy: builds take them through the docker-hub cache rule, which needs a Docker Hub "
+                f"token, or from Docker Hub itself; add to images: {', '.join(entry for _, entry in missing)}"))
         role = self.project.role
         assert role is not None  # the project creates its own role
         self.role = role
@@ -168,7 +176,7 @@ class MirrorBuildProject(Construct):
         project.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[setup.bucket.arn_for_objects(setup.s3_object_key)],
         ))
-        direct = sorted({image.repository for image in config.images})
+        direct = direct_repositories(config)
         if direct:
             project.add_to_role_policy(iam.PolicyStatement(actions=PULL_ACTIONS,
                                                            resources=[repo_arn(r) for r in direct]))
@@ -210,6 +218,10 @@ class MirrorBuildProject(Construct):
                 f"Pull-through cache rule {rule.prefix!r} creates repositories under its prefix on first pull; "
                 "their names are the images Dockerfiles name."
             )
+        for name in direct_repositories(config):
+            if name.endswith("/*"):
+                wildcards["Resource::" + arn.format("ecr", f"repository/{name}")] = (
+                    "The mirror's direct copies, one repository per image listed in mirror.yaml, under its prefix.")
         for name in push_repositories:
             if name.endswith("*"):
                 wildcards["Resource::" + arn.format("ecr", f"repository/{name}")] = (
@@ -234,6 +246,19 @@ class MirrorBuildProject(Construct):
         ))
         for finding, reason in wildcards.items():
             Validations.of(self.role).acknowledge(Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason))
+
+
+def build_images_not_mirrored(config: Config) -> list[tuple[str, str]]:
+    """The build's own images whose tag the config does not copy: (image, the mirror.yaml entry to add)."""
+    missing = []
+    for image in (BUILDKIT_IMAGE, BINFMT_IMAGE):
+        ref = parse(image)
+        tag = ref.tag or "latest"
+        if not any(i.ref.name == ref.name and (tag in i.tags or bool(i.tag_regex and re.fullmatch(i.tag_regex, tag)))
+                   for i in config.images):
+            target = default_repository(ref, config.repositories.prefix)
+            missing.append((image, f'- {{source: {ref.repository}, tags: ["{tag}"], target: {target}}}'))
+    return missing
 
 
 def nag_text(value: object) -> str:

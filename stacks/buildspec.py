@@ -83,10 +83,12 @@ EMULATORS = (
 
 # docker-container builder (the registry cache needs it). network=host lets it reach the loopback mirror
 # endpoint (buildx docs, docker-container driver options); its image is pulled by dockerd, through the mirror.
+# `--config`, not `--buildkitd-config`: the latter exists from buildx v0.13.0 (commit 56fc68eb), and v0.12 exits
+# 125 "unknown flag"; `--config` is v0.12's flag and still a hidden alias in v0.36 (docker/buildx commands/create.go).
 BUILDER = (
     f'docker buildx create --name {BUILDER_NAME} --driver docker-container '
     '--driver-opt "image=$BUILDKIT_IMAGE" --driver-opt network=host '
-    '--buildkitd-config "$MIRROR_BUILDKIT_CONFIG" --bootstrap --use'
+    '--config "$MIRROR_BUILDKIT_CONFIG" --bootstrap --use'
 )
 
 BUILD_ARGS = [
@@ -98,11 +100,24 @@ BUILD_ARGS = [
     'printf -- \'--tag\\n%s\\n\' "$IMAGE_REPO_URI:latest" >> "$BUILD_ARGS_FILE"; fi',
 ]
 
+# Import only caches that exist: for a missing --cache-from ref BuildKit prints an `ERROR ... not found` block at
+# the end of a successful build, which every branch's first build would have. `imagetools inspect --raw` only
+# fetches the manifest (docker/buildx util/imagetools/printers.go), and a 404 is containerd's "<ref>: not found"
+# (remotes/docker/resolver.go, errdefs.ErrNotFound); any other failure keeps the ref, so BuildKit says what is wrong.
+CACHE_FROM = (
+    'if [ "$CACHE_REF_MAIN" = "$CACHE_REF" ]; then cache_refs=("$CACHE_REF"); '
+    'else cache_refs=("$CACHE_REF" "$CACHE_REF_MAIN"); fi; '
+    'for ref in "${cache_refs[@]}"; do '
+    f'if docker buildx imagetools inspect --builder {BUILDER_NAME} --raw "$ref" > /dev/null 2> "$WORK_DIR/cache-check" '
+    '|| ! grep -q "not found" "$WORK_DIR/cache-check"; then '
+    'printf -- \'--cache-from\\ntype=registry,ref=%s\\n\' "$ref" >> "$BUILD_ARGS_FILE"; '
+    'else echo "no build cache yet for $ref"; fi; done'
+)
+
 # ignore-error=true: a failed cache export never fails a build whose image was pushed (BuildKit README, cache).
 BUILD = (
     'mapfile -t build_args < "$BUILD_ARGS_FILE" && '
     f'docker buildx build --builder {BUILDER_NAME} --file "$DOCKERFILE" --platform "$PLATFORMS" '
-    '--cache-from "type=registry,ref=$CACHE_REF" --cache-from "type=registry,ref=$CACHE_REF_MAIN" '
     '--cache-to "type=registry,ref=$CACHE_REF,mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true" '
     '--metadata-file "$METADATA_FILE" --push "${build_args[@]}" "$CONTEXT_DIR"'
 )
@@ -147,7 +162,7 @@ def build_spec(options: BuildSpecOptions) -> dict[str, Any]:
             "install": {"on-failure": "ABORT", "commands": SETUP},
             "pre_build": {
                 "on-failure": "ABORT",
-                "commands": [*VARIABLES, ECR_LOGIN, DOCKER_HUB_LOGIN, EMULATORS, BUILDER, *BUILD_ARGS],
+                "commands": [*VARIABLES, ECR_LOGIN, DOCKER_HUB_LOGIN, EMULATORS, BUILDER, *BUILD_ARGS, CACHE_FROM],
             },
             # `finally` runs whether or not the build failed: the line saying what the mirror served is in every log.
             "build": {"on-failure": "ABORT", "commands": [BUILD], "finally": [REPORT]},

@@ -36,7 +36,6 @@ DEAD_LETTER_RETENTION = Duration.days(14)
 PARAMETER_PREFIX = "/ecr-mirror"
 PARAMETER_REGISTRY_URI = f"{PARAMETER_PREFIX}/registry-uri"
 PARAMETER_PREFIXES = f"{PARAMETER_PREFIX}/pull-through-cache-prefixes"
-PARAMETER_IMAGES = f"{PARAMETER_PREFIX}/images"
 PARAMETER_PROJECT_NAME = f"{PARAMETER_PREFIX}/codebuild-project-name"
 PARAMETER_PROJECT_ARN = f"{PARAMETER_PREFIX}/codebuild-project-arn"
 PARAMETER_ROLE_ARN = f"{PARAMETER_PREFIX}/codebuild-role-arn"
@@ -44,6 +43,15 @@ PARAMETER_SPEC = f"{PARAMETER_PREFIX}/spec"
 # What an adopted build needs (stacks/adopt.py): setup_mirror.py's map, and the repositories it may pull.
 PARAMETER_MIRROR_MAP = f"{PARAMETER_PREFIX}/mirror-map"
 PARAMETER_PULL_REPOSITORY_ARNS = f"{PARAMETER_PREFIX}/pull-repository-arns"
+# The setup module in the mirror's own bucket, for other accounts' builds (stacks/stackset.py), and in a replica
+# region the mirror's home registry: published in every member account by the organization's StackSet.
+PARAMETER_SETUP_BUCKET = f"{PARAMETER_PREFIX}/setup-bucket"
+PARAMETER_SETUP_KEY = f"{PARAMETER_PREFIX}/setup-key"
+PARAMETER_HOME_REGISTRY_URI = f"{PARAMETER_PREFIX}/home-registry-uri"
+SETUP_KEY = "codebuild/setup_mirror.py"
+# The organization's StackSet and what it creates in each member account (stacks/member.py).
+STACK_SET_NAME = f"{STACK_NAME}-Contract"
+MEMBER_POLICY_NAME = "EcrMirrorPull"
 # Not contract: the planner's memory of when it first saw each pending change (staleness metric).
 PARAMETER_STATE = f"{PARAMETER_PREFIX}/state/pending-changes"
 STANDARD_PARAMETER_BYTES = 4096

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from aws_cdk import Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError
+from lambdas.mirror.config import Config, ConfigError, default_repository
 
 from . import constants
 
@@ -26,27 +27,44 @@ def prefixes_json(config: Config) -> str:
 
 
 def mirror_map(config: Config) -> str:
-    """What setup_mirror.py needs, as compact JSON: registry -> cache-rule prefix, source repo -> ECR repo."""
+    """What setup_mirror.py and adopted projects need, as compact JSON, whatever the number of images:
+    `prefixes` (registry host -> cache-rule prefix), `mirror_prefix` and `mirror_hosts` (an image of those hosts
+    is at `<mirror_prefix>/<host>/<path>` when mirror.yaml lists it) and `repositories` (source -> the `target`
+    of each image copied elsewhere). A build asks for `<mirror_prefix>/…` first, then the cache prefix."""
+    base = config.repositories.prefix
     prefixes = {rule.registry: rule.prefix for rule in config.pull_through_cache}
-    repositories = {image.ref.name: image.repository for image in config.images}
-    return json.dumps({"prefixes": prefixes, "repositories": repositories}, separators=(",", ":"), sort_keys=True)
+    hosts = sorted({image.ref.registry for image in config.images
+                    if image.repository == default_repository(image.ref, base)})
+    repositories = {image.ref.name: image.repository for image in config.images
+                    if image.repository != default_repository(image.ref, base)}
+    data: dict[str, object] = {"prefixes": prefixes, "repositories": repositories}
+    if hosts:
+        data |= {"mirror_prefix": base, "mirror_hosts": hosts}
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def direct_repositories(config: Config) -> list[str]:
+    """Repository names of the direct copies, for IAM: `<repositories.prefix>/*` for every image at its default
+    location (so a policy stays small for any number of images), and each `target` elsewhere."""
+    base = config.repositories.prefix
+    names = {image.repository for image in config.images}
+    default = {image.repository for image in config.images if image.repository == default_repository(image.ref, base)}
+    return ([f"{base}/*"] if default else []) + sorted(names - default)
 
 
 def pull_repositories(mirror: str) -> list[str]:
-    """Repository names (`<prefix>/*` per cache rule, each direct copy) a build pulls, from a mirror_map JSON."""
+    """Repository names a build pulls (`<prefix>/*` per cache rule and for `mirror_prefix`, each other
+    direct copy), from a mirror_map JSON."""
     parsed = json.loads(mirror)
-    return [f"{prefix}/*" for prefix in sorted(set(parsed["prefixes"].values()))] + sorted(
-        set(parsed["repositories"].values())
-    )
+    wildcards = set(parsed["prefixes"].values()) | ({parsed["mirror_prefix"]} if parsed.get("mirror_hosts") else set())
+    return [f"{prefix}/*" for prefix in sorted(wildcards)] + sorted(set(parsed["repositories"].values()))
 
 
-def images_json(config: Config, registry_uri: str) -> str:
-    """Normalized source (`docker.io/library/python`) → ECR repository URI it is mirrored to."""
-    return json.dumps(
-        {image.ref.name: f"{registry_uri}/{image.repository}" for image in config.images},
-        separators=(",", ":"),
-        sort_keys=True,
-    )
+def repository_arns(scope: Construct, names: list[str], registries: Iterable[tuple[str, str]]) -> list[str]:
+    """The ARNs of `names` (pull_repositories) in each registry, given as (account, region); tokens allowed."""
+    stack = Stack.of(scope)
+    return [stack.format_arn(service="ecr", account=account, region=region, resource="repository", resource_name=name)
+            for account, region in registries for name in names]
 
 
 class MirrorContract(Construct):
@@ -63,7 +81,8 @@ class MirrorContract(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.spec = self._parameter(
-            "Spec", constants.PARAMETER_SPEC, config.to_json(), "Validated mirror.yaml as JSON, read by the planner"
+            "Spec", constants.PARAMETER_SPEC, config.to_spec(),
+            "Validated mirror.yaml as gzipped, base64-encoded JSON, read by the planner"
         )
         self._parameter(
             "RegistryUri", constants.PARAMETER_REGISTRY_URI, registry_uri, "ECR registry host", size=len(_LONGEST_URI)
@@ -75,17 +94,10 @@ class MirrorContract(Construct):
             "JSON map: upstream registry host to ECR pull-through cache prefix",
         )
         self._parameter(
-            "Images",
-            constants.PARAMETER_IMAGES,
-            images_json(config, registry_uri),
-            "JSON map: mirrored image to its ECR repository URI",
-            size=len(images_json(config, _LONGEST_URI).encode()),
-        )
-        self._parameter(
             "MirrorMap",
             constants.PARAMETER_MIRROR_MAP,
             mirror_map(config),
-            "JSON map setup_mirror.py reads: upstream host to cache prefix, source repository to ECR repository",
+            "JSON map setup_mirror.py reads: cache prefixes, the mirror prefix and hosts, other direct copies",
         )
         stack = Stack.of(self)
         names = pull_repositories(mirror_map(config))
@@ -98,7 +110,7 @@ class MirrorContract(Construct):
                 stack.format_arn(service="ecr", resource="repository", resource_name=name) for name in names
             ],
             description="ECR repositories a build may pull from the mirror (a cache prefix creates its own)",
-            tier=_tier(constants.PARAMETER_PULL_REPOSITORY_ARNS, longest),
+            tier=parameter_tier(constants.PARAMETER_PULL_REPOSITORY_ARNS, longest),
         )
         if project is not None:
             self._parameter(
@@ -128,13 +140,13 @@ class MirrorContract(Construct):
         self, id: str, name: str, value: str, description: str, size: int | None = None
     ) -> ssm.StringParameter:
         # `size` stands in for values that hold deploy-time tokens (registry host, project name).
-        tier = _tier(name, len(value.encode()) if size is None else size)
+        tier = parameter_tier(name, len(value.encode()) if size is None else size)
         return ssm.StringParameter(
             self, id, parameter_name=name, string_value=value, description=description, tier=tier
         )
 
 
-def _tier(name: str, size: int) -> ssm.ParameterTier:
+def parameter_tier(name: str, size: int) -> ssm.ParameterTier:
     if size > constants.ADVANCED_PARAMETER_BYTES:
         raise ConfigError(
             f"SSM parameter {name}: {size} bytes, over the {constants.ADVANCED_PARAMETER_BYTES}-byte limit; "

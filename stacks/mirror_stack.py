@@ -17,13 +17,16 @@ from .contract import MirrorContract, mirror_map
 from .credentials import DockerHubCredentials
 from .observability import MirrorObservability
 from .registry import MirrorRegistry
-from .replication import replication_configuration
+from .replication import check_regions, replication_configuration
+from .stackset import OrganizationContract
 from .sync import MirrorSync
 
 
 class MirrorStack(Stack):
     def __init__(self, scope: Construct, id: str, *, config: Config, **kwargs: Any) -> None:
         super().__init__(scope, id, description=constants.DESCRIPTION, **kwargs)
+        # Before any construct: a refused config leaves nothing in the cloud assembly (the build stages an asset).
+        check_regions(self, config)
         credentials = DockerHubCredentials(self, "Credentials", credentials=config.docker_hub_credentials)
         secret = credentials.secret
         registry = MirrorRegistry(self, "Registry", config=config, docker_hub_secret=secret)
@@ -32,6 +35,8 @@ class MirrorStack(Stack):
         if config.replication_regions:
             replication_configuration(registry, "Replication", config=config)
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
+        if config.sharing is not None and config.sharing.stack_set is not None:
+            OrganizationContract(self, "Organization", config=config)  # the contract in every member account
         sync = MirrorSync(
             self,
             "Sync",

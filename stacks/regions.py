@@ -1,4 +1,5 @@
-"""Where the stack can run: the Powertools layer it pins and ECR pull-through cache, per partition and region.
+"""Where the stack can run: the Powertools layer it pins and ECR pull-through cache, per partition and region;
+and where its replicas can be (stacks/replication.py): a region with ECR, in the stack's partition.
 
 A region outside these tables fails synth with one line naming it when the stack's region is known; an
 environment-agnostic template (the default `make synth`) carries the same table as a CloudFormation
@@ -33,6 +34,19 @@ POWERTOOLS_ARM64_REGIONS = {
 # ECR: "Pull through cache rules are supported in all AWS Regions except AWS GovCloud (US) and the
 # AWS Regions in China" (What's New, 2023-11-17, additional upstream registries).
 PULL_THROUGH_CACHE_PARTITIONS = ("aws",)
+# Regions with ECR, where a replica stack (repositories and creation templates, no Lambda) can go, in the
+# partitions the mirror stack itself can be in (ECR replicates within one). Source: the `api.ecr` endpoints of
+# botocore 1.44.8's data/endpoints.json (AWS General Reference, "Amazon ECR endpoints and quotas").
+ECR_REGIONS = {
+    "aws": (
+        "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
+        "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
+        "ap-southeast-6", "ap-southeast-7", "ca-central-1", "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1",
+        "eu-south-1", "eu-south-2", "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1",
+        "me-south-1", "mx-central-1", "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+    ),
+    "aws-cn": ("cn-north-1", "cn-northwest-1"),
+}
 
 
 def powertools_layer_arn(partition: str, region: str) -> str:
@@ -42,14 +56,23 @@ def powertools_layer_arn(partition: str, region: str) -> str:
     )
 
 
+def home_partitions(config: Config) -> tuple[str, ...]:
+    """The partitions the mirror stack can be deployed to with this config."""
+    return PULL_THROUGH_CACHE_PARTITIONS if config.pull_through_cache else tuple(POWERTOOLS_ACCOUNTS)
+
+
 def supported_regions(config: Config) -> dict[str, str]:
     """Region -> Powertools layer ARN, for every region this config can be deployed to."""
-    partitions = PULL_THROUGH_CACHE_PARTITIONS if config.pull_through_cache else tuple(POWERTOOLS_ACCOUNTS)
     return {
         region: powertools_layer_arn(partition, region)
-        for partition in partitions
+        for partition in home_partitions(config)
         for region in POWERTOOLS_ARM64_REGIONS[partition]
     }
+
+
+def ecr_partition(region: str) -> str | None:
+    """The partition of a region ECR_REGIONS lists, else None."""
+    return next((partition for partition, regions in ECR_REGIONS.items() if region in regions), None)
 
 
 def region_error(region: str, config: Config) -> str:

@@ -15,6 +15,7 @@ from constructs import Construct
 from lambdas.mirror.config import Config, ConfigError
 
 from . import sharing
+from .contract import direct_repositories
 
 # The planner compares digests with manifest HEADs and GETs through the registry API (ecr:BatchGetImage);
 # copies also read blobs, check which the destination has, and mount from other mirrored repositories
@@ -152,6 +153,7 @@ class MirrorRegistry(Construct):
 
     def __init__(self, scope: Construct, id: str, *, config: Config, docker_hub_secret: secretsmanager.ISecret) -> None:
         super().__init__(scope, id)
+        self.config = config
         self.uri = Fn.sub("${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}")
         self.prefixes = [rule.prefix for rule in config.pull_through_cache]
         self.repositories = [mirrored_repository(self, image.repository, config)
@@ -211,17 +213,33 @@ class MirrorRegistry(Construct):
         ]
 
     def repository_arns(self) -> list[str]:
-        return [repo.repository_arn for repo in self.repositories]
+        """The direct copies, `<prefix>/*` for those at their default location (contract.direct_repositories)."""
+        stack = Stack.of(self)
+        return [stack.format_arn(service="ecr", resource="repository", resource_name=name)
+                for name in direct_repositories(self.config)]
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
         """Compare digests: read manifests of the mirrored repositories."""
         self._grant_login(grantee)
         self._grant(grantee, READ_ACTIONS, self.repository_arns())
+        self._acknowledge_prefix(grantee)
 
     def grant_mirror(self, grantee: iam.IGrantable) -> None:
         """Copy images: pull and push the mirrored repositories (never a cache rule's)."""
         self._grant_login(grantee)
         self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
+        self._acknowledge_prefix(grantee)
+
+    def _acknowledge_prefix(self, grantee: iam.IGrantable) -> None:
+        principal = grantee.grant_principal
+        names = [name for name in direct_repositories(self.config) if name.endswith("/*")]
+        if not isinstance(principal, Construct) or not names:
+            return
+        arn = f"arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/{names[0]}"
+        Validations.of(principal).acknowledge(Acknowledgment(
+            id=f"AwsSolutions-IAM5[Resource::{arn}]",
+            reason="The mirror's direct copies: one repository per image mirror.yaml lists, all under this prefix; "
+            "one wildcard keeps the policy within IAM's size limit for any number of images."))
 
     def _grant_login(self, grantee: iam.IGrantable) -> None:
         # The registry login token is the only account-wide ECR action; it has no resource-level form.

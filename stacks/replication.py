@@ -24,7 +24,7 @@ from constructs import Construct
 
 from lambdas.mirror.config import Config, ConfigError, partition
 
-from . import constants
+from . import constants, regions
 from .registry import creation_template, mirrored_repository
 
 # ECR: "Each rule may contain up to 100 filters", "a maximum of 10 rules total".
@@ -59,27 +59,32 @@ def replication_configuration(scope: Construct, id: str, *, config: Config) -> e
         )
         for chunk in chunks
     ]
-    check_own_region(scope, config)
+    check_regions(scope, config)
+    if Token.is_unresolved(Stack.of(scope).region):
+        replicas_elsewhere_rule(scope, config)
     return ecr.CfnReplicationConfiguration(
         scope, id, replication_configuration=ecr.CfnReplicationConfiguration.ReplicationConfigurationProperty(
             rules=rules)
     )
 
 
-def check_own_region(scope: Construct, config: Config) -> None:
-    """ECR cannot replicate a region to itself: one synth line when the region is known, else a template rule."""
+def check_regions(scope: Construct, config: Config) -> None:
+    """Each replica region has ECR (stacks/regions.py), in the stack's partition, and is not the stack's own region:
+    one synth line for the first that is not, before any replica stack exists."""
     region = Stack.of(scope).region
     known = not Token.is_unresolved(region)
     # An environment-agnostic stack goes to the CLI's region, which the CLI hands the app as CDK_DEFAULT_REGION:
-    # caught here, before the replica stacks (deployed first) could create their resources in the home region.
+    # caught here, before the replica stacks (deployed first) could create their resources.
     deployed_to = region if known else os.environ.get("CDK_DEFAULT_REGION")
-    if deployed_to in config.replication_regions:
-        index = config.replication_regions.index(deployed_to)
-        where = "" if known else " (CDK_DEFAULT_REGION, where cdk deploys it)"
-        raise ConfigError(f"{config.origin}: replication.regions[{index}]: {deployed_to!r} is the stack's own "
-                          f"region{where}")
-    if known:
-        return
+    where = "" if known else " (CDK_DEFAULT_REGION, where cdk deploys it)"
+    for index, replica in enumerate(config.replication_regions):
+        failure = replica_error(replica, deployed_to, where, config)
+        if failure:
+            raise ConfigError(f"{config.origin}: replication.regions[{index}]: {failure}")
+
+
+def replicas_elsewhere_rule(scope: Construct, config: Config) -> None:
+    """A stack whose region is known only at deploy time: its change set fails in a replica's region or partition."""
     CfnRule(
         scope,
         "ReplicationElsewhere",
@@ -96,6 +101,25 @@ def check_own_region(scope: Construct, config: Config) -> None:
             ),
         ],
     )
+
+
+def replica_error(replica: str, home: str | None, where: str, config: Config) -> str | None:
+    """Why `replica` cannot replicate the mirror in `home` (None: unknown until deploy), or None if it can."""
+    if replica == home:
+        return f"{replica!r} is the stack's own region{where}"
+    replica_partition = regions.ecr_partition(replica)
+    if replica_partition is None:
+        return (f"{replica!r} is not a region with ECR in partition {' or '.join(regions.ECR_REGIONS)} "
+                "(stacks/regions.py lists them)")
+    # ECR: "Cross-Region replication is not supported between AWS partitions".
+    if home is not None and partition(home) != replica_partition:
+        return (f"{replica!r} is in partition {replica_partition}, the stack's region {home!r}{where} in "
+                f"{partition(home)}; ECR replicates within one partition")
+    deployable = regions.home_partitions(config)
+    if home is None and replica_partition not in deployable:
+        return (f"{replica!r} is in partition {replica_partition}; with pull_through_cache rules the mirror stack "
+                f"deploys to {' or '.join(deployable)} only, and ECR replicates within one partition")
+    return None
 
 
 class MirrorReplicaStack(Stack):

@@ -62,22 +62,24 @@ def pull_policy_text(scope: Construct, sharing: Sharing, origin: str) -> str:
 
 def check_size(scope: Construct, document: iam.PolicyDocument, origin: str) -> None:
     """A policy over ECR's limit fails synth with one line, not the deploy."""
-    size = len(json.dumps(_longest(Stack.of(scope).resolve(document)), separators=(",", ":")))
+    size = len(json.dumps(longest(Stack.of(scope).resolve(document)), separators=(",", ":")))
     if size > MAX_POLICY_CHARACTERS:
         raise ConfigError(f"{origin}: sharing.accounts: the policies would reach {size} characters, over ECR's "
                           f"{MAX_POLICY_CHARACTERS}; share with the organization (sharing.organization_id) instead")
 
 
-def _longest(value: Any) -> Any:
+def longest(value: Any, refs: dict[str, str] | None = None) -> Any:
+    """A resolved value with each Ref as its longest text (pseudo parameters, and `refs` for template parameters)."""
+    refs = {**_LONGEST, **(refs or {})}
     if isinstance(value, dict) and set(value) == {"Ref"}:
-        return _LONGEST.get(value["Ref"], value["Ref"])
+        return refs.get(value["Ref"], value["Ref"])
     if isinstance(value, dict) and set(value) == {"Fn::Join"}:
         separator, parts = value["Fn::Join"]
-        return separator.join(str(_longest(part)) for part in parts)
+        return separator.join(str(longest(part, refs)) for part in parts)
     if isinstance(value, dict):
-        return {k: _longest(v) for k, v in value.items()}
+        return {k: longest(v, refs) for k, v in value.items()}
     if isinstance(value, list):
-        return [_longest(v) for v in value]
+        return [longest(v, refs) for v in value]
     return value
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lambdas.mirror.config import Config, ConfigError, Image, load_config
+from lambdas.mirror.config import Config, ConfigError, Image, load_config, parse_spec
 from lambdas.mirror.ecr import PLACEHOLDER, registry_credentials
 from lambdas.mirror.errors import CredentialsError
 from lambdas.mirror.reference import DOCKER_HUB
@@ -133,12 +133,16 @@ def check_stack(config: Config, ssm: Any = None, stack_name: str = STACK_NAME) -
     from botocore.exceptions import ClientError
 
     try:
-        deployed = json.loads(ssm.get_parameter(Name=SPEC_PARAMETER)["Parameter"]["Value"])
+        deployed = ssm.get_parameter(Name=SPEC_PARAMETER)["Parameter"]["Value"]
     except ClientError as err:
         if _code(err) != "ParameterNotFound":
             raise
         return Check("stack", False, f"{SPEC_PARAMETER} is missing in {region}: make deploy CONFIG={config.origin}")
-    if deployed != json.loads(config.to_json()):
+    try:
+        same = parse_spec(deployed, origin=SPEC_PARAMETER) == config
+    except ConfigError:
+        same = False
+    if not same:
         return Check("stack", False, f"{stack_name} in {region} runs another config than {config.origin} "
                                      f"({SPEC_PARAMETER} differs): make deploy CONFIG={config.origin}")
     return Check("stack", True, f"{stack_name} in {region} runs {config.origin}")

@@ -6,6 +6,8 @@ validated config as JSON in SSM and the planner runs it through the same `parse_
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -71,6 +73,10 @@ _SSM_NAME = re.compile(r"/?[a-zA-Z0-9_.\-/]{1,1011}")
 _ACCOUNT = re.compile(r"[0-9]{12}")
 # AWS Organizations API reference, Organization.Id: "o-" then 10 to 32 lowercase letters or digits.
 _ORGANIZATION = re.compile(r"o-[a-z0-9]{10,32}")
+# AWS::CloudFormation::StackSet DeploymentTargets.OrganizationalUnitIds: the root id (r-) or OU ids (ou-).
+_STACK_SET_TARGET = re.compile(r"ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}|r-[a-z0-9]{4,32}")
+# AWS::CloudFormation::StackSet CallAs: SELF in the management account, else a registered delegated administrator.
+STACK_SET_CALL_AS = ("DELEGATED_ADMIN", "SELF")
 # Region names as AWS writes them: us-east-1, ap-southeast-5, us-gov-west-1, cn-north-1, eusc-de-east-1.
 _REGION = re.compile(r"[a-z]{2,4}(?:-(?:gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
 # Secrets Manager secret names: 1-512 of letters, digits and /_+=.@-.
@@ -135,11 +141,20 @@ class Repositories:
 
 
 @dataclass(frozen=True)
+class StackSet:
+    """Where the organization's StackSet puts the contract: the root id (every account) or OU ids."""
+
+    targets: tuple[str, ...]
+    call_as: str = STACK_SET_CALL_AS[0]
+
+
+@dataclass(frozen=True)
 class Sharing:
     """Who else may pull from the mirror: an AWS Organization, single accounts, or both."""
 
     organization_id: str | None = None
     accounts: tuple[str, ...] = ()
+    stack_set: StackSet | None = None  # required with organization_id
 
 
 @dataclass(frozen=True)
@@ -168,8 +183,14 @@ class Config:
         secrets.update(self.registry_credentials)
         return secrets
 
+    def to_spec(self) -> str:
+        """`to_json`, gzipped and base64-encoded behind SPEC_PREFIX: what the stack stores in SSM for the planner.
+        Compressed so that a few hundred images fit SSM's 8 KB (the same names and tags repeat); `parse_spec`."""
+        packed = base64.b64encode(gzip.compress(self.to_json().encode(), mtime=0)).decode()
+        return SPEC_PREFIX + packed
+
     def to_json(self) -> str:
-        """The validated config, in the YAML file's own shape, as compact JSON: what the planner reads from SSM."""
+        """The validated config, in the YAML file's own shape, as compact JSON."""
         creds = self.docker_hub_credentials
         data: dict[str, Any] = {
             "images": [
@@ -195,8 +216,11 @@ class Config:
             "repositories": asdict(self.repositories),
         }
         if self.sharing is not None:
-            data["sharing"] = {k: v for k, v in (("organization_id", self.sharing.organization_id),
-                                                 ("accounts", list(self.sharing.accounts))) if v}
+            stack_set = self.sharing.stack_set
+            data["sharing"] = {k: v for k, v in (
+                ("organization_id", self.sharing.organization_id), ("accounts", list(self.sharing.accounts)),
+                ("stack_set", stack_set and {"targets": list(stack_set.targets), "call_as": stack_set.call_as}),
+            ) if v}
         if self.replication_regions:
             data["replication"] = {"regions": list(self.replication_regions)}
         if self.registry_credentials:
@@ -216,6 +240,23 @@ def partition(region: str) -> str:
         if region.startswith(start):
             return name
     return "aws"
+
+
+SPEC_PREFIX = "gzip+base64:"
+
+
+def parse_spec(text: str, *, origin: str = "mirror spec") -> Config:
+    """The config `Config.to_spec` stored (plain JSON, as earlier versions stored it, is read too)."""
+    if text.startswith(SPEC_PREFIX):
+        try:
+            text = gzip.decompress(base64.b64decode(text[len(SPEC_PREFIX):], validate=True)).decode()
+        except (ValueError, OSError, EOFError) as err:
+            raise ConfigError(f"{origin}: not a gzip+base64 spec: {err}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"{origin}: not JSON: {err}") from None
+    return parse_config(data, origin=origin)
 
 
 def default_repository(ref: Reference, prefix: str) -> str:
@@ -325,7 +366,7 @@ class _Parser:
     def sharing(self, value: Any) -> Sharing | None:
         if value is None:
             return None
-        raw = self.mapping(value, "sharing", {"organization_id", "accounts"})
+        raw = self.mapping(value, "sharing", {"organization_id", "accounts", "stack_set"})
         organization = raw.get("organization_id")
         if organization is not None and not (isinstance(organization, str) and _ORGANIZATION.fullmatch(organization)):
             raise self.fail("sharing.organization_id", f"{organization!r} is not an AWS Organizations id "
@@ -344,7 +385,36 @@ class _Parser:
             ids.append(account)
         if organization is None and not ids:
             raise self.fail("sharing", "needs 'organization_id', 'accounts' or both")
-        return Sharing(organization, tuple(ids))
+        stack_set = self.stack_set(raw.get("stack_set"), organization)
+        return Sharing(organization, tuple(ids), stack_set)
+
+    def stack_set(self, value: Any, organization: str | None) -> StackSet | None:
+        where = "sharing.stack_set"
+        if value is None:
+            if organization is None:
+                return None
+            raise self.fail(where, "needed with organization_id (the StackSet that puts the contract in every "
+                                   "account): targets: [the organization's root id r-..., or OU ids ou-...]")
+        if organization is None:
+            raise self.fail(where, "needs sharing.organization_id (a StackSet reaches the accounts of an organization)")
+        raw = self.mapping(value, where, {"targets", "call_as"})
+        targets = raw.get("targets")
+        if not isinstance(targets, list) or not targets:
+            raise self.fail(f"{where}.targets", "must be a non-empty list: the organization's root id (r-...: every "
+                                                f"account) or OU ids (ou-...), got {targets!r}")
+        for i, target in enumerate(targets):
+            if not (isinstance(target, str) and _STACK_SET_TARGET.fullmatch(target)):
+                raise self.fail(f"{where}.targets[{i}]", f"{target!r} is not a root id (r- and 4 to 32 lowercase "
+                                                         "letters or digits) or an OU id (ou-xxxx-xxxxxxxx); the "
+                                                         "organization id (o-...) is not a target")
+            if target in targets[:i]:
+                raise self.fail(f"{where}.targets[{i}]", f"{target!r} is listed twice")
+        call_as = raw.get("call_as", STACK_SET_CALL_AS[0])
+        if call_as not in STACK_SET_CALL_AS:
+            raise self.fail(f"{where}.call_as", f"must be DELEGATED_ADMIN (a member account registered as the "
+                                                f"StackSets delegated administrator) or SELF (the management "
+                                                f"account), got {call_as!r}")
+        return StackSet(tuple(targets), call_as)
 
     def replication(self, value: Any) -> tuple[str, ...]:
         if value is None:

@@ -3,14 +3,13 @@ back to the queue to wait)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import ceil
 from typing import Any
 
-from .config import parse_config
+from .config import parse_spec
 from .endpoints import Endpoints
 from .errors import TooManyRequests
 from .observability import logger, record_copy, record_failure, record_plan
@@ -58,7 +57,7 @@ def plan_and_enqueue(spec: str, endpoints: Endpoints, queue_url: str, *, origin:
                      sqs: Any = None, state: ParameterState | None = None) -> dict[str, Any]:
     """Parse the spec (the JSON the stack stored), plan with HEADs only, queue what needs copying.
     `state` remembers when each pending change was first seen, for the staleness metric."""
-    config = parse_config(json.loads(spec), origin=origin)
+    config = parse_spec(spec, origin=origin)
     result = plan(config, endpoints)
     sent = enqueue(result.tasks(), queue_url, sqs=sqs)
     seen = state.load() if state else {}

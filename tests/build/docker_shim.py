@@ -7,7 +7,7 @@ docker command is the real client against the real daemon (DOCKER_HOST). Any fla
 fails loudly, so a buildspec change podman cannot stand in for shows up here, not as a different build.
 
 What stands in for what (the rest is covered statically in test_project.py):
-- `docker buildx create --buildkitd-config F`: F's `[registry."X"] mirrors` become a registries.conf for
+- `docker buildx create --config F`: F's `[registry."X"] mirrors` become a registries.conf for
   podman, with the same path semantics (containers/image inserts a mirror's path after /v2/, as BuildKit
   does); docker.io's own location is the test's "Docker Hub", so a fallback is observable there. The
   builder image is pulled through that config, as the docker-container driver has dockerd pull it.
@@ -16,6 +16,8 @@ What stands in for what (the rest is covered statically in test_project.py):
 - `--metadata-file`: written from `podman push --digestfile`, the digest the registry stored.
 - `--push`: podman build cannot push; the shim pushes every `--tag` after the build.
 - `--platform a,b`: a multi-platform build needs BuildKit; one platform only.
+- `docker buildx imagetools inspect --raw REF`: skopeo fetches the manifest; a 404 is said as buildx says it,
+  `ERROR: REF: not found` (cmd/buildx/main.go prints containerd's errdefs.ErrNotFound after "ERROR: ").
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ REAL_DOCKER = "/usr/bin/docker"
 VALUE_FLAGS = {"--builder", "--file", "-f", "--platform", "--tag", "-t", "--build-arg", "--build-context",
                "--cache-from", "--cache-to", "--metadata-file", "--target"}
 BOOLEAN_FLAGS = {"--push", "--pull", "--load"}
-CREATE_VALUE_FLAGS = {"--name", "--driver", "--driver-opt", "--buildkitd-config"}
+CREATE_VALUE_FLAGS = {"--name", "--driver", "--driver-opt", "--config"}
 CREATE_BOOLEAN_FLAGS = {"--bootstrap", "--use"}
 
 
@@ -102,7 +104,7 @@ def buildx_create(args: list[str]) -> int:
     driver_opts = dict(opt.split("=", 1) for opt in options.get("--driver-opt", []))
     if "image" not in driver_opts or driver_opts.get("network") != "host":
         raise SystemExit("docker-shim: buildx create needs --driver-opt image=<buildkit image> and network=host")
-    (config,) = options["--buildkitd-config"]
+    (config,) = options["--config"]
     registries_conf().write_text(podman_mirrors(Path(config)))
     note(f"podman has no buildx builders; pulling the builder image {driver_opts['image']} through {config}")
     return podman("pull", "--quiet", driver_opts["image"])
@@ -162,6 +164,31 @@ def buildx_build(args: list[str]) -> int:
     return 0
 
 
+def buildx_imagetools_inspect(args: list[str]) -> int:
+    ref, raw = None, False
+    while args:
+        arg = args.pop(0)
+        if arg == "--builder":
+            args.pop(0)
+        elif arg == "--raw":
+            raw = True
+        elif arg.startswith("-"):
+            raise SystemExit(f"docker-shim: buildx imagetools inspect: unsupported flag {arg}")
+        else:
+            ref = arg
+    if not (raw and ref):
+        raise SystemExit("docker-shim: buildx imagetools inspect: only --raw REF is expected")
+    # skopeo reads podman's logins (REGISTRY_AUTH_FILE), which `docker login` made here.
+    result = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                            capture_output=True, text=True)
+    sys.stdout.write(result.stdout)
+    if result.returncode and "manifest unknown" in result.stderr:
+        print(f"ERROR: {ref}: not found", file=sys.stderr)
+    else:
+        sys.stderr.write(result.stderr)
+    return result.returncode
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["login"]:
         return login(argv[1:])
@@ -169,6 +196,8 @@ def main(argv: list[str]) -> int:
         return buildx_create(argv[2:])
     if argv[:2] == ["buildx", "build"]:
         return buildx_build(argv[2:])
+    if argv[:3] == ["buildx", "imagetools", "inspect"]:
+        return buildx_imagetools_inspect(argv[3:])
     if argv[:1] == ["buildx"]:
         raise SystemExit(f"docker-shim: unsupported command: docker {' '.join(argv)}")
     os.execv(REAL_DOCKER, [REAL_DOCKER, *argv])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, Environment, NestedStack, Stack, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Capture, Match, Template
@@ -21,7 +21,7 @@ from cdk_nag import AwsSolutionsChecks
 from cfnlint.api import ManualArgs, lint_file
 
 from lambdas.mirror.config import load_config
-from stacks.adopt import AdoptionError, MirrorAdoption
+from stacks.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
 from stacks.buildspec import SETUP_LINE
 from stacks.contract import mirror_map
 from tests.build import cfn
@@ -50,13 +50,14 @@ def inline_spec(npm_secret_arn: str) -> dict[str, Any]:
 
 
 YAML_SPEC = {"version": "0.2", "phases": {"build": {"commands": ["make image"]}}}
+PRIVILEGED = codebuild.BuildEnvironment(privileged=True)
 
 
 def team_projects(stack: Stack) -> dict[str, codebuild.Project]:
     """What the team had before the mirror: nag-clean on its own (its findings acknowledged, as a team would)."""
     npm = secretsmanager.Secret.from_secret_name_v2(stack, "Npm", "team/npm")
     privileged = codebuild.BuildEnvironment(privileged=True)
-    projects: dict[str, codebuild.Project] = {
+    return acknowledged({
         "Inline": codebuild.Project(
             stack, "Inline", build_spec=codebuild.BuildSpec.from_object(inline_spec(npm.secret_arn)),
             environment=privileged, environment_variables={"TEAM": codebuild.BuildEnvironmentVariable(value="web")}),
@@ -66,9 +67,14 @@ def team_projects(stack: Stack) -> dict[str, codebuild.Project]:
             stack, "FromFile", build_spec=codebuild.BuildSpec.from_source_filename("ci/buildspec.yml"),
             environment=privileged),
         "Lint": codebuild.PipelineProject(stack, "Lint"),  # not privileged: no dockerd
-    }
+    })
+
+
+def acknowledged(projects: dict[str, codebuild.Project]) -> dict[str, codebuild.Project]:
+    """The team's own cdk-nag findings on its projects, acknowledged as a team would."""
     arn = "arn:<AWS::Partition>:{}:<AWS::Region>:<AWS::AccountId>:{}"
     for project in projects.values():
+        stack = Stack.of(project)
         logical_id = stack.resolve(stack.get_logical_id(project.node.default_child))  # type: ignore[arg-type]
         Validations.of(project).acknowledge(Acknowledgment(
             id="AwsSolutions-CB4", reason="The team's artifacts are encrypted with the AWS-managed S3 key."))
@@ -120,10 +126,11 @@ class TeamApp:
         return destination["objectKey"], self.outdir / entry["source"]["path"]
 
 
-def synth_team(outdir: Path, adopt: Callable[[Stack, dict[str, codebuild.Project]], None]) -> TeamApp:
+def synth_team(outdir: Path, adopt: Callable[[Stack, dict[str, codebuild.Project]], None],
+               projects_of: Callable[[Stack], dict[str, codebuild.Project]] = team_projects) -> TeamApp:
     app = cdk_app(outdir)
     stack = Stack(app, TEAM)
-    projects = team_projects(stack)
+    projects = projects_of(stack)
     adopt(stack, projects)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     assembly = app.synth()  # raises on any unacknowledged cdk-nag finding
@@ -264,8 +271,7 @@ def test_another_accounts_role_may_pull_the_mirrors_repositories_in_the_mirror_a
     (pull,) = [s for s in other_account.statements("Inline") if s["Action"] == PULL]
     assert sorted(cfn.resolve(pull["Resource"])) == [
         f"{repo}docker-hub/*", f"{repo}ecr-public/*", f"{repo}k8s/*",
-        f"{repo}mirror/docker.io/moby/buildkit", f"{repo}mirror/docker.io/tonistiigi/binfmt",
-        f"{repo}mirror/dotnet-runtime", f"{repo}mirror/gcr.io/distroless/base-debian12", f"{repo}quay/*",
+        f"{repo}mirror/*", f"{repo}mirror/dotnet-runtime", f"{repo}quay/*",
     ]
     actions = sorted(a for s in other_account.statements("Inline") for a in (
         s["Action"] if isinstance(s["Action"], list) else [s["Action"]]) if not a.startswith(("logs:", "codebuild:")))
@@ -347,6 +353,83 @@ def test_bad_coordinates_are_a_one_line_error(arguments, message):
     with pytest.raises(AdoptionError) as error:
         MirrorAdoption(Stack(cdk_app(), TEAM), "Mirror", **arguments)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_registry_in_another_region_than_the_stack_is_a_one_line_error():
+    def adoption(region: str) -> MirrorAdoption:
+        stack = Stack(cdk_app(), TEAM, env=Environment(account=cfn.ACCOUNT, region=region))
+        return MirrorAdoption(stack, "Mirror", registry_uri=OTHER_REGISTRY, mirror_map=MIRROR_MAP)
+
+    assert adoption("eu-west-1").registry_uri == OTHER_REGISTRY
+    with pytest.raises(AdoptionError) as error:
+        adoption("eu-west-2")
+    assert str(error.value) == (
+        f"MirrorAdoption: stack {TEAM} is in eu-west-2, registry_uri {OTHER_REGISTRY} in eu-west-1: builds pull "
+        "from the mirror in their own region (a replica region's registry, with home_registry_uri)")
+
+
+# --- nested stacks and Docker servers -----------------------------------------------------------------
+
+
+def nested_projects(stack: Stack, own_adoption: bool = False) -> dict[str, codebuild.Project]:
+    inner = NestedStack(stack, "Inner")
+    if own_adoption:  # another account's coordinates, so the template shows which adoption took the project
+        MirrorAdoption(inner, "Mirror", registry_uri=OTHER_REGISTRY, mirror_map=MIRROR_MAP).adopt_all(inner)
+    spec = codebuild.BuildSpec.from_object(YAML_SPEC)
+    return acknowledged({
+        "Outer": codebuild.Project(stack, "Outer", build_spec=spec, environment=PRIVILEGED),
+        "Nested": codebuild.Project(inner, "Nested", build_spec=spec, environment=PRIVILEGED),
+    })
+
+
+def nested_project(team: TeamApp) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The nested stack's project properties, and the parameters the parent passes the nested stack."""
+    (path,) = team.outdir.glob("*.nested.template.json")
+    (properties,) = [r["Properties"] for r in json.loads(path.read_text())["Resources"].values()
+                     if r["Type"] == "AWS::CodeBuild::Project"]
+    (stack,) = [r["Properties"] for r in team.data["Resources"].values() if r["Type"] == "AWS::CloudFormation::Stack"]
+    return properties, stack.get("Parameters", {})
+
+
+def test_adopt_all_adopts_the_projects_of_nested_stacks_through_their_parameters(tmp_path):
+    team = synth_team(tmp_path, lambda stack, _: MirrorAdoption(stack, "Mirror").adopt_all(stack), nested_projects)
+
+    properties, passed = nested_project(team)
+    assert json.loads(properties["Source"]["BuildSpec"])["phases"]["install"]["commands"] == [SETUP_LINE]
+    variables = {v["Name"]: v["Value"] for v in properties["Environment"]["EnvironmentVariables"]}
+    assert list(variables) == list(MIRROR_VARIABLES[:4])
+    registry = passed[variables["MIRROR_REGISTRY"]["Ref"]]  # a parameter of the nested stack, from the parent's SSM
+    assert registry == {"Ref": team.parameter("/ecr-mirror/registry-uri")}
+    assert team.variables("Outer")["MIRROR_REGISTRY"] == "</ecr-mirror/registry-uri>"
+    assert not [m for m in team.messages if "not adopted" in m[2]]
+
+
+def test_a_nested_stack_with_its_own_adoption_keeps_its_projects_and_the_parents_adoption_the_rest(tmp_path):
+    team = synth_team(tmp_path, lambda stack, _: MirrorAdoption(stack, "Mirror").adopt_all(stack),
+                      lambda stack: nested_projects(stack, own_adoption=True))
+
+    properties, _ = nested_project(team)
+    variables = {v["Name"]: v["Value"] for v in properties["Environment"]["EnvironmentVariables"]}
+    assert variables["MIRROR_REGISTRY"] == OTHER_REGISTRY  # the nested stack's own adoption
+    assert json.dumps(properties).count("setup_mirror.py") == 2  # one setup line: fetch and run
+    assert team.variables("Outer")["MIRROR_REGISTRY"] == "</ecr-mirror/registry-uri>"
+    assert not [m for m in team.messages if "not adopted" in m[2]]
+
+
+def test_a_docker_server_project_is_adopted_with_one_warning_naming_what_the_mirror_does_not_cover(tmp_path):
+    server = codebuild.BuildEnvironment(docker_server=codebuild.DockerServerOptions(
+        compute_type=codebuild.DockerServerComputeType.SMALL))  # a remote daemon: not privileged, nothing to restart
+    team = synth_team(tmp_path, lambda stack, _: MirrorAdoption(stack, "Mirror").adopt_all(stack),
+                      lambda stack: acknowledged({"Docker": codebuild.Project(
+                          stack, "Docker", build_spec=codebuild.BuildSpec.from_object(YAML_SPEC), environment=server)}))
+
+    assert team.spec("Docker")["phases"]["install"]["commands"] == [SETUP_LINE]
+    assert "MIRROR_REGISTRY" in team.variables("Docker")
+    (warning,) = [text for level, path, text in team.messages if level == "warning" and path == f"/{TEAM}/Docker"]
+    assert warning.startswith(
+        "MirrorAdoption: a Docker server project: the remote daemon's own pulls (docker pull, docker build on the "
+        "server) do not come through the mirror; the setup line still configures buildx builders")
+    assert "\n" not in warning
 
 
 # --- every synth is a security and lint check ---------------------------------------------------------

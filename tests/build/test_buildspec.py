@@ -2,12 +2,17 @@
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from stacks import buildspec
 from tests.build import cfn, codebuild_local
+from tests.support.busybox import push_busybox
 
 needs_shellcheck = pytest.mark.skipif(shutil.which("shellcheck") is None,
                                       reason="shellcheck not installed (.ci/run installs it)")
@@ -37,6 +42,25 @@ def test_every_command_of_the_synthesized_buildspec_passes_shellcheck(build_app,
 def test_the_commands_read_as_one_script_have_no_shellcheck_findings_at_all(build_app, tmp_path):
     result = shellcheck(tmp_path, "buildspec.sh", "\n".join(commands(build_app)))
     assert result.returncode == 0, result.stdout
+
+
+# `docker buildx create` flags in docker/buildx commands/create.go at v0.12.0 and v0.36.1 (`--buildkitd-config`
+# came in v0.13.0; v0.12 answers it with exit 125, "unknown flag").
+BUILDX_CREATE_FLAGS = {
+    "v0.12.0": {"--name", "--driver", "--node", "--buildkitd-flags", "--config", "--platform", "--driver-opt",
+                "--bootstrap", "--append", "--leave", "--use"},
+    "v0.36.1": {"--name", "--driver", "--node", "--platform", "--driver-opt", "--buildkitd-flags",
+                "--buildkitd-config", "--config", "--bootstrap", "--append", "--leave", "--use"},
+}
+
+
+@pytest.mark.parametrize("version", sorted(BUILDX_CREATE_FLAGS))
+def test_the_builder_is_created_with_flags_buildx_accepts_from_v0_12_on(build_app, version):
+    (create,) = [c for c in pre_build(build_app) if c.startswith("docker buildx create")]
+    words = shlex.split(create)
+    flags = {w for w in words if w.startswith("--")}
+    assert flags <= BUILDX_CREATE_FLAGS[version], flags - BUILDX_CREATE_FLAGS[version]
+    assert words[words.index("--config") + 1] == "$MIRROR_BUILDKIT_CONFIG"
 
 
 # --- behaviours, run in bash against stand-ins for docker and aws -------------------------------------
@@ -157,3 +181,77 @@ def test_emulators_are_installed_only_for_platforms_the_host_cannot_run(build_ap
     assert result.returncode == 0, result.output
     recorded = (recording_docker / "docker.args").read_text() if (recording_docker / "docker.args").exists() else ""
     assert recorded == ("run --privileged --rm tonistiigi/binfmt:latest --install all\n" if installs else "")
+
+
+# --- the registry cache: only refs that exist, and one line for each that does not yet -----------------
+
+needs_registry = pytest.mark.skipif(any(shutil.which(t) is None for t in ("skopeo", "docker-registry")),
+                                    reason="needs skopeo and docker-registry (.ci/run installs them)")
+
+
+@pytest.fixture
+def cache_registry(tmp_path, registry):
+    """A loopback registry as the mirror's ECR, and `docker` as the end-to-end shim (buildx imagetools via skopeo)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "docker"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).with_name("docker_shim.py")}" "$@"\n')
+    shim.chmod(0o755)
+    return registry
+
+
+def cache_from(app, tmp_path, registry_host, env):
+    """Run the pre_build variables, build-args and cache check; the --cache-from refs it chose, and the log."""
+    commands = pre_build(app)
+    variables = commands[:next(i for i, c in enumerate(commands) if c.startswith("aws ecr"))]
+    build_args = [c for c in commands if "BUILD_ARGS_FILE" in c and not c.startswith("BUILD_ARGS_FILE=")]
+    assert build_args[-1] == buildspec.CACHE_FROM
+    env = {"MIRROR_REGISTRY": registry_host, "WORK_DIR": str(tmp_path), "IMAGE_TAG": "t", **env}
+    result = run_commands(app, tmp_path, env, [*variables, *build_args, 'cat "$BUILD_ARGS_FILE"'])
+    assert result.returncode == 0, result.output
+    lines = [line for line in result.output.splitlines() if not line.startswith("[Container]")]  # the commands
+    refs = [lines[i + 1].removeprefix("type=registry,ref=") for i, w in enumerate(lines) if w == "--cache-from"]
+    return refs, "\n".join(lines) + "\n"
+
+
+@needs_registry
+def test_the_first_build_of_main_says_once_that_there_is_no_cache_yet(build_app, tmp_path, cache_registry):
+    refs, output = cache_from(build_app, tmp_path, cache_registry.host, {})
+
+    main = f"{cache_registry.host}/images-cache:images--linux-amd64--main"
+    assert refs == []
+    assert [line for line in output.splitlines() if "cache" in line and "--cache" not in line] == [
+        f"no build cache yet for {main}"]
+    assert "not found" not in output
+
+
+@needs_registry
+def test_a_new_branch_imports_mains_cache_and_says_its_own_is_not_there_yet(build_app, tmp_path, cache_registry):
+    push_busybox(cache_registry.host, "images-cache", "images--linux-amd64--main", marker="main's cache")
+
+    refs, output = cache_from(build_app, tmp_path, cache_registry.host, {"CACHE_BRANCH": "feature/login"})
+
+    assert refs == [f"{cache_registry.host}/images-cache:images--linux-amd64--main"]
+    assert output.count("no build cache yet for ") == 1
+    assert f"no build cache yet for {cache_registry.host}/images-cache:images--linux-amd64--feature-login\n" in output
+
+
+@needs_registry
+def test_a_branch_with_its_own_cache_imports_both_without_a_word(build_app, tmp_path, cache_registry):
+    for tag in ("images--linux-amd64--main", "images--linux-amd64--feature-login"):
+        push_busybox(cache_registry.host, "images-cache", tag, marker=tag)
+
+    refs, output = cache_from(build_app, tmp_path, cache_registry.host, {"CACHE_BRANCH": "feature/login"})
+
+    assert refs == [f"{cache_registry.host}/images-cache:images--linux-amd64--{b}" for b in ("feature-login", "main")]
+    assert "no build cache yet" not in output
+
+
+@needs_registry
+def test_a_cache_that_cannot_be_checked_is_left_to_buildkit_to_report(build_app, tmp_path, cache_registry):
+    unreachable = "127.0.0.1:1"
+
+    refs, output = cache_from(build_app, tmp_path, unreachable, {})
+
+    assert refs == [f"{unreachable}/images-cache:images--linux-amd64--main"]
+    assert "no build cache yet" not in output

@@ -226,6 +226,11 @@ def test_the_build_log_ends_with_one_line_of_what_the_mirror_served(world, build
     assert "manifests served by the mirror (docker.io" in lines[0] and "no request fell back" in lines[0]
 
 
+def test_the_first_build_says_once_that_there_is_no_build_cache_yet(world, build):
+    lines = [line for line in build.output.splitlines() if line.startswith("no build cache yet for ")]
+    assert lines == [f"no build cache yet for {world.ecr.host}/images-cache:images--linux-amd64--main"]
+
+
 def test_the_image_is_pushed_and_exported_for_pipelines(world, build):
     uri = f"{world.ecr.host}/images:{SHA[:7]}"
     pushed = json.loads(world.skopeo("inspect", "--tls-verify=false", f"docker://{uri}"))
@@ -280,8 +285,8 @@ def test_a_pull_the_mirror_cannot_serve_falls_back_and_the_report_says_why(world
     result = world.daemon.docker("pull", "library/not-mirrored:1", check=False)
     assert result.returncode != 0  # Docker Hub is unreachable here
     report = world.setup_mirror("--report")
-    assert "fell back to the upstream: docker.io/library/not-mirrored:1 (docker-hub/library/not-mirrored: 404" \
-        in report.stdout, report.stdout
+    assert "fell back to the upstream: docker.io/library/not-mirrored:1 (mirror/docker.io/library/not-mirrored: " \
+        "404 MANIFEST_UNKNOWN (manifest unknown); docker-hub/library/not-mirrored: 404" in report.stdout, report.stdout
 
 
 # --- bad input leaves the daemon as it was ------------------------------------------------------------

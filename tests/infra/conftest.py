@@ -93,6 +93,7 @@ def variant_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 # One mirror for an organization: sharing with the organization and two accounts, two replica regions.
 ORG = "o-a1b2c3d4e5"
+ROOT = "r-a1b2"  # the organization's root: the StackSet's target
 ACCOUNTS = ["111122223333", "444455556666"]
 SHARED = {
     "images": [
@@ -101,7 +102,7 @@ SHARED = {
         {"source": "moby/buildkit", "tags": ["buildx-stable-1"], "target": "mirror/docker.io/moby/buildkit"},
     ],
     "pull_through_cache": [{"upstream": "docker-hub"}, {"upstream": "quay"}],
-    "sharing": {"organization_id": ORG, "accounts": ACCOUNTS},
+    "sharing": {"organization_id": ORG, "accounts": ACCOUNTS, "stack_set": {"targets": [ROOT]}},
     "replication": {"regions": ["eu-west-1", "us-west-2"]},
 }
 

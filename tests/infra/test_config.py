@@ -120,14 +120,35 @@ BAD_INPUTS = {
         "011122223333 is not an AWS account id (12 digits, quoted)",
     ),
     "an organization id with capitals": (
-        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-ABCDEFGHIJ\n",
+        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-ABCDEFGHIJ\n  stack_set: {{targets: [r-a1b2]}}\n",
         "sharing.organization_id",
         "'o-ABCDEFGHIJ' is not an AWS Organizations id ('o-' and 10 to 32 lowercase letters or digits)",
     ),
     "an organization id too short": (
-        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-abc123\n",
+        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-abc123\n  stack_set: {{targets: [r-a1b2]}}\n",
         "sharing.organization_id",
         "'o-abc123' is not an AWS Organizations id",
+    ),
+    "an organization without the StackSet's targets": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-a1b2c3d4e5\n",
+        "sharing.stack_set",
+        "needed with organization_id (the StackSet that puts the contract in every account): targets: [",
+    ),
+    "the organization id as the StackSet's target": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-a1b2c3d4e5\n  stack_set: {{targets: [o-a1b2c3d4e5]}}\n",
+        "sharing.stack_set.targets[0]",
+        "'o-a1b2c3d4e5' is not a root id (r- and 4 to 32 lowercase letters or digits) or an OU id",
+    ),
+    "a StackSet without an organization": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  accounts: ['111122223333']\n  stack_set: {{targets: [r-a1b2]}}\n",
+        "sharing.stack_set",
+        "needs sharing.organization_id",
+    ),
+    "a StackSet called as nobody it knows": (
+        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-a1b2c3d4e5\n"
+        "  stack_set: {targets: [r-a1b2], call_as: ADMIN}\n",
+        "sharing.stack_set.call_as",
+        "must be DELEGATED_ADMIN (a member account registered as the StackSets delegated administrator) or SELF",
     ),
     "sharing with nobody": (
         f"images:\n{GOOD_IMAGE}sharing: {{}}\n",
@@ -315,7 +336,8 @@ SHARED = {
                {"source": "registry.example.com/team/base", "tags": ["2"]}],
     "pull_through_cache": [{"upstream": "docker-hub"}, {"upstream": "github-container-registry", "prefix": "ghcr"}],
     "registry_credentials": {"ghcr.io": "ecr-pullthroughcache/ghcr", "registry.example.com": "team/registry"},
-    "sharing": {"organization_id": "o-a1b2c3d4e5", "accounts": ["111122223333"]},
+    "sharing": {"organization_id": "o-a1b2c3d4e5", "accounts": ["111122223333"],
+                "stack_set": {"targets": ["r-a1b2", "ou-a1b2-c3d4e5f6"], "call_as": "SELF"}},
     "replication": {"regions": ["eu-west-1", "us-west-2"]},
 }
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk import Environment
 
+from app import build
 from lambdas.mirror.config import ConfigError, parse_config
 from stacks.mirror_stack import MirrorStack
 from tests.support.cdk import cdk_app
@@ -114,3 +115,75 @@ def test_without_replication_there_is_no_replication_configuration_and_no_replic
 ) -> None:
     assert not [r for r in default_app.data["Resources"].values() if r["Type"] == "AWS::ECR::ReplicationConfiguration"]
     assert sorted(p.name for p in default_app.outdir.glob("*.template.json")) == ["EcrMirror.template.json"]
+
+
+# --- every replica region is checked against stacks/regions.py and the home stack's partition -----------------
+
+
+def replicating(*regions: str, **config: Any) -> Any:
+    return parse_config({**SHARED, "replication": {"regions": list(regions)}, **config}, origin="shared.yaml")
+
+
+def refusal(tmp_path: Path, config: Any, **stack: Any) -> str:
+    """The one line app.build refuses the config with; no replica stack was made, nothing written to the assembly."""
+    app = cdk_app(tmp_path / "cdk.out")
+    with pytest.raises(ConfigError) as caught:
+        if stack:
+            MirrorStack(app, "EcrMirror", config=config, **stack)
+        else:
+            build(app, config)
+    assert [child.node.id for child in app.node.children if child.node.id.startswith("EcrMirror-")] == []
+    assert not any((tmp_path / "cdk.out").glob("*"))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("region", ["us-east-9", "zz-nowhere-1"])
+def test_a_region_that_does_not_exist_is_refused_before_any_replica_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, region: str,
+) -> None:
+    monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
+
+    assert refusal(tmp_path, replicating("eu-west-1", region)) == (
+        f"shared.yaml: replication.regions[1]: {region!r} is not a region with ECR in partition aws or aws-cn "
+        "(stacks/regions.py lists them)")
+
+
+def test_a_china_replica_of_a_home_region_cdk_deploys_to_in_aws_is_refused_at_synth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "us-east-1")
+
+    assert refusal(tmp_path, replicating("cn-north-1", pull_through_cache=[])) == (
+        "shared.yaml: replication.regions[0]: 'cn-north-1' is in partition aws-cn, the stack's region 'us-east-1' "
+        "(CDK_DEFAULT_REGION, where cdk deploys it) in aws; ECR replicates within one partition")
+
+
+def test_a_replica_in_another_partition_than_the_stacks_own_region_is_refused(tmp_path: Path) -> None:
+    config = replicating("cn-northwest-1", pull_through_cache=[])
+
+    assert refusal(tmp_path, config, env=Environment(region="eu-west-1")) == (
+        "shared.yaml: replication.regions[0]: 'cn-northwest-1' is in partition aws-cn, the stack's region "
+        "'eu-west-1' in aws; ECR replicates within one partition")
+
+
+def test_with_cache_rules_a_china_replica_is_refused_even_where_the_home_region_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
+
+    assert refusal(tmp_path, replicating("cn-north-1")) == (
+        "shared.yaml: replication.regions[0]: 'cn-north-1' is in partition aws-cn; with pull_through_cache rules "
+        "the mirror stack deploys to aws only, and ECR replicates within one partition")
+
+
+def test_a_china_mirror_without_cache_rules_replicates_to_the_other_china_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "cn-north-1")
+    app = cdk_app(tmp_path)
+
+    build(app, replicating("cn-northwest-1", pull_through_cache=[]))
+    app.synth()
+
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
+    assert manifest["EcrMirror-cn-northwest-1"]["environment"] == "aws://unknown-account/cn-northwest-1"

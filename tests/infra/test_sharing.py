@@ -10,7 +10,7 @@ import pytest
 
 from lambdas.mirror.config import ConfigError, parse_config
 
-from .conftest import ACCOUNTS, ORG, SHARED, Synthesized, synthesize
+from .conftest import ACCOUNTS, ORG, ROOT, SHARED, Synthesized, synthesize
 
 PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 FILL = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
@@ -90,7 +90,7 @@ def test_directly_mirrored_repositories_carry_the_same_pull_policy(shared_app: S
 
 @pytest.mark.parametrize(("sharing", "accounts", "org"), [
     ({"accounts": ["111122223333"]}, ["111122223333"], None),
-    ({"organization_id": ORG}, [], ORG),
+    ({"organization_id": ORG, "stack_set": {"targets": [ROOT]}}, [], ORG),
 ])
 def test_accounts_alone_or_an_organization_alone_get_only_their_statement(
     sharing: dict[str, Any], accounts: list[str], org: str | None, tmp_path: Path,

@@ -226,7 +226,7 @@ def world(endpoint: str, aws: Aws, tmp_path: Path) -> Iterator[World]:
     c("cloudformation").create_stack(StackName=STACK_NAME, TemplateBody=json.dumps(template))
     outputs = c("cloudformation").describe_stacks(StackName=STACK_NAME)["Stacks"][0]["Outputs"]
     topic = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "AlarmTopicArn")
-    c("ssm").put_parameter(Name=SPEC_PARAMETER, Value=config.to_json(), Type="String")
+    c("ssm").put_parameter(Name=SPEC_PARAMETER, Value=config.to_spec(), Type="String")
     c("secretsmanager").create_secret(Name=config.docker_hub_credentials.secret_name,
                                       SecretString=json.dumps({"username": "alice", "accessToken": TOKEN}))
     role = c("iam").create_role(RoleName="planner", AssumeRolePolicyDocument="{}")["Role"]["Arn"]

@@ -73,7 +73,7 @@ def deployed(aws: str, monkeypatch: pytest.MonkeyPatch,
     spec = config({"source": f"{source.host}/team/app", "tag_regex": r"1\.\d"},
                   {"source": f"{source.host}/team/tool", "tags": ["2"]})
     name = f"/ecr-mirror/{uuid.uuid4().hex}/spec"
-    boto3.client("ssm").put_parameter(Name=name, Value=spec.to_json(), Type="String")
+    boto3.client("ssm").put_parameter(Name=name, Value=spec.to_spec(), Type="String")
     queue_url = boto3.client("sqs").create_queue(QueueName=f"mirror-{uuid.uuid4().hex[:12]}")["QueueUrl"]
     monkeypatch.setenv(ENV_SPEC_PARAMETER, name)
     monkeypatch.setenv(ENV_QUEUE_URL, queue_url)
@@ -246,7 +246,7 @@ def test_the_lambdas_copy_private_images_with_the_secrets_the_stack_names(
                    for n, p in enumerate(private)}
         spec = config(*({"source": f"{p.host}/team/app", "tags": ["v1"], "target": f"mirror/{p.kind}"}
                         for p in private))
-        boto3.client("ssm").put_parameter(Name=os.environ[ENV_SPEC_PARAMETER], Value=spec.to_json(), Overwrite=True)
+        boto3.client("ssm").put_parameter(Name=os.environ[ENV_SPEC_PARAMETER], Value=spec.to_spec(), Overwrite=True)
         monkeypatch.setenv(ENV_REGISTRY_CREDENTIALS, json.dumps({p.host: p.secret for p in private}))
 
         # When the planner runs and the copier takes its messages

@@ -3,20 +3,30 @@ counted, times 30, at list prices.
 
 Prices are US East (N. Virginia) list prices as the stored copies of these pages quote them, read
 on 2026-12-01 (no live AWS page can be opened here; `PRICES` names each source and its date).
-Request counts come from the simulation; a few figures it cannot measure (Lambda duration against
+Request counts come from the simulation, the alarms and dashboards from the stack the simulation's mirror.yaml
+synthesizes; a few figures it cannot measure (Lambda duration against
 the real Docker Hub, idle SQS polling, log bytes) are stated assumptions below. Byte figures use
 each image's real compressed size (`fleet.Image.real_mb`), since the simulated images are tiny.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+from app import build
+from lambdas.mirror.config import Config
 from lambdas.mirror.settings import METRICS_PER_UPSTREAM, SERVICE_METRICS
+from stacks.constants import STACK_NAME
+from tests.support.cdk import cdk_app
 
 from .fleet import MIRRORED_PLATFORMS, Day
 from .run import Result
+from .world import mirror_config
 
 DAYS_PER_MONTH = 30
 REGION = "us-east-1"
@@ -60,8 +70,6 @@ COPIER_MB_PER_S = 50.0
 SQS_POLLERS = 5  # Lambda's pollers long-poll (20 s) an idle queue; their number is AWS's, assumed here
 SQS_LONG_POLL_S = 20
 LOG_BYTES_PER_INVOCATION = 4000  # START/END/REPORT lines, one summary line, the EMF metrics blob
-ALARMS = 3  # stacks/observability.py
-DASHBOARDS = 1
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,18 @@ def dollars(amount: float) -> str:
     return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"
 
 
+def stack_resources(config: Config) -> Counter[str]:
+    """Resource types in the mirror stack's template for `config`, synthesized as `make synth` does."""
+    with tempfile.TemporaryDirectory() as outdir:
+        app = cdk_app(Path(outdir))
+        build(app, config)
+        app.synth()
+        template = json.loads((Path(outdir) / f"{STACK_NAME}.template.json").read_text())
+    return Counter(resource["Type"] for resource in template["Resources"].values())
+
+
 def lines(result: Result, day: Day) -> list[Line]:
-    """The month's cost lines for one mirrored day's counters."""
+    """The month's cost lines for one mirrored day's counters and the stack its mirror.yaml synthesizes."""
     sizes = {image.name: image.real_mb for image in day.images}
     platforms = len(MIRRORED_PLATFORMS)
     runs, tasks = result.planner_runs, result.copier_tasks
@@ -100,6 +118,8 @@ def lines(result: Result, day: Day) -> list[Line]:
     upstreams = 1  # the fleet mirrors Docker Hub only
     metrics = len(SERVICE_METRICS) + 2 + len(METRICS_PER_UPSTREAM) * upstreams  # + ColdStart per function
     log_gb = month((runs + tasks) * LOG_BYTES_PER_INVOCATION) / 1e9
+    resources = stack_resources(mirror_config(list(day.images), result.schedule))
+    alarms, dashboards = resources["AWS::CloudWatch::Alarm"], resources["AWS::CloudWatch::Dashboard"]
     p = PRICES
     return [
         Line("Lambda requests", f"{requests:,.0f} ({runs} planner runs + {tasks} copies a day)",
@@ -117,9 +137,9 @@ def lines(result: Result, day: Day) -> list[Line]:
              "$0.00 per GB", pulled_gb * p["transfer_same_region"].amount),
         Line("CloudWatch metrics", f"{metrics} custom metrics (EMF)", "$0.30 per metric-month",
              metrics * p["cw_metric"].amount),
-        Line("CloudWatch alarms and dashboard", f"{ALARMS} alarms, {DASHBOARDS} dashboard",
+        Line("CloudWatch alarms and dashboard", f"{alarms} alarms, {dashboards} dashboard",
              "$0.10 per alarm, $3.00 per dashboard (3 free)",
-             ALARMS * p["cw_alarm"].amount + DASHBOARDS * p["cw_dashboard"].amount),
+             alarms * p["cw_alarm"].amount + dashboards * p["cw_dashboard"].amount),
         Line("CloudWatch Logs", f"{log_gb * 1000:,.0f} MB ({LOG_BYTES_PER_INVOCATION // 1000} kB per invocation)",
              "$0.50 per GB ingested", log_gb * p["cw_logs"].amount),
     ]

@@ -12,69 +12,6 @@ import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-# --- image references, normalized as Docker does (mirrors lambdas/mirror/reference.py) ---------------
-
-DOCKER_HUB = "docker.io"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_DOMAIN = re.compile(
-    r"(?:localhost|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-)
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
-
-
-@dataclass(frozen=True)
-class Ref:
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def pin(self) -> str:
-        """What follows the repository when pulling: the digest wins over the tag, as in Docker."""
-        return f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}"
-
-    def __str__(self) -> str:
-        return self.name + self.pin
-
-
-def normalize(text: str) -> Ref:
-    """`python` -> docker.io/library/python, `host:5000/x` keeps its registry; ValueError if Docker would refuse."""
-    if not text or text != text.strip():
-        raise ValueError(f"empty or padded image reference {text!r}")
-    rest, digest = text, None
-    if "@" in rest:
-        rest, digest = rest.split("@", 1)
-        if not _DIGEST.fullmatch(digest):
-            raise ValueError(f"invalid digest {digest!r} in {text!r}")
-    tag = None
-    if rest.rfind(":") > rest.rfind("/"):
-        rest, tag = rest.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
-            raise ValueError(f"invalid tag {tag!r} in {text!r}")
-    first, _, remainder = rest.partition("/")
-    if remainder and ("." in first or ":" in first or first == "localhost"):
-        registry, path = first, remainder
-        if not _DOMAIN.fullmatch(registry):
-            raise ValueError(f"invalid registry host {registry!r} in {text!r}")
-    else:
-        registry, path = DOCKER_HUB, rest
-    if registry == "index.docker.io":
-        registry = DOCKER_HUB
-    if registry == DOCKER_HUB and "/" not in path:
-        path = f"library/{path}"
-    if not _PATH.fullmatch(path):
-        raise ValueError(f"invalid repository {path!r} in {text!r}")
-    return Ref(registry, path, tag, digest)
-
-
 # --- Dockerfile parsing ----------------------------------------------------------------------------------
 
 _DIRECTIVE = re.compile(r"#\s*([a-zA-Z]+)\s*=\s*(.*?)\s*")

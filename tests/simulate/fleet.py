@@ -8,7 +8,8 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from tests.simulate.dockerfile import find_images, normalize, parse_dockerfile
+from lambdas.mirror.reference import parse
+from tests.simulate.dockerfile import find_images, parse_dockerfile
 
 DAY = 24 * 3600.0
 OFFICIAL_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le")
@@ -190,6 +191,6 @@ def uses(dockerfile: str) -> list[str]:
     images, _ = find_images(parse_dockerfile(dockerfile), {})
     out = []
     for use in images:
-        ref = normalize(use.written)
+        ref = parse(use.written)
         out.append(f"{ref.repository.removeprefix('library/')}:{ref.tag or 'latest'}")
     return list(dict.fromkeys(out))

@@ -41,10 +41,11 @@ from lambdas.mirror.endpoints import connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches
 from lambdas.mirror.plan import plan as plan_sync
+from lambdas.mirror.reference import DOCKER_HUB, parse
 from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.settings import SERVICE_NAME
 from lambdas.mirror.sync import run_tasks
-from tests.simulate.dockerfile import DOCKER_HUB, find_images, normalize, parse_dockerfile
+from tests.simulate.dockerfile import find_images, parse_dockerfile
 from tests.support.limiter import SIX_HOURS, ManualClock, Policy
 
 from .fleet import TEST_RUNS, UNLISTED, Build, Bump, Day
@@ -171,7 +172,7 @@ class Fleet:
         out = []
         uses = [*((w, False) for w in base_images(build)), *((w, True) for w in build.test_runs)]
         for written, test_run in uses:  # the daemon pulls with the build's `docker login`, if any
-            ref = normalize(written)
+            ref = parse(written)
             upstream = Base(hub, ref.repository, ref.digest or ref.tag or "latest", *credentials, image=written,
                             test_run=test_run)
             if self.mode is Mode.MIRRORED:
@@ -216,7 +217,7 @@ class Fleet:
 
 def catalog_name(written: str) -> str:
     """`python:3.12-slim`, `bitnami/kubectl:1.31`: how fleet.CATALOG names an image reference."""
-    ref = normalize(written)
+    ref = parse(written)
     return f"{ref.repository.removeprefix('library/')}:{ref.tag or 'latest'}"
 
 

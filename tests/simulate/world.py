@@ -10,7 +10,8 @@
   with its Secrets Manager credentials.
 - the build host's endpoint: codebuild/setup_mirror.py's own request handler on loopback, given the
   MIRROR_MAP the stack writes (stacks/contract.py `mirror_map`). It answers a Docker Hub path from
-  the direct copy first, then the cache prefix, and journals every manifest request.
+  the direct copy (`mirror/docker.io/<path>`) first, then the cache prefix, and journals every
+  manifest request.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from codebuild.setup_mirror import Journal, MirrorMap, Registry, handler
 from lambdas.mirror.config import Config, parse_config
 from lambdas.mirror.copy import recorded_source_digest
 from lambdas.mirror.registry import RegistryClient
+from stacks import contract
 from tests.support.images import push_image
 from tests.support.limiter import SIX_HOURS, Limiter, ManualClock, Policy
 from tests.support.ptc import PullThroughCache
@@ -137,11 +139,9 @@ def _multi(images: list[Image], source: str) -> bool:
 
 
 def mirror_map(config: Config) -> MirrorMap:
-    """The build host's view of the mirror: MIRROR_MAP as the stack writes it (stacks/contract.py
-    `mirror_map`, not imported: that module loads the CDK), parsed as setup_mirror.py parses `--map`."""
-    prefixes = {rule.registry: rule.prefix for rule in config.pull_through_cache}
-    repositories = {image.ref.name: image.repository for image in config.images}
-    return MirrorMap.parse(json.dumps({"prefixes": prefixes, "repositories": repositories}))
+    """The build host's view of the mirror: MIRROR_MAP as the stack writes it, parsed as setup_mirror.py
+    parses `--map`."""
+    return MirrorMap.parse(contract.mirror_map(config))
 
 
 class Endpoint:

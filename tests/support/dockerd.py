@@ -7,6 +7,7 @@ docker CLI on some machines has no buildx, so its `docker build` fails). No netw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +32,8 @@ def available() -> str | None:
 
 
 class DockerDaemon:
-    def __init__(self, config: dict | None = None) -> None:
+    def __init__(self, config: dict | None = None, *, hosts: tuple[str, ...] = ()) -> None:
+        """`hosts`: more `-H` addresses after its own unix socket (as CodeBuild's images add tcp://127.0.0.1:2375)."""
         # Short paths: a unix socket path must fit in 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))
         self.config_path = self.root / "daemon.json"
@@ -42,7 +44,7 @@ class DockerDaemon:
         self.argv = [DOCKERD, "--config-file", str(self.config_path), "--data-root", str(self.root / "data"),
                      "--exec-root", str(self.root / "exec"), "--pidfile", str(self.pidfile),
                      "-H", f"unix://{self.socket}", "--storage-driver", "vfs", "--iptables=false",
-                     "--ip6tables=false", "--bridge=none"]
+                     "--ip6tables=false", "--bridge=none", *(arg for host in hosts for arg in ("-H", host))]
 
     @property
     def env(self) -> dict[str, str]:
@@ -72,10 +74,19 @@ class DockerDaemon:
             raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()}")
         return result
 
+    def processes(self) -> list[int]:
+        """Every dockerd running with this daemon's command line: one, unless something started another."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[:-1] == \
+                        [arg.encode() for arg in self.argv]:
+                    found.append(int(proc.name))
+        return found
+
     def stop(self) -> None:
-        """Stop whatever dockerd the pidfile names now (a restart gives it a new PID)."""
-        pid = self.pid()
-        if pid:
+        """Stop every dockerd of this root, whatever the pidfile names now (a restart gives it a new PID)."""
+        for pid in {*self.processes(), *filter(None, [self.pid()])}:
             try:
                 os.kill(pid, signal.SIGTERM)
                 if not gone(pid, 30):
