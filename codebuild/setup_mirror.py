@@ -145,15 +145,21 @@ class MirrorMap:
         if f"{upstream}/{path}" in self.repositories:
             candidates.append(self.repositories[f"{upstream}/{path}"])
         if upstream in self.mirror_hosts:
-            candidates.append(f"{self.mirror_prefix}/{upstream}/{path}")
+            candidates.append(f"{self.mirror_prefix}/{ecr_host(upstream)}/{path}")
         if upstream in self.prefixes:
             candidates.append(f"{self.prefixes[upstream]}/{path}")
         return upstream, path, candidates
 
     def ecr_paths(self, upstream: str) -> list[str]:
         """ECR's own paths for an upstream, for BuildKit path mirrors: the direct copies, then the cache prefix."""
-        paths = [f"{self.mirror_prefix}/{upstream}"] if upstream in self.mirror_hosts else []
+        paths = [f"{self.mirror_prefix}/{ecr_host(upstream)}"] if upstream in self.mirror_hosts else []
         return paths + ([self.prefixes[upstream]] if upstream in self.prefixes else [])
+
+
+def ecr_host(registry: str) -> str:
+    """A registry host as the mirror names its repositories: ECR names have no colon, so a port becomes -PORT
+    (lambdas/mirror/config.py default_repository)."""
+    return registry.lower().strip("[]").replace(":", "-")
 
 
 def direct_copies(repositories: dict[str, object]) -> dict[str, str]:

@@ -4,6 +4,7 @@ import json
 
 from aws_cdk.assertions import Match
 
+from codebuild.setup_mirror import MirrorMap
 from tests.build import cfn
 from tests.build.conftest import REPO, SECRET_NAME
 
@@ -70,10 +71,10 @@ def test_the_stack_passes_registry_prefixes_and_mirrored_repositories_to_the_bui
 def test_the_builds_own_images_are_docker_hub_names_the_mirror_holds_without_the_docker_hub_rule(build_app):
     """Must hold: a fresh deploy builds before any Docker Hub token is stored."""
     env = cfn.environment(build_app.data, build_app.refs)
-    mirror = json.loads(env["MIRROR_MAP"])
+    mirror = MirrorMap.parse(env["MIRROR_MAP"])
     for image in (env["BUILDKIT_IMAGE"], env["BINFMT_IMAGE"]):
-        name = "docker.io/" + image.split(":")[0]
-        assert mirror["repositories"][name].startswith("mirror/"), name  # a direct copy, not docker-hub/...
+        _, path, candidates = mirror.route(image.split(":")[0])
+        assert candidates[0] == f"mirror/docker.io/{path}", image  # the direct copy first, not docker-hub/...
     assert env["BUILDKIT_IMAGE"] == "moby/buildkit:buildx-stable-1"
 
 

@@ -671,3 +671,17 @@ def read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+def test_a_mirrored_registry_with_a_port_is_asked_under_the_name_the_mirror_gives_it() -> None:
+    # Given the stack's map for an image of registry.example.com:5000 at its default location
+    from lambdas.mirror.config import parse_config
+    from stacks.contract import mirror_map
+    config = parse_config({"images": [{"source": "registry.example.com:5000/team/app", "tags": ["1"]}]})
+    mirror = MirrorMap.parse(mirror_map(config))
+
+    # When a build asks for it
+    _, _, candidates = mirror.route("registry.example.com:5000/team/app")
+
+    # Then the endpoint asks for the repository the copier fills
+    assert candidates == [config.images[0].repository] == ["mirror/registry.example.com-5000/team/app"]
