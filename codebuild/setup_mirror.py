@@ -319,6 +319,9 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal,
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "ecr-mirror-endpoint"
+        # Headers and body go out in two writes: without TCP_NODELAY each reply waits for the client's delayed
+        # ACK (socketserver.StreamRequestHandler's flag; measured on loopback: 46 ms a manifest GET, 2 ms with it).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # the journal records what matters; paths may carry nothing secret, but keep CI logs short

@@ -104,7 +104,10 @@ def test_a_credentialed_upstream_uses_the_secret_it_names(variant_app: Synthesiz
             "CredentialArn": arn,
         },
     )
-    assert json.dumps(arn.as_object()).endswith(':secret:ecr-pullthroughcache/github"]]}')
+    # The complete ARN, suffix included, as DescribeSecret returns it at deploy (test_credentials)
+    [lookup_id, field] = arn.as_object()["Fn::GetAtt"]
+    call = json.loads(variant_app.data["Resources"][lookup_id]["Properties"]["Create"])
+    assert (field, call["parameters"]) == ("ARN", {"SecretId": "ecr-pullthroughcache/github"})
 
 
 def test_each_cache_prefix_gets_a_creation_template(default_app: Synthesized) -> None:

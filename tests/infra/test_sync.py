@@ -13,6 +13,7 @@ from aws_lambda_powertools.shared import version as powertools_version
 
 from lambdas.mirror.config import Config, ConfigError
 from stacks import constants
+from stacks.contract import direct_repositories
 from stacks.mirror_stack import MirrorStack
 from tests.support.cdk import cdk_app
 
@@ -56,31 +57,19 @@ def arn(logical_id: str) -> str:
     return json.dumps({"Fn::GetAtt": [logical_id, "Arn"]})
 
 
+def repository_arn(name: str) -> str:
+    """The ARN the stack writes for a repository name (or a `prefix/*` pattern)."""
+    return json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":ecr:", {"Ref": "AWS::Region"}, ":",
+                                         {"Ref": "AWS::AccountId"}, f":repository/{name}"]]})
+
+
 def prefix_arn(prefix: str) -> str:
-    return json.dumps(
-        {
-            "Fn::Join": [
-                "",
-                [
-                    "arn:",
-                    {"Ref": "AWS::Partition"},
-                    ":ecr:",
-                    {"Ref": "AWS::Region"},
-                    ":",
-                    {"Ref": "AWS::AccountId"},
-                    f":repository/{prefix}/*",
-                ],
-            ]
-        },
-        sort_keys=True,
-    )
+    return repository_arn(f"{prefix}/*")
 
 
 def mirror_repos(app: Synthesized) -> set[str]:
-    return {
-        arn(app.logical_id("AWS::ECR::Repository", RepositoryName=i.repository))
-        for i in app.config.images
-    }
+    """The direct copies: one wildcard under the mirror prefix, each target elsewhere by name."""
+    return {repository_arn(name) for name in direct_repositories(app.config)}
 
 
 def cache_repos(app: Synthesized) -> set[str]:
