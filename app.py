@@ -8,8 +8,8 @@ import sys
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from lambdas.mirror.config import Config, ConfigError, load_config
-from stacks import constants
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.config import Config, ConfigError, load_config
 from stacks.lambda_asset import AssetError
 from stacks.mirror_stack import MirrorStack
 from stacks.replication import MirrorReplicaStack

@@ -19,9 +19,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from .adopt import MIRROR_VARIABLES
-from .adopt_buildspec import BuildSpecError, read
-from .buildspec import SETUP_LINE
+from ecr_mirror_cdk.adopt import MIRROR_VARIABLES
+from ecr_mirror_cdk.adopt_buildspec import BuildSpecError, read
+from ecr_mirror_cdk.buildspec import SETUP_LINE
+
 from .set_token import main as check_settings
 
 COMMAND = "make adoption-report"

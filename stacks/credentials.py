@@ -8,9 +8,8 @@ from aws_cdk import Acknowledgment, RemovalPolicy, Validations
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from lambdas.mirror.config import Credentials
-
-from . import constants
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.config import Credentials
 
 
 class DockerHubCredentials(Construct):

@@ -1,4 +1,5 @@
-"""The Lambda asset: `lambdas/` plus the packages of `lambdas/requirements.lock`, built at synth without Docker.
+"""The Lambda asset: `lambdas/`, the config model it shares with the constructs (`ecr_mirror_cdk`'s config,
+reference and yaml_source modules) and the packages of `lambdas/requirements.lock`, built at synth without Docker.
 
 CDK's local bundling (`BundlingOptions.local`, tried before any Docker image) copies the code and the locked
 packages into the asset. The packages are installed once per lock file by pip (`--require-hashes`,
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import jsii
-from aws_cdk import BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = ROOT / "lambdas"
+LIBRARY_DIR = ROOT / "ecr_mirror_cdk"
+# What the handlers import of the library: no CDK (its __init__ loads constructs lazily).
+MODEL = ["__init__.py", "config.py", "reference.py", "yaml_source.py"]
 LOCK = LAMBDAS_DIR / "requirements.lock"
 DEPS_CACHE = ROOT / ".lambda-deps"
 # The functions' runtime and architecture (stacks/sync.py): pip picks wheels for them, not for this machine.
@@ -68,8 +72,11 @@ class _LocalBundling:
 
 
 def build(output: Path, *, lock: Path = LOCK, cache: Path = DEPS_CACHE) -> None:
-    """Write the asset into `output`: the handlers' code, then the locked packages beside it."""
+    """Write the asset into `output`: the handlers' code and the config model, then the locked packages."""
     shutil.copytree(LAMBDAS_DIR, output, ignore=_SKIP, dirs_exist_ok=True)
+    (output / LIBRARY_DIR.name).mkdir(exist_ok=True)
+    for name in MODEL:
+        shutil.copy2(LIBRARY_DIR / name, output / LIBRARY_DIR.name / name)
     shutil.copytree(locked_packages(lock, cache), output, dirs_exist_ok=True)
 
 
@@ -77,5 +84,6 @@ def code() -> lambda_.Code:
     """The functions' code asset. The Docker image is never pulled: local bundling always succeeds. The packages
     are installed here, before CDK bundles, so that a failure is AssetError's one line (app.py prints it)."""
     locked_packages()
-    return lambda_.Code.from_asset(str(LAMBDAS_DIR), bundling=BundlingOptions(
+    # Hashed by what the bundle holds: the model lives outside `lambdas/`, and a change there must redeploy.
+    return lambda_.Code.from_asset(str(LAMBDAS_DIR), asset_hash_type=AssetHashType.OUTPUT, bundling=BundlingOptions(
         image=DockerImage.from_registry("local-bundling-only"), local=_LocalBundling()))

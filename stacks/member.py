@@ -31,12 +31,11 @@ from aws_cdk import aws_ssm as ssm
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError
-
-from . import constants
-from .build import PULL_THROUGH_ACTIONS, nag_text
-from .contract import mirror_map, parameter_tier, pull_repositories, repository_arns
-from .sharing import longest
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.build import PULL_THROUGH_ACTIONS, nag_text
+from ecr_mirror_cdk.config import Config, ConfigError
+from ecr_mirror_cdk.contract import mirror_map, parameter_tier, pull_repositories, repository_arns
+from ecr_mirror_cdk.sharing import longest
 
 # IAM and AWS STS quotas: a managed policy holds at most 6,144 characters, white space not counted.
 MAX_MANAGED_POLICY_CHARACTERS = 6_144
@@ -79,7 +78,7 @@ class MemberStack(Stack):
         # The home region's bucket in every region: the AWS CLI's `aws s3 cp` follows S3's redirect to the bucket's
         # region (botocore utils.S3RegionRedirectorv2: PermanentRedirect, AuthorizationHeaderMalformed).
         self._parameter("SetupBucket", constants.PARAMETER_SETUP_BUCKET, bucket,
-                        "S3 bucket of the mirror's setup module (codebuild/setup_mirror.py)")
+                        "S3 bucket of the mirror's setup module (ecr_mirror_cdk/setup_mirror.py)")
         self._parameter("SetupKey", constants.PARAMETER_SETUP_KEY, constants.SETUP_KEY,
                         "S3 key of the mirror's setup module in the setup bucket")
         # A replica region pulls, and first fills, at home too (README "Other regions").

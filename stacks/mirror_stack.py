@@ -9,11 +9,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from lambdas.mirror.config import Config
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.build import MirrorBuildProject
+from ecr_mirror_cdk.config import Config
+from ecr_mirror_cdk.contract import MirrorContract, mirror_map
 
-from . import constants
-from .build import MirrorBuildProject
-from .contract import MirrorContract, mirror_map
 from .credentials import DockerHubCredentials
 from .observability import MirrorObservability
 from .registry import MirrorRegistry
@@ -76,7 +76,7 @@ class MirrorStack(Stack):
 
         CfnOutput(self, "RegistryUri", value=registry.uri, description="ECR registry host of the mirror")
         CfnOutput(self, "MirrorMap", value=mirror_map(config),
-                  description="mirror_map for MirrorAdoption in another account (stacks/adopt.py), with RegistryUri")
+                  description="mirror_map for MirrorAdoption (ecr_mirror_cdk) in another account, with RegistryUri")
         CfnOutput(
             self,
             "CodeBuildProjectName",

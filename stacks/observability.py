@@ -14,10 +14,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.config import Config
 from lambdas.mirror import settings
-from lambdas.mirror.config import Config
-
-from . import constants
 
 
 def mirror_metric(name: str, statistic: str = "Sum") -> cloudwatch.Metric:

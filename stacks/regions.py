@@ -11,9 +11,8 @@ from __future__ import annotations
 from aws_cdk import Aws, CfnMapping, CfnRule, CfnRuleAssertion, Fn, Stack, Token
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError
-
-from . import constants
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.config import Config, ConfigError
 
 # Powertools for AWS Lambda (Python) publishes its V3 layers from one account per partition.
 # Source: Powertools docs, "Lambda Layer" tables (docs/includes/_layer_homepage_arm64.md and

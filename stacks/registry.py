@@ -12,10 +12,9 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError
-
-from . import sharing
-from .contract import direct_repositories
+from ecr_mirror_cdk import sharing
+from ecr_mirror_cdk.config import Config, ConfigError
+from ecr_mirror_cdk.contract import direct_repositories
 
 # The planner compares digests with manifest HEADs and GETs through the registry API (ecr:BatchGetImage);
 # copies also read blobs, check which the destination has, and mount from other mirrored repositories

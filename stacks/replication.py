@@ -22,9 +22,10 @@ from aws_cdk import Aws, CfnRule, CfnRuleAssertion, Environment, Fn, Stack, Toke
 from aws_cdk import aws_ecr as ecr
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError, partition
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.config import Config, ConfigError, partition
 
-from . import constants, regions
+from . import regions
 from .registry import creation_template, mirrored_repository
 
 # ECR: "Each rule may contain up to 100 filters", "a maximum of 10 rules total".

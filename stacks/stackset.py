@@ -25,12 +25,12 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError, Sharing, StackSet
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.build import SETUP_MODULE, nag_text
+from ecr_mirror_cdk.config import Config, ConfigError, Sharing, StackSet
+from ecr_mirror_cdk.sharing import statements
 
-from . import constants
-from .build import SETUP_MODULE, nag_text
 from .member import member_template
-from .sharing import statements
 
 # AWS::CloudFormation::StackSet TemplateBody: "a maximum length of 51,200 bytes".
 MAX_TEMPLATE_BODY_BYTES = 51_200

@@ -17,10 +17,11 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.config import Config
 from lambdas.mirror import settings
-from lambdas.mirror.config import Config
 
-from . import constants, lambda_asset, regions
+from . import lambda_asset, regions
 
 
 class MirrorSync(Construct):

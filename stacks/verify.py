@@ -22,15 +22,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lambdas.mirror.config import Config, ConfigError, Image, load_config, parse_spec
+from ecr_mirror_cdk.config import Config, ConfigError, Image, load_config, parse_spec
+from ecr_mirror_cdk.reference import DOCKER_HUB
 from lambdas.mirror.ecr import PLACEHOLDER, registry_credentials
 from lambdas.mirror.errors import CredentialsError
-from lambdas.mirror.reference import DOCKER_HUB
 
 from .set_token import aws_problem
 
-STACK_NAME = "EcrMirror"  # stacks.constants.STACK_NAME (importing it would start the CDK's Node.js)
-SPEC_PARAMETER = "/ecr-mirror/spec"  # stacks.constants.PARAMETER_SPEC, the config the planner reads
+STACK_NAME = "EcrMirror"  # ecr_mirror_cdk.constants.STACK_NAME (importing it would start the CDK's Node.js)
+SPEC_PARAMETER = "/ecr-mirror/spec"  # ecr_mirror_cdk.constants.PARAMETER_SPEC, the config the planner reads
 VERIFY_TAG = "mirror-verify"  # the tag --build pushes to the project's image repository
 COPY_WAIT = 300.0  # seconds to wait for copies the planner just queued
 ACTION_WAIT = 60.0  # seconds to wait for the test alarm's action in the alarm history
@@ -363,7 +363,7 @@ def with_dockerfile(buildspec: str, dockerfile: str) -> str:
     return json.dumps(spec, indent=2)
 
 
-# codebuild/setup_mirror.py report(): "mirror: N manifests served by the mirror (...); no request fell back to the
+# ecr_mirror_cdk/setup_mirror.py report(): "mirror: N manifests served by the mirror (...); no request fell back to the
 # upstream", or "...; K fell back to the upstream: ...", or "mirror: no record of this build's pulls (...)".
 REPORT_LINE = re.compile(r"mirror: (\d+ manifests served by the mirror|no record of this build's pulls).*")
 NO_FALLBACK = "; no request fell back to the upstream"
@@ -424,7 +424,7 @@ def check_build(config: Config, outputs: Mapping[str, str], codebuild: Any = Non
                                      f"log: {where.get('deepLink', 'see the project in the CodeBuild console')}")
     if line is None:
         return Check("build", False, f"{build['id']} succeeded but its log has no report line of "
-                                     "codebuild/setup_mirror.py --report: make deploy (the buildspec prints it)")
+                                     "ecr_mirror_cdk/setup_mirror.py --report: make deploy (the buildspec prints it)")
     served = re.match(r"mirror: (\d+) manifests", line)
     if not line.endswith(NO_FALLBACK) or served is None or served.group(1) == "0":
         return Check("build", False, f"FROM {image}: {line}")

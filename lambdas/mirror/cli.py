@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from .config import Config, ConfigError, load_config
+from ecr_mirror_cdk.config import Config, ConfigError, load_config
+
 from .endpoints import Endpoints, connect
 from .plan import Action, Plan, PlanItem, Task, plan
 from .settings import SERVICE_NAME

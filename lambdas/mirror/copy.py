@@ -31,6 +31,8 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ecr_mirror_cdk.reference import DIGEST_RE
+
 from .blobs import Progress, Tally, copy_blob
 from .errors import NoMatchingPlatform, RegistryError
 from .manifests import (
@@ -43,7 +45,6 @@ from .manifests import (
     rewrite_index,
     select,
 )
-from .reference import DIGEST_RE
 from .registry import ManifestInfo, RegistryClient, compute_digest
 
 __all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest"]

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ecr_mirror_cdk.reference import api_host
+
 from .errors import CredentialsError
-from .reference import api_host
 
 if TYPE_CHECKING:
     from .registry import ManifestInfo

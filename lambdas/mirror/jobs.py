@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from math import ceil
 from typing import Any
 
-from .config import parse_spec
+from ecr_mirror_cdk.config import parse_spec
+
 from .endpoints import Endpoints
 from .errors import TooManyRequests
 from .observability import logger, record_copy, record_failure, record_plan

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from .reference import DOCKER_HUB
+from ecr_mirror_cdk.reference import DOCKER_HUB
+
 from .settings import (
     DIMENSION_UPSTREAM,
     METRIC_BYTES,

@@ -28,11 +28,12 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Protocol
 
-from .config import Config, Image
+from ecr_mirror_cdk.config import Config, Image
+from ecr_mirror_cdk.reference import TAG_RE, Reference, parse
+
 from .endpoints import Endpoints
 from .errors import RegistryError, SupersededTask, TooManyRequests
 from .manifests import INDEX_TYPES
-from .reference import TAG_RE, Reference, parse
 from .settings import SERVICE_NAME
 
 # Plain logging: the Lambdas' Powertools Logger formats this logger (same name); the CLI, which

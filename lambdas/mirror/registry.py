@@ -22,10 +22,11 @@ from typing import Any
 
 import urllib3
 
+from ecr_mirror_cdk.reference import DIGEST_RE, base_url
+
 from .auth import Authenticator, Scope
 from .errors import DigestMismatch, ManifestError, NoMatchingPlatform, QuotaReserved, RegistryError, TooManyRequests
 from .manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT, OCI_INDEX, OCI_MANIFEST
-from .reference import DIGEST_RE, base_url
 
 __all__ = [
     "BlobReader", "DigestMismatch", "ManifestError", "ManifestInfo", "NoMatchingPlatform", "QuotaReserved",

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lambdas.mirror.config import parse_config
+from ecr_mirror_cdk.config import parse_config
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.observability import logger
 from lambdas.mirror.plan import plan

@@ -16,8 +16,8 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
-from lambdas.mirror.config import Config, load_config, parse_config
-from stacks.build import MirrorBuildProject
+from ecr_mirror_cdk.build import MirrorBuildProject
+from ecr_mirror_cdk.config import Config, load_config, parse_config
 from tests.support.cdk import cdk_app
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,10 +20,10 @@ from aws_cdk.assertions import Capture, Match, Template
 from cdk_nag import AwsSolutionsChecks
 from cfnlint.api import ManualArgs, lint_file
 
-from lambdas.mirror.config import load_config
-from stacks.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
-from stacks.buildspec import SETUP_LINE
-from stacks.contract import mirror_map
+from ecr_mirror_cdk.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
+from ecr_mirror_cdk.buildspec import SETUP_LINE
+from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.contract import mirror_map
 from tests.build import cfn
 from tests.build.conftest import REPO
 from tests.build.test_buildspec import needs_shellcheck, shellcheck
@@ -242,7 +242,7 @@ def test_another_accounts_project_gets_the_registry_and_map_it_was_given(other_a
 
 def test_the_setup_module_the_builds_fetch_is_setup_mirror_py(team):
     _, path = team.asset()
-    assert path.read_bytes() == (REPO / "codebuild" / "setup_mirror.py").read_bytes()
+    assert path.read_bytes() == (REPO / "ecr_mirror_cdk" / "setup_mirror.py").read_bytes()
 
 
 # --- IAM ----------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from aws_cdk import Stack, Validations
 from aws_cdk import aws_codebuild as codebuild
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
-from stacks.buildspec import SETUP_LINE
+from ecr_mirror_cdk.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
+from ecr_mirror_cdk.buildspec import SETUP_LINE
 from tests.build.test_adopt import PRIVILEGED, TEAM, acknowledged, synth_team
 from tests.support.cdk import cdk_app
 

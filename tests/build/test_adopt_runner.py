@@ -12,8 +12,8 @@ import pytest
 from aws_cdk import Stack
 from aws_cdk import aws_codebuild as codebuild
 
-from stacks.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
-from stacks.buildspec import SETUP_LINE
+from ecr_mirror_cdk.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
+from ecr_mirror_cdk.buildspec import SETUP_LINE
 from tests.build import cfn, codebuild_local
 from tests.build.test_adopt import MIRROR_MAP, PRIVILEGED, TEAM, TeamApp, acknowledged, synth_team
 from tests.build.test_end_to_end import REQUIRED, world  # noqa: F401 - the fixture: dockerd, loopback ECR, moto

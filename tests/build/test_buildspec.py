@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks import buildspec
+from ecr_mirror_cdk import buildspec
 from tests.build import cfn, codebuild_local
 from tests.support.busybox import push_busybox
 

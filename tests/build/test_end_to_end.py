@@ -2,7 +2,7 @@
 a loopback "ECR" (blob GETs redirected to a loopback "S3", as ECR does) holding Docker Hub images under
 `docker-hub/`, and Docker Hub itself unreachable, as it is on this machine.
 
-The build's first step (codebuild/setup_mirror.py, fetched from moto's S3) points the real dockerd at the
+The build's first step (ecr_mirror_cdk/setup_mirror.py, fetched from moto's S3) points the real dockerd at the
 mirror endpoint; then `docker pull`, `docker run` and `DOCKER_BUILDKIT=1 docker build` (the daemon's built-in
 BuildKit) all succeed offline, so nothing came from Docker Hub, and the registry's access log shows every
 manifest came through the mirror. The buildx docker-container builder cannot run here (its moby/buildkit
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from codebuild.setup_mirror import stop_endpoint
-from lambdas.mirror.config import load_config
+from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.setup_mirror import stop_endpoint
 from tests.build import cfn, codebuild_local
 from tests.build.conftest import REPO, BuildApp, synth_build
 from tests.support import dockerd
@@ -107,7 +107,7 @@ class World:
         return codebuild_local.run(spec, {**env, **with_secrets}, self.source, timeout=240)
 
     def setup_mirror(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(REPO / "codebuild" / "setup_mirror.py"), *args],
+        return subprocess.run([sys.executable, str(REPO / "ecr_mirror_cdk" / "setup_mirror.py"), *args],
                               env=self.env, capture_output=True, text=True, timeout=120)
 
     def skopeo(self, *args: str) -> bytes:

@@ -4,7 +4,7 @@ import json
 
 from aws_cdk.assertions import Match
 
-from codebuild.setup_mirror import MirrorMap
+from ecr_mirror_cdk.setup_mirror import MirrorMap
 from tests.build import cfn
 from tests.build.conftest import REPO, SECRET_NAME
 
@@ -179,7 +179,7 @@ def test_the_first_step_sets_up_the_mirror_with_the_module_fetched_from_s3(build
     assert spec["phases"]["build"]["finally"] == [f"python3 {module} --report"]
     env = cfn.environment(build_app.data, build_app.refs)
     assert env["MIRROR_SETUP_KEY"] == build_app.assets[0]["key"]
-    assert build_app.assets[0]["path"].read_bytes() == (REPO / "codebuild" / "setup_mirror.py").read_bytes()
+    assert build_app.assets[0]["path"].read_bytes() == (REPO / "ecr_mirror_cdk" / "setup_mirror.py").read_bytes()
 
 
 def test_no_command_reads_or_rewrites_the_teams_dockerfile(build_app):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from codebuild.setup_mirror import (
+from ecr_mirror_cdk.setup_mirror import (
     DAEMON_TIMEOUT,
     Journal,
     MirrorMap,
@@ -82,7 +82,7 @@ def test_the_stacks_map_with_tags_is_read_as_the_stack_writes_it():
 
 
 def test_the_stacks_compact_map_routes_listed_images_to_their_copy_under_the_mirror_prefix_first():
-    """stacks/contract.py mirror_map: images at mirror/<host>/<path> are named by host, not one by one."""
+    """ecr_mirror_cdk/contract.py mirror_map: images at mirror/<host>/<path> are named by host, not one by one."""
     mirror = MirrorMap.parse(json.dumps({"prefixes": {"docker.io": "docker-hub"}, "mirror_prefix": "mirror",
                                          "mirror_hosts": ["docker.io", "gcr.io"],
                                          "repositories": {"mcr.microsoft.com/dotnet/runtime": "mirror/dotnet"}}))
@@ -468,7 +468,7 @@ def test_concurrent_pulls_after_a_401_log_in_once(registry_factory, endpoint_for
 
 # --- the setup as the build runs it, on a real dockerd ------------------------------------------------------
 
-SETUP = Path(__file__).resolve().parents[2] / "codebuild" / "setup_mirror.py"
+SETUP = Path(__file__).resolve().parents[2] / "ecr_mirror_cdk" / "setup_mirror.py"
 needs_dockerd = pytest.mark.skipif(dockerd.available() is not None, reason=str(dockerd.available()))
 
 
@@ -675,8 +675,8 @@ def read_bytes(path: Path) -> bytes:
 
 def test_a_mirrored_registry_with_a_port_is_asked_under_the_name_the_mirror_gives_it() -> None:
     # Given the stack's map for an image of registry.example.com:5000 at its default location
-    from lambdas.mirror.config import parse_config
-    from stacks.contract import mirror_map
+    from ecr_mirror_cdk.config import parse_config
+    from ecr_mirror_cdk.contract import mirror_map
     config = parse_config({"images": [{"source": "registry.example.com:5000/team/app", "tags": ["1"]}]})
     mirror = MirrorMap.parse(mirror_map(config))
 

@@ -11,7 +11,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from app import build
-from lambdas.mirror.config import Config, load_config, parse_config
+from ecr_mirror_cdk.config import Config, load_config, parse_config
 from tests.support.cdk import cdk_app
 
 REPO = Path(__file__).resolve().parents[2]

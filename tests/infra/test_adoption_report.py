@@ -15,9 +15,9 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 
-from stacks.adopt_buildspec import with_setup
+from ecr_mirror_cdk.adopt_buildspec import with_setup
+from ecr_mirror_cdk.buildspec import SETUP_LINE
 from stacks.adoption_report import main
-from stacks.buildspec import SETUP_LINE
 from tests.support.moto import REGION, fake_aws_environment, moto_client, moto_server
 
 from .conftest import REPO

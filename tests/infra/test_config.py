@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.config import DEFAULT_SCHEDULE, ConfigError, load_config, parse_config
+from ecr_mirror_cdk.config import DEFAULT_SCHEDULE, ConfigError, load_config, parse_config
 
 from .conftest import REPO
 

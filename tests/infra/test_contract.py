@@ -10,8 +10,8 @@ import pytest
 from aws_cdk import Stack
 from aws_cdk.assertions import Capture, Template
 
-from lambdas.mirror.config import ConfigError, parse_config, parse_spec
-from stacks.contract import MirrorContract
+from ecr_mirror_cdk.config import ConfigError, parse_config, parse_spec
+from ecr_mirror_cdk.contract import MirrorContract
 from tests.support.cdk import cdk_app
 
 from .conftest import Synthesized

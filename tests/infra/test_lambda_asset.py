@@ -94,6 +94,9 @@ def test_without_the_bundled_copy_the_runtimes_urllib3_breaks_the_token_login(
     code_only = tmp_path / "code"
     (code_only / "mirror").mkdir(parents=True)
     shutil.copytree(lambda_asset.LAMBDAS_DIR / "mirror", code_only / "mirror", dirs_exist_ok=True)
+    (code_only / "ecr_mirror_cdk").mkdir()
+    for name in lambda_asset.MODEL:
+        shutil.copy2(lambda_asset.LIBRARY_DIR / name, code_only / "ecr_mirror_cdk" / name)
     with TokenIssuer(tmp_path / "issuer", users={"alice": "wonderland"}) as issuer:
         source, destination = secured_source(registry_factory, issuer), registry_factory("destination")
         config = write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["v1"],

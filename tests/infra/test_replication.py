@@ -10,7 +10,7 @@ import pytest
 from aws_cdk import Environment
 
 from app import build
-from lambdas.mirror.config import ConfigError, parse_config
+from ecr_mirror_cdk.config import ConfigError, parse_config
 from stacks.mirror_stack import MirrorStack
 from tests.support.cdk import cdk_app
 

@@ -13,7 +13,7 @@ import botocore
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-from lambdas.mirror.config import ConfigError, parse_config
+from ecr_mirror_cdk.config import ConfigError, parse_config
 
 from .conftest import Synthesized, synthesize
 

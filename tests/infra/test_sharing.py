@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.config import ConfigError, parse_config
+from ecr_mirror_cdk.config import ConfigError, parse_config
 
 from .conftest import ACCOUNTS, ORG, ROOT, SHARED, Synthesized, synthesize
 

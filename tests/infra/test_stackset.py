@@ -16,12 +16,12 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match
 from cfnlint.api import ManualArgs, lint_file
 
-from lambdas.mirror.config import ConfigError, parse_config
-from stacks.adopt import MirrorAdoption
+from ecr_mirror_cdk.adopt import MirrorAdoption
+from ecr_mirror_cdk.build import SETUP_MODULE
+from ecr_mirror_cdk.buildspec import SETUP_LINE
+from ecr_mirror_cdk.config import ConfigError, parse_config
+from ecr_mirror_cdk.contract import mirror_map
 from stacks.adoption_report import REQUIRED
-from stacks.build import SETUP_MODULE
-from stacks.buildspec import SETUP_LINE
-from stacks.contract import mirror_map
 from stacks.member import BUILD_PARAMETERS, MemberStack, checked_template
 from tests.build import cfn
 from tests.support.cdk import cdk_app
@@ -32,7 +32,7 @@ MIRROR = "999988887777"  # the mirror's account, as CloudFormation fills AWS::Ac
 MEMBER = "123456789012"  # a member account
 HOME, REPLICAS = "us-east-1", ["eu-west-1", "us-west-2"]
 BUCKET = "ecrmirror-setupbucket-abc123"
-KEY = "codebuild/setup_mirror.py"
+KEY = "ecr_mirror_cdk/setup_mirror.py"
 FILL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
         "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
 # SHARED's cache prefixes and the mirror prefix its images are copied under (contract.pull_repositories).

@@ -11,9 +11,9 @@ from aws_cdk import Environment
 from aws_cdk.assertions import Match, Template
 from aws_lambda_powertools.shared import version as powertools_version
 
-from lambdas.mirror.config import Config, ConfigError
-from stacks import constants
-from stacks.contract import direct_repositories
+from ecr_mirror_cdk import constants
+from ecr_mirror_cdk.config import Config, ConfigError
+from ecr_mirror_cdk.contract import direct_repositories
 from stacks.mirror_stack import MirrorStack
 from tests.support.cdk import cdk_app
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import boto3
 import pytest
 
-from lambdas.mirror.config import parse_config
+from ecr_mirror_cdk.config import parse_config
 from lambdas.mirror.ecr import login, registry_client, registry_credentials
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.plan import plan

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.config import parse_config
+from ecr_mirror_cdk.config import parse_config
 from lambdas.mirror.errors import SupersededTask
 from lambdas.mirror.plan import (
     DEFAULT_INDEX_CHILDREN,

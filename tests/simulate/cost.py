@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import build
-from lambdas.mirror.config import Config
+from ecr_mirror_cdk.config import Config
+from ecr_mirror_cdk.constants import STACK_NAME
 from lambdas.mirror.settings import METRICS_PER_UPSTREAM, SERVICE_METRICS
-from stacks.constants import STACK_NAME
 from tests.support.cdk import cdk_app
 
 from .fleet import MIRRORED_PLATFORMS, Day
@@ -60,7 +60,7 @@ PRICES = {
 }
 
 # Assumptions the simulation cannot measure (loopback requests take microseconds).
-PLANNER_MEMORY_GB = 0.5  # stacks/constants.py PLANNER_MEMORY_MB
+PLANNER_MEMORY_GB = 0.5  # ecr_mirror_cdk/constants.py PLANNER_MEMORY_MB
 COPIER_MEMORY_GB = 1.0  # COPIER_MEMORY_MB
 PLANNER_FIXED_S = 1.0  # start, secret, ECR token, a HEAD per tag at ECR
 HEAD_LATENCY_S = 0.2  # one HEAD at Docker Hub, token included; the planner runs 8 at once

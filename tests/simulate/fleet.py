@@ -8,7 +8,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from lambdas.mirror.reference import parse
+from ecr_mirror_cdk.reference import parse
 from tests.simulate.dockerfile import find_images, parse_dockerfile
 
 DAY = 24 * 3600.0

@@ -15,7 +15,7 @@ Mirrored, the scheduled sync (the engine's plan() and run_tasks(), as the planne
 Lambdas run them, with the mirror's Docker Hub account) copies every image the simulated mirror.yaml
 lists, digest-exact, into "ECR" under `mirror/docker.io/<path>`. Every pull of a build, its bases
 and its test commands' `docker run` images alike, goes to the build host's endpoint
-(codebuild/setup_mirror.py's handler, world.py) as dockerd and BuildKit send it to a registry mirror,
+(ecr_mirror_cdk/setup_mirror.py's handler, world.py) as dockerd and BuildKit send it to a registry mirror,
 `/v2/library/python/manifests/3.12-slim`; the endpoint answers from the direct copy first, then from
 the Docker Hub cache rule (tests/support/ptc.py) for what mirror.yaml does not list. What the
 endpoint cannot serve (404) the client pulls from Docker Hub anonymously, as dockerd and BuildKit
@@ -36,12 +36,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from lambdas.mirror.config import DEFAULT_SCHEDULE, Config
+from ecr_mirror_cdk.config import DEFAULT_SCHEDULE, Config
+from ecr_mirror_cdk.reference import DOCKER_HUB, parse
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.errors import RegistryError, TooManyRequests
 from lambdas.mirror.manifests import parse_manifest, platform_matches
 from lambdas.mirror.plan import plan as plan_sync
-from lambdas.mirror.reference import DOCKER_HUB, parse
 from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.settings import SERVICE_NAME
 from lambdas.mirror.sync import run_tasks

@@ -8,8 +8,8 @@
   upstream at most once per `PTC_REFRESH` seconds, a digest it lacks is fetched with every manifest
   its index lists; it pulls from the limiter with the mirror's Docker Hub account, as the rule does
   with its Secrets Manager credentials.
-- the build host's endpoint: codebuild/setup_mirror.py's own request handler on loopback, given the
-  MIRROR_MAP the stack writes (stacks/contract.py `mirror_map`). It answers a Docker Hub path from
+- the build host's endpoint: ecr_mirror_cdk/setup_mirror.py's own request handler on loopback, given the
+  MIRROR_MAP the stack writes (ecr_mirror_cdk/contract.py `mirror_map`). It answers a Docker Hub path from
   the direct copy (`mirror/docker.io/<path>`) first, then the cache prefix, and journals every
   manifest request.
 """
@@ -31,11 +31,11 @@ from typing import Any
 import urllib3
 import yaml
 
-from codebuild.setup_mirror import Journal, MirrorMap, Registry, handler
-from lambdas.mirror.config import Config, parse_config
+from ecr_mirror_cdk import contract
+from ecr_mirror_cdk.config import Config, parse_config
+from ecr_mirror_cdk.setup_mirror import Journal, MirrorMap, Registry, handler
 from lambdas.mirror.copy import recorded_source_digest
 from lambdas.mirror.registry import RegistryClient
-from stacks import contract
 from tests.support.images import push_image
 from tests.support.limiter import SIX_HOURS, Limiter, ManualClock, Policy
 from tests.support.ptc import PullThroughCache

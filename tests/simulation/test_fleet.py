@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.config import DEFAULT_SCHEDULE
+from ecr_mirror_cdk.config import DEFAULT_SCHEDULE
 from tests.simulate.fleet import MIRRORED_PLATFORMS, UNLISTED, Day, plan_day
 from tests.simulate.run import Mode, Result, schedule_period, simulate
 from tests.simulate.world import seeded

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.reference import ReferenceError, parse
+from ecr_mirror_cdk.reference import ReferenceError, parse
 from tests.simulate.fleet import DOCKERFILES, Build
 from tests.simulate.run import Fleet, Mode
 

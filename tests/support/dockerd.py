@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from codebuild.setup_mirror import gone
+from ecr_mirror_cdk.setup_mirror import gone
 
 DOCKERD = "/usr/sbin/dockerd"
 CLIENT = "/usr/bin/docker"

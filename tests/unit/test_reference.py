@@ -2,7 +2,7 @@
 
 import pytest
 
-from lambdas.mirror.reference import ReferenceError, base_url, is_loopback, parse
+from ecr_mirror_cdk.reference import ReferenceError, base_url, is_loopback, parse
 
 
 @pytest.mark.parametrize(

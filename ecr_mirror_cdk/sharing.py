@@ -20,7 +20,7 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from lambdas.mirror.config import ConfigError, Sharing
+from .config import ConfigError, Sharing
 
 PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 # A pull through a cache prefix creates the repository and imports the upstream image on first use.

@@ -1,7 +1,7 @@
 """The buildspec of the mirror build project, as the object CDK serializes into the template.
 
 Every command is bash (env.shell) and is checked by shellcheck in tests/build on the synthesized template.
-The first step points the build host's registries at the mirror (codebuild/setup_mirror.py, fetched from
+The first step points the build host's registries at the mirror (ecr_mirror_cdk/setup_mirror.py, fetched from
 S3); nothing after it knows about the mirror, and no Dockerfile or command of the team is read or changed.
 Project environment variables (set by MirrorBuildProject, overridable per build) feed it:
 MIRROR_REGISTRY, MIRROR_MAP, MIRROR_SETUP_BUCKET, MIRROR_SETUP_KEY, BUILDKIT_IMAGE, BINFMT_IMAGE,
@@ -21,7 +21,7 @@ BUILDER_NAME = "mirror"
 
 # Where the build keeps the setup module it fetched, quoted for the shell.
 SETUP_MODULE_PATH = '"${TMPDIR:-/tmp}/setup_mirror.py"'
-# The one setup step, shared with adopted projects (stacks/adopt.py) and written into buildspec files by hand:
+# The one setup step, shared with adopted projects (ecr_mirror_cdk/adopt.py) and written into buildspec files by hand:
 # one POSIX sh command line, so it runs in any shell, in buildspec version 0.1 (a shell per command) too.
 # dockerd and BuildKit pull through the mirror from here on: docker pull/run, compose, testcontainers, builds.
 SETUP_LINE = (

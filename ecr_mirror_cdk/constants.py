@@ -40,7 +40,7 @@ PARAMETER_PROJECT_NAME = f"{PARAMETER_PREFIX}/codebuild-project-name"
 PARAMETER_PROJECT_ARN = f"{PARAMETER_PREFIX}/codebuild-project-arn"
 PARAMETER_ROLE_ARN = f"{PARAMETER_PREFIX}/codebuild-role-arn"
 PARAMETER_SPEC = f"{PARAMETER_PREFIX}/spec"
-# What an adopted build needs (stacks/adopt.py): setup_mirror.py's map, and the repositories it may pull.
+# What an adopted build needs (ecr_mirror_cdk/adopt.py): setup_mirror.py's map, and the repositories it may pull.
 PARAMETER_MIRROR_MAP = f"{PARAMETER_PREFIX}/mirror-map"
 PARAMETER_PULL_REPOSITORY_ARNS = f"{PARAMETER_PREFIX}/pull-repository-arns"
 # The setup module in the mirror's own bucket, for other accounts' builds (stacks/stackset.py), and in a replica
@@ -48,7 +48,7 @@ PARAMETER_PULL_REPOSITORY_ARNS = f"{PARAMETER_PREFIX}/pull-repository-arns"
 PARAMETER_SETUP_BUCKET = f"{PARAMETER_PREFIX}/setup-bucket"
 PARAMETER_SETUP_KEY = f"{PARAMETER_PREFIX}/setup-key"
 PARAMETER_HOME_REGISTRY_URI = f"{PARAMETER_PREFIX}/home-registry-uri"
-SETUP_KEY = "codebuild/setup_mirror.py"
+SETUP_KEY = "ecr_mirror_cdk/setup_mirror.py"
 # The organization's StackSet and what it creates in each member account (stacks/member.py).
 STACK_SET_NAME = f"{STACK_NAME}-Contract"
 MEMBER_POLICY_NAME = "EcrMirrorPull"

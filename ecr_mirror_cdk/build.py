@@ -1,7 +1,7 @@
 """A ready-made CodeBuild project: logins built in, every pull from the mirror, cache in ECR, pipeline-ready.
 
 Importable by other CDK apps: `MirrorBuildProject(self, "Build", config=..., registry_uri=..., docker_hub_secret=...)`.
-The buildspec is in stacks/buildspec.py; the mirror setup it fetches is codebuild/setup_mirror.py (an S3 asset).
+The buildspec is in buildspec.py; the mirror setup it fetches is setup_mirror.py beside it (an S3 asset).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from lambdas.mirror.config import Config, default_repository
-from lambdas.mirror.reference import parse
-
 from .buildspec import BuildSpecOptions, build_spec
+from .config import Config, default_repository
 from .contract import direct_repositories, mirror_map
+from .reference import parse
 from .sharing import CACHE_FILL_ACTIONS, PULL_ACTIONS
 
-SETUP_MODULE = Path(__file__).resolve().parent.parent / "codebuild" / "setup_mirror.py"
+SETUP_MODULE = Path(__file__).resolve().parent / "setup_mirror.py"  # package data of this library
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
 COMPUTE_TYPE = codebuild.ComputeType.MEDIUM
 BUILD_TIMEOUT = Duration.minutes(60)

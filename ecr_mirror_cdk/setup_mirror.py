@@ -98,7 +98,7 @@ def load_json(text: str) -> object:
 @dataclass(frozen=True)
 class MirrorMap:
     """Upstream registry -> cache-rule prefix; `registry/path` -> a repository copied directly; and hosts whose
-    listed images are copied to `<mirror_prefix>/<host>/<path>` (stacks/contract.py mirror_map writes it)."""
+    listed images are copied to `<mirror_prefix>/<host>/<path>` (ecr_mirror_cdk/contract.py mirror_map writes it)."""
 
     prefixes: dict[str, str]
     repositories: dict[str, str] = field(default_factory=dict)
@@ -158,7 +158,7 @@ class MirrorMap:
 
 def ecr_host(registry: str) -> str:
     """A registry host as the mirror names its repositories: ECR names have no colon, so a port becomes -PORT
-    (lambdas/mirror/config.py default_repository)."""
+    (ecr_mirror_cdk/config.py default_repository)."""
     return registry.lower().strip("[]").replace(":", "-")
 
 

@@ -10,9 +10,8 @@ from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from lambdas.mirror.config import Config, ConfigError, default_repository
-
 from . import constants
+from .config import Config, ConfigError, default_repository
 
 # Longest registry host ECR has (12-digit account, longest region, China suffix): sizes tokens at synth.
 _LONGEST_URI = "123456789012.dkr.ecr.ap-southeast-5.amazonaws.com.cn"
