@@ -23,7 +23,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from .buildspec import BuildSpecOptions, build_spec
-from .config import Config, default_repository
+from .config import Config
 from .contract import direct_repositories, mirror_map
 from .reference import parse
 from .sharing import CACHE_FILL_ACTIONS, PULL_ACTIONS
@@ -255,8 +255,7 @@ def build_images_not_mirrored(config: Config) -> list[tuple[str, str]]:
         tag = ref.tag or "latest"
         if not any(i.ref.name == ref.name and (tag in i.tags or bool(i.tag_regex and re.fullmatch(i.tag_regex, tag)))
                    for i in config.images):
-            target = default_repository(ref, config.repositories.prefix)
-            missing.append((image, f'- {{source: {ref.repository}, tags: ["{tag}"], target: {target}}}'))
+            missing.append((image, f'- {{source: {ref.repository}, tags: ["{tag}"]}}'))
     return missing
 
 

@@ -32,8 +32,8 @@ def test_a_config_without_the_build_images_warns_once_on_the_project_naming_the_
     assert message.startswith("team.yaml: images: the build pulls moby/buildkit:buildx-stable-1, "
                               "tonistiigi/binfmt:latest, which the mirror does not copy:")
     assert message.endswith(
-        'add to images: - {source: moby/buildkit, tags: ["buildx-stable-1"], target: mirror/docker.io/moby/buildkit}, '
-        '- {source: tonistiigi/binfmt, tags: ["latest"], target: mirror/docker.io/tonistiigi/binfmt}'
+        'add to images: - {source: moby/buildkit, tags: ["buildx-stable-1"]}, '
+        '- {source: tonistiigi/binfmt, tags: ["latest"]}'
         f" [ack: {ACK}]"  # as `cdk synth` prints it: how to acknowledge the warning
     )
 
