@@ -12,6 +12,7 @@ import sysconfig
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,10 +58,18 @@ def run_in_runtime(asset: Path, layer: Path, *argv: str) -> subprocess.Completed
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def secured_source(registry_factory: Callable[..., RegistryServer], issuer: TokenIssuer) -> RegistryServer:
-    source = registry_factory("secured", auth=issuer.registry_auth())
-    push_image(source.host, "team/app", "v1", username="alice", password="wonderland")
-    return source
+def sync_from_a_token_auth_source(tmp_path: Path, registry_factory: Callable[..., RegistryServer], code: Path,
+                                  layer: Path) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
+    """Run the CLI's sync with `code` first on sys.path and urllib3 1.26 last, from a source that hands out
+    bearer tokens (anonymous pulls need one too); the run and the token requests it made."""
+    with TokenIssuer(tmp_path / "issuer", users={"alice": "wonderland"}) as issuer:
+        source = registry_factory("secured", auth=issuer.registry_auth())
+        push_image(source.host, "team/app", "v1", username="alice", password="wonderland")
+        destination = registry_factory("destination")
+        config = write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["v1"],
+                                                         "target": "mirror/app"})
+        done = run_in_runtime(code, layer, "sync", "--config", str(config), "--registry", destination.host, "--json")
+        return done, list(issuer.requests)
 
 
 def test_the_bundled_urllib3_wins_over_the_runtimes_and_token_logins_and_copies_succeed(
@@ -69,15 +78,9 @@ def test_the_bundled_urllib3_wins_over_the_runtimes_and_token_logins_and_copies_
     # 1.26 behind the asset on sys.path
     asset = tmp_path / "asset"
     lambda_asset.build(asset)
-    with TokenIssuer(tmp_path / "issuer", users={"alice": "wonderland"}) as issuer:
-        source, destination = secured_source(registry_factory, issuer), registry_factory("destination")
-        config = write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["v1"],
-                                                         "target": "mirror/app"})
 
-        # When the real planner and copier run there
-        done = run_in_runtime(asset, layer_without_urllib3, "sync", "--config", str(config),
-                              "--registry", destination.host, "--json")
-        issued = list(issuer.requests)
+    # When the real planner and copier run there
+    done, issued = sync_from_a_token_auth_source(tmp_path, registry_factory, asset, layer_without_urllib3)
 
     # Then the asset's urllib3 was imported, the source's token login worked and the image was copied
     imported = json.loads(done.stderr.splitlines()[-1] if done.stderr else "{}")
@@ -97,14 +100,9 @@ def test_without_the_bundled_copy_the_runtimes_urllib3_breaks_the_token_login(
     (code_only / "ecr_mirror_cdk").mkdir()
     for name in lambda_asset.MODEL:
         shutil.copy2(lambda_asset.LIBRARY_DIR / name, code_only / "ecr_mirror_cdk" / name)
-    with TokenIssuer(tmp_path / "issuer", users={"alice": "wonderland"}) as issuer:
-        source, destination = secured_source(registry_factory, issuer), registry_factory("destination")
-        config = write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["v1"],
-                                                         "target": "mirror/app"})
 
-        # When the same sync runs on the runtime's urllib3 1.26
-        done = run_in_runtime(code_only, layer_without_urllib3, "sync", "--config", str(config),
-                              "--registry", destination.host, "--json")
+    # When the same sync runs on the runtime's urllib3 1.26
+    done, _ = sync_from_a_token_auth_source(tmp_path, registry_factory, code_only, layer_without_urllib3)
 
     # Then it fails as the issue reported: urllib3 1.26's response has no .json()
     assert done.returncode != 0
