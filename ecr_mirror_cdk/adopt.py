@@ -100,6 +100,10 @@ class MirrorAdoption(Construct):
         if registry_uri is None or mirror_map is None:  # same account: read at deploy time, in this region
             self.registry_uri = ssm.StringParameter.value_for_string_parameter(self, constants.PARAMETER_REGISTRY_URI)
             self.mirror_map = ssm.StringParameter.value_for_string_parameter(self, constants.PARAMETER_MIRROR_MAP)
+            # In a replica region the home registry serves what replication has not brought; at home it is
+            # registry-uri itself, which setup_mirror.py then ignores.
+            self.home_registry_uri = ssm.StringParameter.value_for_string_parameter(
+                self, constants.PARAMETER_HOME_REGISTRY_URI)
             self.pull_repository_arns = ssm.StringListParameter.value_for_typed_list_parameter(
                 self, constants.PARAMETER_PULL_REPOSITORY_ARNS)
         else:

@@ -86,6 +86,9 @@ class MirrorContract(Construct):
         self._parameter(
             "RegistryUri", constants.PARAMETER_REGISTRY_URI, registry_uri, "ECR registry host", size=len(_LONGEST_URI)
         )
+        # As in every member account: MirrorAdoption reads it in any region, and here it is the registry itself.
+        self._parameter("HomeRegistryUri", constants.PARAMETER_HOME_REGISTRY_URI, registry_uri,
+                        "The mirror's home registry (here: registry-uri itself)", size=len(_LONGEST_URI))
         self._parameter(
             "Prefixes",
             constants.PARAMETER_PREFIXES,

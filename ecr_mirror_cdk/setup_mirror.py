@@ -1003,6 +1003,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     for flag, host in (("--registry", args.registry), ("--home-registry", args.home_registry)):
         if host is not None and ("://" in host or "/" in host or not _HOST.fullmatch(host)):
             parser.error(f"{flag} takes HOST[:PORT], got {host!r}")
+    if args.home_registry == args.registry:  # the home region itself (the contract names it there too)
+        args.home_registry = None
     return args
 
 

@@ -22,7 +22,6 @@ from aws_cdk import (
     CfnCondition,
     CfnParameter,
     Fn,
-    ICfnConditionExpression,
     Stack,
     Validations,
 )
@@ -61,8 +60,6 @@ class MemberStack(Stack):
         bucket = CfnParameter(self, "MirrorSetupBucket", description="The mirror's bucket holding the setup module",
                               allowed_pattern=r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]").value_as_string
         is_home = CfnCondition(self, "IsHomeRegion", expression=Fn.condition_equals(Aws.REGION, home))
-        not_home = Fn.condition_not(cast(ICfnConditionExpression, is_home))  # a CfnCondition is one (jsii typing)
-        is_replica = CfnCondition(self, "IsReplicaRegion", expression=not_home)
 
         names = pull_repositories(mirror_map(config))
         here = repository_arns(self, names, [(account, Aws.REGION)])
@@ -71,8 +68,8 @@ class MemberStack(Stack):
                         f"{account}.dkr.ecr.{Aws.REGION}.{Aws.URL_SUFFIX}", "ECR registry host of the mirror here")
         self._parameter("HomeRegistryUri", constants.PARAMETER_HOME_REGISTRY_URI,
                         f"{account}.dkr.ecr.{home}.{Aws.URL_SUFFIX}",
-                        "The mirror's home registry, which serves what replication has not brought yet",
-                        condition=is_replica)
+                        "The mirror's home registry (in the home region, registry-uri itself), which serves "
+                        "what replication has not brought yet")
         self._parameter("MirrorMap", constants.PARAMETER_MIRROR_MAP, mirror_map(config),
                         "JSON map setup_mirror.py reads: upstream host to cache prefix, source to ECR repository")
         # The home region's bucket in every region: the AWS CLI's `aws s3 cp` follows S3's redirect to the bucket's

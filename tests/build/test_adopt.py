@@ -227,6 +227,9 @@ def test_the_project_keeps_its_variables_and_gets_the_mirrors_from_ssm(same_acco
             {"Name": "MIRROR_SETUP_BUCKET", "Type": "PLAINTEXT",
              "Value": {"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"}},
             {"Name": "MIRROR_SETUP_KEY", "Type": "PLAINTEXT", "Value": key},
+            # In a replica region, what replication has not brought; at home the registry itself (then ignored).
+            {"Name": "MIRROR_HOME_REGISTRY", "Type": "PLAINTEXT",
+             "Value": {"Ref": same_account.parameter("/ecr-mirror/home-registry-uri")}},
         ]}),
     })
 
@@ -397,7 +400,7 @@ def test_adopt_all_adopts_the_projects_of_nested_stacks_through_their_parameters
     properties, passed = nested_project(team)
     assert json.loads(properties["Source"]["BuildSpec"])["phases"]["install"]["commands"] == [SETUP_LINE]
     variables = {v["Name"]: v["Value"] for v in properties["Environment"]["EnvironmentVariables"]}
-    assert list(variables) == list(MIRROR_VARIABLES[:4])
+    assert list(variables) == list(MIRROR_VARIABLES)
     registry = passed[variables["MIRROR_REGISTRY"]["Ref"]]  # a parameter of the nested stack, from the parent's SSM
     assert registry == {"Ref": team.parameter("/ecr-mirror/registry-uri")}
     assert team.variables("Outer")["MIRROR_REGISTRY"] == "</ecr-mirror/registry-uri>"

@@ -93,7 +93,7 @@ def test_a_variables_override_keeps_the_teams_variables_and_synth_names_the_ones
     (violation,) = violations
     assert violation["description"] == (
         f"{TEAM}/Inline: an override of Environment.EnvironmentVariables drops MIRROR_REGISTRY, MIRROR_MAP, "
-        "MIRROR_SETUP_BUCKET, MIRROR_SETUP_KEY: add MirrorAdoption.variables to it")
+        "MIRROR_SETUP_BUCKET, MIRROR_SETUP_KEY, MIRROR_HOME_REGISTRY: add MirrorAdoption.variables to it")
 
 
 def test_overrides_that_carry_the_setup_line_and_the_adoptions_variables_synthesize_as_written(tmp_path):
@@ -113,7 +113,7 @@ def test_overrides_that_carry_the_setup_line_and_the_adoptions_variables_synthes
 
     properties = team.properties("Inline")
     assert properties["Source"]["BuildSpec"] == with_setup
-    assert names(properties) == ["TEAM", *MIRROR_VARIABLES[:4]]
+    assert names(properties) == ["TEAM", *MIRROR_VARIABLES]
 
 
 def test_overrides_of_other_keys_apply_on_top_of_the_adopted_project(same_account_with_overrides):
@@ -121,7 +121,7 @@ def test_overrides_of_other_keys_apply_on_top_of_the_adopted_project(same_accoun
     assert properties["Environment"]["ComputeType"] == "BUILD_GENERAL1_LARGE"
     assert properties["Environment"]["EnvironmentVariables"][0] == {"Name": "TEAM", "Type": "PLAINTEXT",
                                                                     "Value": "overridden"}
-    assert names(properties) == ["TEAM", *MIRROR_VARIABLES[:4]]
+    assert names(properties) == ["TEAM", *MIRROR_VARIABLES]
     assert same_account_with_overrides.spec("Inline")["phases"]["install"]["commands"] == [SETUP_LINE]
     assert properties["TimeoutInMinutes"] == 30
 

@@ -60,7 +60,7 @@ def test_a_github_actions_runner_without_a_buildspec_gets_an_inline_one_that_run
     team = synth_team(tmp_path, adopt_all, lambda stack: acknowledged({"Runner": github_runner(stack)}))
 
     assert team.spec("Runner") == RUNNER_SPEC
-    assert list(team.variables("Runner")) == list(MIRROR_VARIABLES[:4])
+    assert list(team.variables("Runner")) == list(MIRROR_VARIABLES)
     assert label_lines(team) == [LABEL]
 
 
@@ -112,7 +112,8 @@ def test_a_runners_install_phase_points_the_real_dockerd_at_the_mirror_for_the_j
         world, tmp_path):  # noqa: F811 - the imported fixture
     # Given a GitHub Actions runner project adopted in the mirror's account, as cdk deploy would publish it
     team = synth_team(tmp_path / "cdk.out", adopt_all, lambda stack: acknowledged({"Runner": github_runner(stack)}))
-    contract = {"/ecr-mirror/registry-uri": world.ecr.host, "/ecr-mirror/mirror-map": MIRROR_MAP}
+    contract = {"/ecr-mirror/registry-uri": world.ecr.host, "/ecr-mirror/mirror-map": MIRROR_MAP,
+                "/ecr-mirror/home-registry-uri": world.ecr.host}  # in the home region: the registry itself
     refs = {k: contract[p["Default"]] for k, p in team.data["Parameters"].items() if p.get("Default") in contract}
     variables = {v["Name"]: cfn.resolve(v["Value"], refs)
                  for v in team.properties("Runner")["Environment"]["EnvironmentVariables"]}

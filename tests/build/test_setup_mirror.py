@@ -685,3 +685,12 @@ def test_a_mirrored_registry_with_a_port_is_asked_under_the_name_the_mirror_give
 
     # Then the endpoint asks for the repository the copier fills
     assert candidates == [config.images[0].repository] == ["mirror/registry.example.com-5000/team/app"]
+
+
+def test_a_home_registry_equal_to_the_registry_is_the_home_region_and_is_ignored() -> None:
+    # The contract names the home registry in every region; in the home region it is the registry itself.
+    from ecr_mirror_cdk.setup_mirror import arguments
+    args = arguments(["--registry", "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                      "--home-registry", "123456789012.dkr.ecr.us-east-1.amazonaws.com"])
+
+    assert args.home_registry is None

@@ -176,6 +176,8 @@ def test_a_member_account_in_the_home_region_gets_the_contract_and_the_policy(sh
 
     assert parameters(resources) == {
         "/ecr-mirror/registry-uri": ("String", f"{MIRROR}.dkr.ecr.{HOME}.amazonaws.com"),
+        # The same host: MirrorAdoption reads it in every region, and setup_mirror.py ignores it at home.
+        "/ecr-mirror/home-registry-uri": ("String", f"{MIRROR}.dkr.ecr.{HOME}.amazonaws.com"),
         "/ecr-mirror/mirror-map": ("String", mirror_map(shared_app.config)),
         "/ecr-mirror/setup-bucket": ("String", BUCKET),
         "/ecr-mirror/setup-key": ("String", KEY),
