@@ -92,21 +92,21 @@ deploy: $(BIN)/.runtime node_modules/.installed
 
 # After make deploy: one line per check of the deployed mirror, OK or what to fix (make verify ARGS=--build).
 verify: $(BIN)/.runtime
-	$(BIN)/python -m stacks.verify --config $(CONFIG) $(ARGS)
+	@$(BIN)/python -m stacks.verify --config $(CONFIG) $(ARGS)
 
 # Reads the Docker Hub username and access token from stdin (never from arguments or the
 # environment) and stores them in the secret the stack created.
 docker-hub-token: $(BIN)/.runtime
-	$(BIN)/python -m stacks.set_token --config $(CONFIG)
+	@$(BIN)/python -m stacks.set_token --config $(CONFIG)
 
 # Another upstream's secret (registry_credentials, or a cache rule's credentials_secret), created on first use.
 registry-token: $(BIN)/.runtime
 	@[ -n "$(REGISTRY)" ] || { echo "error: make registry-token needs REGISTRY=HOST, e.g. REGISTRY=ghcr.io" >&2; exit 1; }
-	$(BIN)/python -m stacks.set_token --config $(CONFIG) --registry $(REGISTRY)
+	@$(BIN)/python -m stacks.set_token --config $(CONFIG) --registry $(REGISTRY)
 
 # The CodeBuild projects of an account and region, each adopted, adoptable or manual: ARGS="--region eu-west-1".
 adoption-report: $(BIN)/.runtime
-	$(BIN)/python -m stacks.adoption_report $(ARGS)
+	@$(BIN)/python -m stacks.adoption_report $(ARGS)
 
 # Any other command of the pinned CDK CLI, on the venv's Node: make cdk ARGS="diff", ARGS="import EcrMirror",
 # ARGS="destroy --all". One that talks to AWS first checks the region and credentials, as make deploy does

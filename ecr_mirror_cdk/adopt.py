@@ -10,10 +10,10 @@ outputs RegistryUri and MirrorMap. In a replica region, registry_uri is the loca
 the mirror's own registry, which serves what replication has not brought yet.
 
 An inline buildspec gets ecr_mirror_cdk/buildspec.py's SETUP_LINE before its own install commands and is otherwise
-unchanged (stacks/adopt_buildspec.py); a buildspec kept in the source gets IAM and environment, and an info
+unchanged (adopt_buildspec.py); a buildspec kept in the source gets IAM and environment, and an info
 annotation names the line to add. A runner project (GitHub Actions, GitLab, Buildkite) gets an inline buildspec
 if it has none. The changes go into the L1 properties, so a team's escape-hatch overrides still apply on top;
-one that replaces what adoption set fails synth with a line saying what to add (stacks/adopt_check.py).
+one that replaces what adoption set fails synth with a line saying what to add (adopt_check.py).
 """
 
 from __future__ import annotations

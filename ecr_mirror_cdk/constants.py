@@ -20,8 +20,8 @@ LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python313-arm64"
 POWERTOOLS_LAYER_VERSION = 27
 POWERTOOLS_VERSION = "3.23.0"
-# One planner at a time; an overlapping run waits in Lambda's async queue at most this long, then goes
-# to the planner's failure queue (the next schedule plans again anyway).
+# A failed planner run is retried twice; with sync.planner_reserved_concurrency an overlapping run waits in
+# Lambda's async queue at most this long, then goes to the planner's failure queue (the next schedule plans again).
 PLANNER_RETRY_ATTEMPTS = 2
 PLANNER_MAX_EVENT_AGE = Duration.hours(1)
 

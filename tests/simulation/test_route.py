@@ -1,5 +1,5 @@
 """Where the fleet sends each pull: the images a Dockerfile names (tests/simulate/dockerfile.py), read with the
-engine's parser (lambdas/mirror/reference.py), so the fleet asks the mirror exactly what the product would accept;
+engine's parser (ecr_mirror_cdk/reference.py), so the fleet asks the mirror exactly what the product would accept;
 mirrored, every pull goes to the build host's endpoint by its Docker Hub path, with Docker Hub as the fallback."""
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ re-checks a tag upstream on every request):
   the upstream are as ECR's.
 - a blob: served from storage, else fetched from upstream into a storage upload (streamed, never
   held whole), then served from storage: fetch-then-serve, not tee.
-- pushes (PUT/POST/PATCH/DELETE) pass through to storage: ECR accepts pushes into repositories a
-  cache rule created (the mirror's tag move is one).
+- pushes (PUT/POST/PATCH/DELETE) pass through to storage, so tests can seed it; the mirror never pushes
+  into a cache rule's repositories (ECR documents no such push).
 `username`/`password` (optional): the rule's upstream credentials, sent as Basic on every upstream
 request (the loopback "Docker Hub", tests/support/limiter.py, counts them as that user's pulls).
 `upstream_requests` lists (method, path) of every request sent upstream. Fills run one at a time
