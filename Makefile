@@ -45,13 +45,14 @@ node_modules/.installed: package.json | $(BIN)/.runtime
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
-# The Debian packages of TEST_TOOLS whose command is missing (expanded only where used): what `make test`
-# names and what .ci/run installs (`make test-packages`), so the check and the install cannot drift.
+# Every Debian package of TEST_TOOLS: what .ci/run asks dpkg about and installs when missing (`make test-packages`).
+TEST_PACKAGES = $(foreach pair,$(TEST_TOOLS),$(lastword $(subst =, ,$(pair))))
+# Those whose command is missing (expanded only where used): what `make test` names. One list drives both.
 MISSING_TEST_PACKAGES = $(strip $(foreach pair,$(TEST_TOOLS),\
 	$(if $(shell command -v $(firstword $(subst =, ,$(pair))) 2>/dev/null),,$(lastword $(subst =, ,$(pair))))))
 
 test-packages:
-	@echo "$(MISSING_TEST_PACKAGES)"
+	@echo "$(TEST_PACKAGES)"
 
 # One line naming what is missing, before anything else runs.
 test-tools:
