@@ -13,16 +13,15 @@ then a summary line. Reads only: ListProjects and BatchGetProjects.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from ecr_mirror_cdk.adopt import MIRROR_VARIABLES
-from ecr_mirror_cdk.adopt_buildspec import BuildSpecError, read
+from ecr_mirror_cdk.adopt_buildspec import MIRROR_VARIABLES, BuildSpecError, read
 from ecr_mirror_cdk.buildspec import SETUP_LINE
 
+from .set_token import aws_client
 from .set_token import main as check_settings
 
 COMMAND = "make adoption-report"
@@ -88,9 +87,7 @@ def main(argv: list[str] | None = None, *, client: Any = None) -> int:
         # No region or credentials: the one line `make deploy` prints, naming this command.
         if check_settings(["--check", COMMAND, *(["--region", args.region] if args.region else [])]):
             return 1
-        import boto3
-
-        client = boto3.client("codebuild", region_name=args.region or os.environ.get("AWS_REGION"))
+        client = aws_client("codebuild", args.region)
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

@@ -87,11 +87,12 @@ def missing_profile(profile: str) -> str:
             f"shows, or unset {variable}")
 
 
-def secrets_client(region: str | None) -> Any:
+def aws_client(service: str, region: str | None, **options: Any) -> Any:
+    """A boto3 client in `region`, else AWS_REGION: boto3 reads only AWS_DEFAULT_REGION, while the CDK CLI (and so
+    `make deploy`) also honours AWS_REGION. The one place the make targets' tools make their clients."""
     import boto3
 
-    # boto3 reads only AWS_DEFAULT_REGION; the CDK CLI (and so `make deploy`) also honours AWS_REGION.
-    return boto3.client("secretsmanager", region_name=region or os.environ.get("AWS_REGION"))
+    return boto3.client(service, region_name=region or os.environ.get("AWS_REGION") or None, **options)
 
 
 def missing_rule_secret(config_path: str, region: str | None, client: Any = None) -> str | None:
@@ -102,7 +103,7 @@ def missing_rule_secret(config_path: str, region: str | None, client: Any = None
     except ConfigError as err:
         return str(err)
     created = None if config.docker_hub_credentials.existing_secret else config.docker_hub_credentials.secret_name
-    client = client or secrets_client(region)
+    client = client or aws_client("secretsmanager", region)
     from botocore.exceptions import BotoCoreError, ClientError
 
     for rule in config.pull_through_cache:
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, client: 
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
-        client = secrets_client(args.region)
+        client = aws_client("secretsmanager", args.region)
     problem = plain_http_problem(client.meta.endpoint_url)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import sys
@@ -27,7 +26,7 @@ from ecr_mirror_cdk.reference import DOCKER_HUB
 from lambdas.mirror.ecr import PLACEHOLDER, registry_credentials
 from lambdas.mirror.errors import CredentialsError
 
-from .set_token import aws_problem
+from .set_token import aws_client, aws_problem
 
 STACK_NAME = "EcrMirror"  # ecr_mirror_cdk.constants.STACK_NAME (importing it would start the CDK's Node.js)
 SPEC_PARAMETER = "/ecr-mirror/spec"  # ecr_mirror_cdk.constants.PARAMETER_SPEC, the config the planner reads
@@ -67,15 +66,11 @@ class Clients:
 
     def __getitem__(self, service: str) -> Any:
         if service not in self.given:
-            import boto3
             from botocore.config import Config as BotoConfig
 
             options = {"read_timeout": LAMBDA_READ_TIMEOUT, "retries": {"total_max_attempts": 1}}
-            self.given[service] = boto3.client(
-                service,  # type: ignore[call-overload]
-                region_name=self.region or os.environ.get("AWS_REGION") or None,
-                config=BotoConfig(**options) if service == "lambda" else None,
-            )
+            self.given[service] = aws_client(service, self.region,
+                                             config=BotoConfig(**options) if service == "lambda" else None)
         return self.given[service]
 
 
