@@ -12,7 +12,7 @@ from typing import Any
 from ecr_mirror_cdk.config import parse_spec
 
 from .endpoints import Endpoints
-from .errors import TooManyRequests
+from .errors import SupersededTask, TooManyRequests
 from .observability import logger, record_copy, record_failure, record_plan
 from .plan import Task, plan
 from .staleness import ParameterState, track
@@ -91,7 +91,11 @@ def run_message(body: str, endpoints: Endpoints, *, queue_url: str | None, not_b
     wait from counting toward the dead-letter queue. Every later task for that upstream in the same batch
     waits the same way without a request.
     """
-    task = Task.from_json(body)
+    try:
+        task = Task.from_json(body)
+    except SupersededTask as err:  # queued by an earlier version; retrying it would only fill the dead-letter queue
+        logger.warning(f"dropped a queued task: {err}")
+        return {"status": "superseded"}
     logger.append_keys(image=task.source, tag=task.tag)
     now = clock()
     if not_before is not None and not_before > now:

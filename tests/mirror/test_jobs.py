@@ -102,3 +102,16 @@ def test_the_queue_url_follows_from_the_event_source_arn() -> None:
     assert queue_url_from_arn("arn:aws:sqs:eu-west-1:123456789012:EcrMirror-Queue") == (
         "https://sqs.eu-west-1.amazonaws.com/123456789012/EcrMirror-Queue")
     assert queue_url_from_arn("arn:aws:sns:eu-west-1:123456789012:topic") is None
+
+
+def test_a_task_an_earlier_version_queued_as_a_cache_warm_is_dropped_not_retried() -> None:
+    # Given a message the old warm-by-digest path queued (its destination a cache repository)
+    sqs, source = FakeSqs(), Throttled(1.0)
+    body = '{"source": "python", "tag": "3.13-slim", "repository": "docker-hub/library/python", "via": "docker-hub"}'
+
+    # When the copier receives it
+    result = run_message(body, Endpoints(object(), sources=lambda _: source), queue_url="https://q", sqs=sqs)
+
+    # Then it is done with, without a request or a new message: the next plan queues a direct copy
+    assert result == {"status": "superseded"}
+    assert (source.calls, sqs.sent) == (0, [])
