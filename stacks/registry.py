@@ -14,7 +14,7 @@ from constructs import Construct
 
 from ecr_mirror_cdk import sharing
 from ecr_mirror_cdk.config import Config, ConfigError
-from ecr_mirror_cdk.contract import direct_repositories
+from ecr_mirror_cdk.contract import direct_repositories, repository_arns
 
 # The planner compares digests with manifest HEADs and GETs through the registry API (ecr:BatchGetImage);
 # copies also read blobs, check which the destination has, and mount from other mirrored repositories
@@ -214,8 +214,7 @@ class MirrorRegistry(Construct):
     def repository_arns(self) -> list[str]:
         """The direct copies, `<prefix>/*` for those at their default location (contract.direct_repositories)."""
         stack = Stack.of(self)
-        return [stack.format_arn(service="ecr", resource="repository", resource_name=name)
-                for name in direct_repositories(self.config)]
+        return repository_arns(self, direct_repositories(self.config), [(stack.account, stack.region)])
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
         """Compare digests: read manifests of the mirrored repositories."""
