@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -41,3 +42,7 @@ def write_setup_archive(path: Path) -> Path:
     temporary.write_bytes(setup_archive())
     os.replace(temporary, path)
     return path
+
+
+if __name__ == "__main__":  # by hand: python3 -m ecr_mirror_cdk.setup_archive [FILE]
+    print(write_setup_archive(Path(sys.argv[1] if len(sys.argv) > 1 else "setup_mirror.pyz")))
