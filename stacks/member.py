@@ -75,7 +75,7 @@ class MemberStack(Stack):
         # The home region's bucket in every region: the AWS CLI's `aws s3 cp` follows S3's redirect to the bucket's
         # region (botocore utils.S3RegionRedirectorv2: PermanentRedirect, AuthorizationHeaderMalformed).
         self._parameter("SetupBucket", constants.PARAMETER_SETUP_BUCKET, bucket,
-                        "S3 bucket of the mirror's setup module (ecr_mirror_cdk/setup_mirror.py)")
+                        "S3 bucket of the mirror's setup module (ecr_mirror_cdk/setup, as one runnable archive)")
         self._parameter("SetupKey", constants.PARAMETER_SETUP_KEY, constants.SETUP_KEY,
                         "S3 key of the mirror's setup module in the setup bucket")
         # A replica region pulls, and first fills, at home too (README "Other regions").

@@ -50,7 +50,7 @@ The same day under the hourly policy: [simulation-hourly.png](simulation-hourly.
   lists, digest-exact and with its `platforms` ({platforms}), into a loopback "ECR" under
   `mirror/docker.io/<path>`. Every pull of a build, its bases (read from each Dockerfile by
   tests/simulate/dockerfile.py) and its test commands' `docker run`, goes to the build host's
-  endpoint (ecr_mirror_cdk/setup_mirror.py's handler, given the MIRROR_MAP the stack writes) as dockerd
+  endpoint (ecr_mirror_cdk/setup/endpoint.py's handler, given the MIRROR_MAP the stack writes) as dockerd
   and BuildKit send it to a registry mirror: `postgres:16-alpine` is asked for as
   `/v2/library/postgres/manifests/16-alpine` and answered from `mirror/docker.io/library/postgres`.
   What mirror.yaml does not list ({unlisted}) the endpoint answers from the Docker Hub
