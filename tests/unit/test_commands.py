@@ -58,7 +58,7 @@ def test_make_test_names_the_missing_debian_packages_in_one_line(tmp_path: Path)
     assert done.returncode != 0
     assert done.stderr.splitlines()[0] == (
         "error: make test needs these Debian packages: docker.io busybox-static "
-        "(sudo apt-get install docker.io busybox-static, or run .ci/run)")
+        "(sudo apt-get install docker.io busybox-static)")
     assert len([line for line in done.stderr.splitlines() if not line.startswith("make")]) == 1
 
 
