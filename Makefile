@@ -81,10 +81,11 @@ test: test-tools $(BIN)/.dev node_modules/.installed
 	$(BIN)/pytest -q
 
 # The manual (docs/, mkdocs.yml) as a site in $(SITE), git-ignored; strict: any warning (a broken link or
-# anchor, a page missing from the nav) fails the build.
+# anchor, a page missing from the nav) fails the build. NO_MKDOCS_2_WARNING silences mkdocs-material's banner
+# about its end of life (May 2027), printed on every build.
 SITE ?= site
 docs: $(BIN)/.dev
-	$(BIN)/mkdocs build --strict --site-dir $(SITE)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE)
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .
