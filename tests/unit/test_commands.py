@@ -98,7 +98,7 @@ def test_make_plan_and_sync_with_json_print_the_json_document_alone(
     config.write_text(f"images:\n  - {{source: '{source.host}/team/app', tags: [v1]}}\n")
     args = f"ARGS=--registry {destination.host} --json"
 
-    # When make plan and make sync run with --json, as the README shows them
+    # When make plan and make sync run with --json, as the manual shows them
     plan = make_as_typed("plan", f"CONFIG={config}", args)
     sync = make_as_typed("sync", f"CONFIG={config}", args)
 
