@@ -16,7 +16,7 @@ says it.
 In a replica region (`--registry` the local copy), `--home-registry` names the mirror's home registry: what
 replication has not brought yet (an image first pulled here, a tag that moved minutes ago) comes from there,
 whose cache rules can still fill it, instead of from the upstream. ECR replicates, but a cache rule exists
-only in its own region (ECR user guide, "Private image replication"; README "One mirror for an organization").
+only in its own region (ECR user guide, "Private image replication"; docs/organization.md, "Other regions").
 """
 
 from __future__ import annotations

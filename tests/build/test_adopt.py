@@ -473,8 +473,8 @@ def test_the_setup_line_fetches_the_module_and_runs_it_with_the_projects_registr
     assert (tmp_path / "fetched").read_text() == "s3://assets/abc.py\n"
 
 
-def test_the_line_the_readme_gives_for_a_buildspec_file_is_the_setup_line():
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Existing projects"):]
+def test_the_line_the_manual_gives_for_a_buildspec_file_is_the_setup_line():
+    manual = (REPO / "docs" / "adopt.md").read_text()
+    section = manual[manual.index("## A buildspec file in the source"):]
     block = section[section.index("```yaml\n") + 8:]
     assert yaml.safe_load(block[:block.index("```")]) == {"phases": {"install": {"commands": [SETUP_LINE]}}}

@@ -313,12 +313,12 @@ def test_the_object_copied_into_the_bucket_is_the_setup_archive_at_the_published
     assert deployment["RetainOnDelete"] is False
 
 
-# --- the README's recipe for projects in other tools --------------------------------------------------
+# --- the manual's recipe for projects in other tools --------------------------------------------------
 
 
-def test_the_readme_recipe_reads_the_parameters_the_stackset_publishes_and_runs_the_setup_line() -> None:
-    readme = (REPO / "README.md").read_text()
-    recipe = readme[readme.index("### Projects in other tools"):readme.index("**Which projects still pull")]
+def test_the_manual_recipe_reads_the_parameters_the_stackset_publishes_and_runs_the_setup_line() -> None:
+    manual = (REPO / "docs" / "adopt.md").read_text()
+    recipe = manual[manual.index("## Projects in other tools"):manual.index("## Which projects still pull")]
     wanted = dict(zip(REQUIRED, BUILD_PARAMETERS, strict=True))
 
     table = dict(re.findall(r"\| `(MIRROR_\w+)` \| `PARAMETER_STORE` \| `(/ecr-mirror/[\w-]+)` \|", recipe))

@@ -20,7 +20,7 @@ from .report import chart, markdown_table, staleness_table, table
 from .run import Mode, Result, simulate
 from .world import seeded
 
-FRESH_WITHIN = 15 * 60.0  # README: a moved tag reaches builds within 15 minutes
+FRESH_WITHIN = 15 * 60.0  # docs/engine.md: a moved tag reaches builds within 15 minutes
 
 DOC = """# Fleet simulation: Docker Hub's pull limits with and without the mirror
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def broken(result: Result) -> str | None:
-    """What a mirrored day shows that the README says it does not; None when it holds."""
+    """What a mirrored day shows that the manual (docs/engine.md) says it does not; None when it holds."""
     late = [s for s in result.staleness if s.served_after is None or s.served_after > FRESH_WITHIN]
     why = (f"{result.failed_429} builds failed with 429" if result.failed_429 else
            f"Docker Hub served {result.build_hub_gets} manifests to builds" if result.build_hub_gets else
