@@ -124,6 +124,19 @@ def test_the_stackset_targets_the_organization_root_but_the_mirror_account_in_ho
     }]
 
 
+def test_a_failing_member_account_never_fails_the_stackset_operation_so_never_the_mirror_stack(
+    shared_app: Synthesized,
+) -> None:
+    # Tolerate every account of a region failing: the operation still ends SUCCEEDED, the state the StackSet
+    # resource's handler stabilizes on; with nothing stopped early, every account and region at once.
+    shared_app.template.has_resource_properties("AWS::CloudFormation::StackSet", {
+        "OperationPreferences": {"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 100,
+                                 "ConcurrencyMode": "SOFT_FAILURE_TOLERANCE", "RegionConcurrencyType": "PARALLEL"},
+    })
+    preferences = stack_set(shared_app)["Properties"]["OperationPreferences"]
+    assert "FailureToleranceCount" not in preferences and "MaxConcurrentCount" not in preferences
+
+
 def test_the_stackset_names_the_mirror_account_its_region_and_its_setup_bucket(shared_app: Synthesized) -> None:
     bucket = shared_app.logical_id("AWS::S3::Bucket")
     assert stack_set(shared_app)["Properties"]["Parameters"] == [
