@@ -284,6 +284,21 @@ def test_a_policy_over_iams_managed_policy_limit_fails_synth_with_one_line(tmp_p
     assert "\n" not in str(caught.value)
 
 
+def test_a_member_parameter_over_a_standard_parameters_4_kb_fails_synth_with_one_line(tmp_path: Path) -> None:
+    # With one replica region the pull ARNs (here and at home) pass 4 KB before EcrMirrorPull passes IAM's limit.
+    images = [{"source": f"gcr.io/team/image-{n:03d}", "tags": ["1"], "target": f"team{n:03d}/image"}
+              for n in range(29)]
+    config = parse_config({**SHARED, "images": images, "replication": {"regions": ["eu-west-1"]}}, origin="big.yaml")
+
+    with pytest.raises(ConfigError) as caught:
+        synthesize(config, tmp_path)
+
+    assert str(caught.value).startswith("big.yaml: sharing.stack_set: the member accounts' SSM parameter "
+                                        "/ecr-mirror/pull-repository-arns would reach ")
+    assert str(caught.value).endswith("over a standard parameter's 4096; copy fewer images outside "
+                                      "repositories.prefix (target) or replicate to fewer regions")
+
+
 # --- the setup bucket ---------------------------------------------------------------------------------
 
 
