@@ -26,9 +26,14 @@ def _detailed(instance: dict[str, Any]) -> str:
     return str(instance.get("StackInstanceStatus", {}).get("DetailedStatus") or instance["Status"])
 
 
+def _account(instance: dict[str, Any]) -> str:
+    # StackInstanceSummary.Account is documented for self-managed StackSets; service-managed ones name the OU too.
+    return str(instance.get("Account") or instance.get("OrganizationalUnitId") or "?")
+
+
 def _named(instance: dict[str, Any]) -> str:
     reason = instance.get("StatusReason") or "no reason given"
-    return f"{instance['Account']} {instance['Region']} {_detailed(instance)}: {reason}"
+    return f"{_account(instance)} {instance['Region']} {_detailed(instance)}: {reason}"
 
 
 def check_members(stack_set: StackSet, cloudformation: Any) -> Check:
@@ -66,13 +71,13 @@ def check_members(stack_set: StackSet, cloudformation: Any) -> Check:
                                                f"{STACK_SET_NAME} are not current (the mirror is unaffected; those "
                                                f"accounts lack this deploy's contract): {named}{more}: {RETRY}")
     if under_way:
+        where = listing([f"{_account(i)} {i['Region']}" for i in under_way])
         return Check("member accounts", False, f"{len(under_way)} of {len(instances)} stack instances of "
-                                               f"{STACK_SET_NAME} are still deploying "
-                                               f"({listing([i['Account'] + ' ' + i['Region'] for i in under_way])}): "
+                                               f"{STACK_SET_NAME} are still deploying ({where}): "
                                                "run make verify again in a few minutes")
     if not instances:
         return Check("member accounts", True, f"{STACK_SET_NAME} has no stack instance yet: no account but the "
                                               "mirror's own is under sharing.stack_set.targets")
     skipped = f"; {len(suspended)} skipped (suspended accounts)" if suspended else ""
     return Check("member accounts", True, f"{len(current)} stack instances of {STACK_SET_NAME} current in "
-                                          f"{len({i['Account'] for i in current})} accounts{skipped}")
+                                          f"{len({_account(i) for i in current})} accounts{skipped}")
