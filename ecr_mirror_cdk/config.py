@@ -154,7 +154,7 @@ class Sharing:
 
     organization_id: str | None = None
     accounts: tuple[str, ...] = ()
-    stack_set: StackSet | None = None  # required with organization_id
+    stack_set: StackSet | None = None  # with organization_id only: the contract in every member account
 
 
 @dataclass(frozen=True)
@@ -390,11 +390,8 @@ class _Parser:
 
     def stack_set(self, value: Any, organization: str | None) -> StackSet | None:
         where = "sharing.stack_set"
-        if value is None:
-            if organization is None:
-                return None
-            raise self.fail(where, "needed with organization_id (the StackSet that puts the contract in every "
-                                   "account): targets: [the organization's root id r-..., or OU ids ou-...]")
+        if value is None:  # the organization may pull; its accounts take the contract from the outputs
+            return None
         if organization is None:
             raise self.fail(where, "needs sharing.organization_id (a StackSet reaches the accounts of an organization)")
         raw = self.mapping(value, where, {"targets", "call_as"})

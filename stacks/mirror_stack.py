@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -20,6 +20,8 @@ from .registry import MirrorRegistry
 from .replication import check_regions, replication_configuration
 from .stackset import OrganizationContract
 from .sync import MirrorSync
+
+NO_STACK_SET = "@ecr-mirror/no-stack-set"  # the warning's id: Annotations.acknowledge_warning silences it
 
 
 class MirrorStack(Stack):
@@ -37,6 +39,11 @@ class MirrorStack(Stack):
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
         if config.sharing is not None and config.sharing.stack_set is not None:
             OrganizationContract(self, "Organization", config=config)  # the contract in every member account
+        elif config.sharing is not None and config.sharing.organization_id:
+            Annotations.of(self).add_warning_v2(NO_STACK_SET, (
+                f"{config.origin}: sharing: the organization {config.sharing.organization_id} may pull, but without "
+                "sharing.stack_set its accounts get no contract: give their projects the outputs RegistryUri and "
+                "MirrorMap (MirrorAdoption(registry_uri=..., mirror_map=...))"))
         sync = MirrorSync(
             self,
             "Sync",
