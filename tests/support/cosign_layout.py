@@ -65,8 +65,8 @@ def push_classic(registry: str, repository: str, digest: str, signatures: list[t
     layers = []
     for payload, signature in signatures:
         pusher.blob(repository, payload)
-        layers.append(descriptor(SIMPLE_SIGNING, payload,
-                                 annotations={"dev.cosignproject.cosign/signature": base64.b64encode(signature).decode()}))
+        annotation = {"dev.cosignproject.cosign/signature": base64.b64encode(signature).decode()}
+        layers.append(descriptor(SIMPLE_SIGNING, payload, annotations=annotation))
     config = json.dumps({"architecture": "", "created": "0001-01-01T00:00:00Z", "os": "", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]}},
                         separators=(",", ":")).encode()
