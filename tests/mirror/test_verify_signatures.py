@@ -4,6 +4,7 @@ tag where it was. Signatures are made by tests/support/cosign_layout.py with key
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -224,3 +225,62 @@ def test_the_signature_check_costs_one_pull_at_docker_hub_and_keeps_the_reserve(
 def mirrored_tag(destination: RegistryServer, tag: str) -> str | None:
     head = RegistryClient(destination.host).head_manifest(REPOSITORY, tag)
     return head.digest if head else None
+
+
+@pytest.fixture
+def lambdas(aws: str, monkeypatch: pytest.MonkeyPatch, registries: tuple[RegistryServer, RegistryServer]) -> Any:
+    """The planner and copier as deployed: the spec, the planner state and the public key in SSM (moto)."""
+    import boto3
+
+    from lambdas.mirror.settings import ENV_QUEUE_URL, ENV_REGISTRY, ENV_SPEC_PARAMETER, ENV_STATE_PARAMETER
+
+    source, destination = registries
+    key = new_key()
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name="/ecr-mirror/test/cosign.pub", Value=public_pem(key), Type="String")
+    cfg = config({"source": f"{source.host}/team/app", "tags": ["v1"], "target": REPOSITORY,
+                  "verify": {"cosign_public_key": "ssm:/ecr-mirror/test/cosign.pub"}})
+    ssm.put_parameter(Name="/ecr-mirror/test/spec", Value=cfg.to_spec(), Type="String")
+    ssm.put_parameter(Name="/ecr-mirror/test/state", Value="{}", Type="String")
+    queue_url = boto3.client("sqs").create_queue(QueueName="mirror-verify")["QueueUrl"]
+    for name, value in ((ENV_SPEC_PARAMETER, "/ecr-mirror/test/spec"), (ENV_STATE_PARAMETER, "/ecr-mirror/test/state"),
+                        (ENV_QUEUE_URL, queue_url), (ENV_REGISTRY, destination.host)):
+        monkeypatch.setenv(name, value)
+    return key, queue_url
+
+
+def test_the_lambdas_hold_an_unsigned_retag_count_it_each_run_and_move_a_signed_one(
+        lambdas: Any, registries: tuple[RegistryServer, RegistryServer], capsys: pytest.CaptureFixture[str]) -> None:
+    from lambdas.mirror.handlers import copier, planner
+    from tests.mirror.test_handlers import COPIER, SCHEDULED_EVENT, Context, receive_all, sqs_event
+
+    key, queue_url = lambdas
+    source, destination = registries
+
+    def scheduled_run() -> tuple[dict[str, Any], float]:
+        """One planner run and a copier run of what it queued: the summary and the ImagesUnverified it emitted."""
+        summary = planner.handler(SCHEDULED_EVENT, Context())
+        emf = [line for line in capsys.readouterr().out.splitlines() if '"ImagesUnverified"' in line]
+        messages = receive_all(queue_url)
+        if messages:
+            assert copier.handler(sqs_event(messages), COPIER) == {"batchItemFailures": []}
+        return summary, json.loads(emf[-1])["ImagesUnverified"]
+
+    signed = push_image(source.host, "team/app", "v1", seed=1)
+    sign_classic(source.host, "team/app", signed, key)
+    assert scheduled_run()[0]["copy"] == 1 and mirrored(destination) == signed
+
+    # When upstream re-tags v1 to an unsigned digest: held and counted, and again at the next run without a GET
+    unsigned = push_image(source.host, "team/app", "v1", seed=2)
+    held, count = scheduled_run()
+    before = len(source.requests())
+    again, count_again = scheduled_run()
+    gets_again = [r for r in source.requests()[before:] if r.method == "GET" and r.path != "/v2/"]
+    assert (held["unverified"], held["enqueued"], count) == (1, 0, [1.0])
+    assert (again["unverified"], count_again, gets_again) == (1, [1.0], [])
+    assert mirrored(destination) == signed
+
+    # When the key signs it, the next run moves the tag and counts nothing unverified
+    sign_classic(source.host, "team/app", unsigned, key)
+    moved, count_moved = scheduled_run()
+    assert (moved["copy"], count_moved) == (1, [0.0]) and mirrored(destination) == unsigned
