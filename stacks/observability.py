@@ -1,5 +1,6 @@
 """Alarms on what needs a person (stuck messages, failing copier or planner, a schedule that cannot
-invoke, Docker Hub quota), the encrypted topic they publish to, and a dashboard."""
+invoke, Docker Hub quota, and where an image has `verify`, a tag held for want of a signature), the
+encrypted topic they publish to, and a dashboard."""
 
 from __future__ import annotations
 
@@ -105,6 +106,15 @@ class MirrorObservability(Construct):
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             ),
         ]
+        verifying = any(image.verify is not None for image in config.images)
+        if verifying:  # only where a tag can be held: an alarm on a metric nobody emits would cost for nothing
+            self.alarms.append(self._alarm(
+                "UnverifiedImages",
+                "An upstream tag moved to a digest without a signature from its verify key; the mirror's tag "
+                "stays where it was (the planner's log names the image, tag and digest)",
+                mirror_metric(settings.METRIC_UNVERIFIED, "Maximum"),
+                threshold=0,
+            ))
         self._allow_cloudwatch(key)
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
         self.dashboard.add_widgets(
@@ -117,6 +127,7 @@ class MirrorObservability(Construct):
                         settings.METRIC_SKIPPED,
                         settings.METRIC_DEFERRED,
                         settings.METRIC_FAILED,
+                        *((settings.METRIC_UNVERIFIED,) if verifying else ()),
                     )
                 ],
                 width=12,
