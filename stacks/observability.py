@@ -112,8 +112,12 @@ class MirrorObservability(Construct):
                 "UnverifiedImages",
                 "An upstream tag moved to a digest without a signature from its verify key; the mirror's tag "
                 "stays where it was (the planner's log names the image, tag and digest)",
-                mirror_metric(settings.METRIC_UNVERIFIED, "Maximum"),
+                mirror_metric(settings.METRIC_UNVERIFIED, "Maximum").with_(period=constants.QUOTA_PERIOD),
                 threshold=0,
+                # Emitted once per planner run, so most periods have no data: that keeps the state, and the
+                # alarm clears when a run counts 0 ("ignore: the current alarm state is maintained", CloudWatch
+                # user guide, "Configuring how CloudWatch alarms treat missing data").
+                missing=cloudwatch.TreatMissingData.IGNORE,
             ))
         self._allow_cloudwatch(key)
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
@@ -226,6 +230,7 @@ class MirrorObservability(Construct):
         *,
         threshold: float,
         comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> cloudwatch.Alarm:
         # One bad period pages; no data is never an alarm (no copies, no failures, no Docker Hub traffic).
         alarm = cloudwatch.Alarm(
@@ -237,7 +242,7 @@ class MirrorObservability(Construct):
             threshold=threshold,
             comparison_operator=comparison,
             evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            treat_missing_data=missing,
         )
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         alarm.add_ok_action(actions.SnsAction(self.topic))
