@@ -284,3 +284,26 @@ def test_the_lambdas_hold_an_unsigned_retag_count_it_each_run_and_move_a_signed_
     sign_classic(source.host, "team/app", unsigned, key)
     moved, count_moved = scheduled_run()
     assert (moved["copy"], count_moved) == (1, [0.0]) and mirrored(destination) == unsigned
+
+
+def test_the_cli_sync_reports_a_held_tag_and_exits_1(registries: tuple[RegistryServer, RegistryServer],
+                                                      tmp_path: Any) -> None:
+    import io
+
+    from lambdas.mirror.cli import main
+
+    from .support import write_config
+
+    source, destination = registries
+    key = new_key()
+    push_image(source.host, "team/app", "v1", seed=1)
+    path = write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["v1"],
+                                                   "target": REPOSITORY}, verify={"cosign_public_key": public_pem(key)})
+    out = io.StringIO()
+
+    code = main(["sync", "--config", str(path), "--registry", destination.host, "--json"], out=out, err=io.StringIO())
+
+    report = json.loads(out.getvalue())
+    assert (code, report["unverified"], report["copied"]) == (1, 1, 0)
+    assert [(i["status"], i["tag"]) for i in report["items"]] == [("unverified", "v1")]
+    assert "no signature" in report["items"][0]["error"] and mirrored(destination) is None
