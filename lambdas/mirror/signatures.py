@@ -55,7 +55,6 @@ class KeyUnavailable(Exception):
 class Verdict:
     verified: bool
     reason: str
-    memo: str | None = None  # the planner-state key that remembers an unsigned digest
 
 
 class Keys:
@@ -122,7 +121,7 @@ class Checker:
         checked = self.remembered.get(memo)
         if checked is not None and 0 <= self.now - checked < RECHECK_AFTER:
             self.unsigned[memo] = checked
-            return Verdict(False, "no signature from the key (checked earlier; signature tags unchanged)", memo)
+            return Verdict(False, "no signature from the key (checked earlier; signature tags unchanged)")
         reasons: list[str] = []
         if sig is not None:
             try:
@@ -130,7 +129,12 @@ class Checker:
                 return Verdict(True, f"signed ({signature_tag(digest)})")
             except Rejected as err:
                 reasons.append(f"{signature_tag(digest)}: {err}")
-        for referrer in self._bundle_referrers(client, repository, digest, index and index.digest)[:MAX_BUNDLES]:
+        referrers: list[str] = []
+        try:
+            referrers = self._bundle_referrers(client, repository, digest, index.digest if index else None)
+        except Rejected as err:  # a listing that is not an index: nothing in it can be checked
+            reasons.append(f"referrers: {err}")
+        for referrer in referrers[:MAX_BUNDLES]:
             try:
                 self._bundle(client, repository, digest, referrer, key)
                 return Verdict(True, f"signed (sigstore bundle {referrer[:19]})")
@@ -138,7 +142,7 @@ class Checker:
                 reasons.append(f"bundle {referrer[:19]}: {err}")
         self.unsigned[memo] = self.now
         return Verdict(False, "; ".join(reasons) or f"no signature: no {signature_tag(digest)} tag and no sigstore "
-                                                    "bundle referrer", memo)
+                                                    "bundle referrer")
 
     def _manifest(self, client: Any, repository: str, reference: str) -> dict[str, Any]:
         if ":" in reference and not DIGEST_RE.fullmatch(reference):
