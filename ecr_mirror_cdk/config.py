@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .reference import DOCKER_HUB, TAG_RE, Reference, ReferenceError, parse
+from .signing_key import KeySource, key_source, load_public_key
 
 DEFAULT_SCHEDULE = "rate(10 minutes)"
 DEFAULT_SECRET = "ecr-pullthroughcache/docker-hub"
@@ -103,6 +104,17 @@ class CacheRule:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """A tag moves only to a digest this key signed (docs/verify-signatures.md)."""
+
+    cosign_public_key: str  # an inline PEM, ssm:<parameter name> or secretsmanager:<secret name>
+
+    @property
+    def source(self) -> KeySource:
+        return key_source(self.cosign_public_key)
+
+
+@dataclass(frozen=True)
 class Image:
     source: str
     tags: tuple[str, ...] = ()
@@ -111,6 +123,8 @@ class Image:
     target: str | None = None
     # Filled by parse_config: the repository the image is copied into (`target`, or mirror/<host>/<path>).
     repository: str = ""
+    # Filled by parse_config: the image's own `verify`, else the top-level one; None: tags move unchecked.
+    verify: Verify | None = None
 
     @property
     def ref(self) -> Reference:
@@ -169,6 +183,7 @@ class Config:
     replication_regions: tuple[str, ...] = ()
     # Upstream registry host -> Secrets Manager secret (JSON `username`, `accessToken`) the mirror logs in with.
     registry_credentials: tuple[tuple[str, str], ...] = ()
+    verify: Verify | None = None  # the default of every image that does not say `verify` itself
     origin: str = field(default="mirror.yaml", compare=False)  # the file, for messages
 
     def rule_for(self, registry: str) -> CacheRule | None:
@@ -182,6 +197,11 @@ class Config:
                        if rule.credentials_secret)
         secrets.update(self.registry_credentials)
         return secrets
+
+    def verify_keys(self) -> list[KeySource]:
+        """The distinct keys images are held to, in config order (the planner reads the stored ones)."""
+        keys = [image.verify.source for image in self.images if image.verify is not None]
+        return list(dict.fromkeys(keys))
 
     def to_spec(self) -> str:
         """`to_json`, gzipped and base64-encoded behind SPEC_PREFIX: what the stack stores in SSM for the planner.
@@ -202,8 +222,11 @@ class Config:
                         ("tag_regex", i.tag_regex),
                         ("platforms", list(i.platforms)),
                         ("target", i.target),
+                        # Only where it differs from the top-level default; `false` opts out of it.
+                        ("verify", None if i.verify == self.verify else
+                         {"cosign_public_key": i.verify.cosign_public_key} if i.verify else False),
                     )
-                    if v
+                    if v or v is False
                 }
                 for i in self.images
             ],
@@ -225,6 +248,8 @@ class Config:
             data["replication"] = {"regions": list(self.replication_regions)}
         if self.registry_credentials:
             data["registry_credentials"] = dict(self.registry_credentials)
+        if self.verify is not None:
+            data["verify"] = {"cosign_public_key": self.verify.cosign_public_key}
         if creds.ssm_username and creds.ssm_token:
             data["docker_hub_credentials"]["ssm_parameters"] = {
                 "username": creds.ssm_username,
@@ -339,13 +364,14 @@ class _Parser:
             data,
             "top level",
             {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories",
-             "sharing", "replication", "registry_credentials"},
+             "sharing", "replication", "registry_credentials", "verify"},
         )
         repositories = self.repositories(top.get("repositories", {}))
         credentials = self.credentials(top.get("docker_hub_credentials", {}))
         registry_credentials = self.registry_credentials(top.get("registry_credentials"))
         rules = self.rules(top.get("pull_through_cache"), credentials, dict(registry_credentials))
-        images = self.images(top.get("images"), rules, repositories)
+        verify = self.verify(top.get("verify"), "verify") if top.get("verify") is not None else None
+        images = self.images(top.get("images"), rules, repositories, verify)
         used = {image.ref.registry for image in images} | {rule.registry for rule in rules if rule.credentials_secret}
         for host, _ in registry_credentials:
             if host not in used:  # most likely a typo: its images would be fetched anonymously
@@ -359,6 +385,7 @@ class _Parser:
             repositories=repositories,
             sharing=self.sharing(top.get("sharing")),
             replication_regions=self.replication(top.get("replication")),
+            verify=verify,
             registry_credentials=registry_credentials,
             origin=self.origin,
         )
@@ -554,7 +581,8 @@ class _Parser:
             rules.append(CacheRule(upstream, prefix, secret))
         return tuple(rules)
 
-    def images(self, value: Any, rules: tuple[CacheRule, ...], repos: Repositories) -> tuple[Image, ...]:
+    def images(self, value: Any, rules: tuple[CacheRule, ...], repos: Repositories,
+               verify: Verify | None = None) -> tuple[Image, ...]:
         if not isinstance(value, list) or not value:
             raise self.fail("images", "must be a non-empty list of {source, tags | tag_regex} entries")
         images: list[Image] = []
@@ -562,7 +590,7 @@ class _Parser:
         for i, item in enumerate(value):
             source = item.get("source") if isinstance(item, dict) else None
             where = f"images[{i}]" + (f" ({source})" if isinstance(source, str) else "")
-            image = self.image(item, where, rules, repos)
+            image = self.image(item, where, rules, repos, verify)
             if image.repository in seen:
                 raise self.fail(
                     f"{where}.target",
@@ -573,8 +601,9 @@ class _Parser:
             images.append(image)
         return tuple(images)
 
-    def image(self, item: Any, where: str, rules: tuple[CacheRule, ...], repos: Repositories) -> Image:
-        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target"})
+    def image(self, item: Any, where: str, rules: tuple[CacheRule, ...], repos: Repositories,
+              default_verify: Verify | None = None) -> Image:
+        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target", "verify"})
         source = raw.get("source")
         if not isinstance(source, str):
             raise self.fail(f"{where}.source", "is required: an image reference such as 'python' or 'ghcr.io/org/app'")
@@ -611,7 +640,24 @@ class _Parser:
                 raise self.fail(
                     f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule.prefix!r}"
                 )
-        return Image(source, tags, regex, platforms, target, repository)
+        verify = default_verify
+        if raw.get("verify") is False:
+            verify = None
+        elif raw.get("verify") is not None:
+            verify = self.verify(raw["verify"], f"{where}.verify")
+        return Image(source, tags, regex, platforms, target, repository, verify)
+
+    def verify(self, value: Any, where: str) -> Verify:
+        """`{cosign_public_key: ...}`; an inline key is parsed here, a stored one when the planner reads it."""
+        raw = self.mapping(value, where, {"cosign_public_key"})
+        text = self.string(raw.get("cosign_public_key"), f"{where}.cosign_public_key")
+        try:
+            source = key_source(text)
+            if source.kind == "pem":
+                load_public_key(source.value)
+        except ValueError as err:
+            raise self.fail(f"{where}.cosign_public_key", str(err)) from None
+        return Verify(source.value if source.kind == "pem" else text.strip())
 
     def platform(self, value: str, where: str) -> None:
         parts = value.split("/")

@@ -80,6 +80,13 @@ class MirrorStack(Stack):
         for function in (sync.planner, sync.copier):
             for upstream_secret in upstream_secrets:
                 upstream_secret.grant_read(function)
+        # Only the planner checks signatures (`verify`): it reads the stored public keys, nothing else does.
+        for i, key in enumerate(config.verify_keys()):
+            if key.kind == "ssm":
+                iam.Grant.add_to_principal(grantee=sync.planner, actions=["ssm:GetParameter"], resource_arns=[
+                    self.format_arn(service="ssm", resource="parameter", resource_name=key.value.lstrip("/"))])
+            elif key.kind == "secretsmanager":
+                secretsmanager.Secret.from_secret_name_v2(self, f"VerifyKey{i}", key.value).grant_read(sync.planner)
 
         CfnOutput(self, "RegistryUri", value=registry.uri, description="ECR registry host of the mirror")
         CfnOutput(self, "MirrorMap", value=mirror_map(config),
