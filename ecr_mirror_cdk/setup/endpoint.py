@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from .base import SetupError, alive, end
-from .ecr import Registry
+from .ecr import Registry, Response
 from .mirror_map import MirrorMap, refusal
 
 MANIFEST_ACCEPT = ", ".join([
@@ -164,7 +164,7 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal,
                            **({"path_first": True} if _PATH_FIRST.match(path) else {}))
             self.reply(status, json.dumps({"errors": [{"code": code, "message": message}]}).encode())
 
-        def relay(self, response: http.client.HTTPResponse) -> None:
+        def relay(self, response: Response) -> None:
             self.send_response(response.status)
             for name in PASSED_HEADERS:
                 value = response.getheader(name)
