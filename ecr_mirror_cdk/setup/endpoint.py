@@ -194,13 +194,26 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal,
     return Handler
 
 
+class Server(http.server.ThreadingHTTPServer):
+    """A thread per connection; an error in one is one line in the endpoint's log, not socketserver's traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        client = ":".join(str(part) for part in client_address) if isinstance(client_address, tuple) else "a client"
+        if isinstance(error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            line = f"{client} dropped the connection mid-request ({type(error).__name__})"
+        else:
+            line = f"a request from {client} failed: {type(error).__name__}: {error}"
+        print(f"setup_mirror: endpoint: {' '.join(line.split())[:300]}", file=sys.stderr, flush=True)
+
+
 def serve(listener: socket.socket, registry: Registry, mirror: MirrorMap, journal: Journal,
           home: Registry | None = None) -> None:
-    server = http.server.ThreadingHTTPServer(listener.getsockname(), handler(registry, mirror, journal, home),
-                                             bind_and_activate=False)
+    server = Server(listener.getsockname(), handler(registry, mirror, journal, home), bind_and_activate=False)
     server.socket.close()
     server.socket = listener
-    server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     server.serve_forever()
 
