@@ -1,13 +1,16 @@
 """The mirror endpoint on 127.0.0.1: the request handler, serving, and the background process a setup starts.
 
-Why an endpoint on loopback and not ECR itself: dockerd refuses a mirror URL with a path
-(moby registry.ValidateMirror), and ECR serves Docker Hub under `<registry>/v2/docker-hub/...`. The endpoint
-answers Docker Hub's paths (`/v2/library/python/manifests/3.12-slim`) from the mirror's repositories,
-authenticates to ECR itself (`aws ecr get-login-password`, so the daemon needs no credentials), and passes
-ECR's blob redirects (layer GETs answer 307 to S3) to the client instead of bytes. BuildKit reaches
-the other upstreams through the same endpoint under a path (`127.0.0.1:PORT/quay.io`), which BuildKit accepts
-since v0.12.0 (moby/buildkit PR 3427; v0.11 puts the path before `/v2` and falls back to the upstream, and the
-report says so), then ECR's own prefix, then the upstream.
+Why an endpoint on loopback and not ECR itself: ECR serves Docker Hub under `<registry>/v2/docker-hub/...`, and
+dockerd cannot be pointed there. Before Docker 25 it refuses a mirror URL with a path (moby
+registry.ValidateMirror); since Docker 25 it accepts one (moby PR 46594, "registry: allow mirror path prefix in
+config", commit c587ba3) but puts the path before `/v2/`: ValidateMirror adds a `/` and distribution's URLBuilder
+resolves `v2/...` against it, so `https://<registry>/docker-hub` is asked for `/docker-hub/v2/library/python/...`,
+which ECR does not serve. The endpoint answers Docker Hub's paths (`/v2/library/python/manifests/3.12-slim`)
+from the mirror's repositories, authenticates to ECR itself (`aws ecr get-login-password`, so the daemon needs no
+credentials), and passes ECR's blob redirects (layer GETs answer 307 to S3) to the client instead of bytes.
+BuildKit reaches the other upstreams through the same endpoint under a path (`127.0.0.1:PORT/quay.io`), which
+BuildKit accepts since v0.12.0 (moby/buildkit PR 3427; v0.11 puts the path before `/v2` and falls back to the
+upstream, and the report says so), then ECR's own prefix, then the upstream.
 
 When the mirror cannot serve a manifest the endpoint answers with the mirror's error, and dockerd and
 BuildKit fall back to the upstream registry; every request answered with an error is recorded, and `--report`
