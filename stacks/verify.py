@@ -333,9 +333,10 @@ def with_dockerfile(buildspec: str, dockerfile: str) -> str:
     return json.dumps(spec, indent=2)
 
 
-# ecr_mirror_cdk/setup/report.py report(): "mirror: N manifests served by the mirror (...); no request fell back to the
-# upstream", or "...; K fell back to the upstream: ...", or "mirror: no record of this build's pulls (...)".
-REPORT_LINE = re.compile(r"mirror: (\d+ manifests served by the mirror|no record of this build's pulls).*")
+# ecr_mirror_cdk/setup/report.py report(): "mirror: N manifests served by the mirror (...); ...; no request fell back
+# to the upstream; not seen: ...", or "...; K fell back to the upstream: ..." (or dockerd's pulls that did not come
+# through the mirror) in its place, or "mirror: no record of this build's pulls (...)", or "mirror: not set up: ...".
+REPORT_LINE = re.compile(r"mirror: (\d+ manifests served by the mirror|no record of this build's pulls|not set up: ).*")
 NO_FALLBACK = "; no request fell back to the upstream"
 
 
@@ -396,7 +397,7 @@ def check_build(config: Config, outputs: Mapping[str, str], codebuild: Any = Non
         return Check("build", False, f"{build['id']} succeeded but its log has no report line of the "
                                      "setup's --report (ecr_mirror_cdk/setup): make deploy (the buildspec prints it)")
     served = re.match(r"mirror: (\d+) manifests", line)
-    if not line.endswith(NO_FALLBACK) or served is None or served.group(1) == "0":
+    if NO_FALLBACK not in line or served is None or served.group(1) == "0":
         return Check("build", False, f"FROM {image}: {line}")
     return Check("build", True, f"{build['id']} built FROM {image} and pushed :{VERIFY_TAG}; {line}")
 

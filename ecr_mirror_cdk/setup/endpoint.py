@@ -270,7 +270,8 @@ def stop_endpoint(pidfile: Path) -> None:
 def state_files(pidfile: Path) -> dict[str, Path]:
     stem = pidfile.with_suffix("")
     return {"journal": stem.with_name(stem.name + ".requests"), "log": stem.with_name(stem.name + ".log"),
-            "remote": stem.with_name(stem.name + ".remote")}
+            "remote": stem.with_name(stem.name + ".remote"), "setup": stem.with_name(stem.name + ".setup"),
+            "not-set-up": stem.with_name(stem.name + ".not-set-up")}
 
 
 def wait_for_endpoint(address: str, pid: int, log: Path) -> None:
