@@ -16,7 +16,8 @@ COPIER_MEMORY_MB = 1024  # more memory buys more network and CPU for sha256 of s
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 # Public Powertools layer; stacks/regions.py maps it per partition and region. Layer 27 holds Powertools
 # 3.23.0 (aws-powertools/powertools-lambda-python#7689: 3.23.0 shipped as layer version 27);
-# requirements-dev.txt pins the same version so the tests run what the Lambdas run. Bump all three together.
+# requirements-dev.txt pins the same version so the tests run what the Lambdas run. Bump all three together, and
+# take stacks/regions.py's arm64 table again for the new layer (POWERTOOLS_TABLE_FOR).
 POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python313-arm64"
 POWERTOOLS_LAYER_VERSION = 27
 POWERTOOLS_VERSION = "3.23.0"
@@ -48,6 +49,8 @@ PARAMETER_PULL_REPOSITORY_ARNS = f"{PARAMETER_PREFIX}/pull-repository-arns"
 PARAMETER_SETUP_BUCKET = f"{PARAMETER_PREFIX}/setup-bucket"
 PARAMETER_SETUP_KEY = f"{PARAMETER_PREFIX}/setup-key"
 PARAMETER_HOME_REGISTRY_URI = f"{PARAMETER_PREFIX}/home-registry-uri"
+# The setup archive (ecr_mirror_cdk/setup_archive.py) under the key the single-file module had: setup lines and
+# /ecr-mirror/setup-key parameters written before still fetch it there.
 SETUP_KEY = "ecr_mirror_cdk/setup_mirror.py"
 # The organization's StackSet and what it creates in each member account (stacks/member.py).
 STACK_SET_NAME = f"{STACK_NAME}-Contract"

@@ -3,7 +3,7 @@ the manifest GETs the plan will cause within what the upstream's rate limit has 
 
 Every configured image is a direct copy into its own repository (`mirror/<host>/<path>` or its
 `target`), never a pull through a cache rule: ECR documents cache pulls by tag only, and a cached tag
-may be a day old (README, "The mirror engine").
+may be a day old (docs/engine.md).
 
 Platform filters: when `platforms` drops entries from an index, the destination gets a smaller
 index whose digest differs from the source's; the engine records the source index digest next to
@@ -13,6 +13,12 @@ recognised as up to date without a GET at the source.
 Tags that share a digest: new tags of one image that point at the same source digest become one
 task (the first tag, the rest in `also`) costing one set of GETs; the copy puts the manifest it
 fetched once under every tag.
+
+Signatures: for an image with `verify`, a tag whose digest moved is queued only when a signature from
+its key over the new digest verifies (signatures.py; the check's GETs are planned like the copy's), and
+then as a copy of exactly that digest; otherwise the item is `unverified` and the destination tag stays
+where it was. Nothing of an unsigned digest is copied. This is the one place a tag's move is decided:
+the copier puts tags only for queued tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +42,7 @@ from .endpoints import Endpoints
 from .errors import RegistryError, SupersededTask, TooManyRequests
 from .manifests import INDEX_TYPES
 from .settings import SERVICE_NAME
+from .signatures import SIGNATURE_COST, Checker, Keys, KeyUnavailable
 
 # Plain logging: the Lambdas' Powertools Logger formats this logger (same name); the CLI, which
 # needs no Powertools, sets its own handler.
@@ -61,6 +69,7 @@ class Action(StrEnum):
     SKIP = "skip"
     DEFERRED = "deferred"
     FAILED = "failed"
+    UNVERIFIED = "unverified"  # the digest moved, but no signature from the image's key: the tag stays
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class Task:
     also: tuple[tuple[str, str | None], ...] = ()
     # sync.quota_reserve: the copy sends no manifest GET that would leave the upstream fewer pulls.
     reserve: int | None = None
+    # The planner verified source_digest's signature: copy exactly that digest, never what the tag moved to since.
+    verified: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -118,12 +129,15 @@ class Task:
         reserve = data.get("reserve")
         if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int)):
             raise ValueError("task field 'reserve' must be an integer")
+        verified = data.get("verified", False)
+        if not isinstance(verified, bool) or (verified and not isinstance(data.get("source_digest"), str)):
+            raise ValueError("task field 'verified' must be a boolean, and true only with a source_digest")
         task = cls(
             source=data["source"], tag=data["tag"], repository=data["repository"],
             source_digest=data.get("source_digest"), destination_digest=data.get("destination_digest"),
             platforms=tuple(data.get("platforms") or ()), cost=int(data.get("cost", 1)),
             mount_from=tuple(data.get("mount_from") or ()), also=tuple((a[0], a[1]) for a in also),
-            reserve=reserve,
+            reserve=reserve, verified=verified,
         )
         task.ref  # noqa: B018 - validates the source reference (raises ReferenceError, a ValueError)
         return task
@@ -169,6 +183,8 @@ class Quota:
 class Plan:
     items: list[PlanItem]
     quotas: dict[str, Quota] = field(default_factory=dict)
+    # Unsigned digests found this run (planner-state key -> when checked), so the next run need not GET again.
+    unsigned: dict[str, float] = field(default_factory=dict)
 
     def tasks(self) -> list[Task]:
         """One task per new source digest: tags that share it ride along in the first one's `also`."""
@@ -338,7 +354,8 @@ class _Planner:
         if up_to_date:
             note = "up to date" if current == info.digest else "up to date (filtered index of the source digest)"
             return Probe(PlanItem(task, Action.SKIP, note), remaining, limit)
-        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children))
+        signature = SIGNATURE_COST if image.verify is not None else 0
+        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children) + signature)
         reason = "new" if current is None else "changed"
         return Probe(PlanItem(task, Action.COPY, reason), remaining, limit)
 
@@ -361,9 +378,38 @@ class _Planner:
         return head.digest, False, children
 
 
+def hold_unsigned(items: Sequence[PlanItem], config: Config, endpoints: Endpoints,
+                  checker: Checker) -> list[PlanItem]:
+    """Copies of images with `verify` stay copies only where the new digest is signed by the image's key."""
+    images = {image.repository: image for image in config.images}
+    out = []
+    for item in items:
+        task, image = item.task, images.get(item.task.repository)
+        if item.action is not Action.COPY or image is None or image.verify is None or not task.source_digest:
+            out.append(item)
+            continue
+        try:
+            verdict = checker.check(endpoints.source(task.ref.registry), task.ref.repository, task.source_digest,
+                                    image.verify.source)
+        except TooManyRequests as err:  # QuotaReserved included: the check waits for the next run
+            out.append(replace(item, action=Action.DEFERRED, reason=f"signature check: {err}",
+                               retry_after=err.retry_after))
+            continue
+        except (KeyUnavailable, RegistryError, OSError) as err:
+            out.append(replace(item, action=Action.FAILED, reason=f"signature check failed: {err}"))
+            continue
+        if verdict.verified:
+            out.append(replace(item, task=replace(task, verified=True), reason=f"{item.reason}; {verdict.reason}"))
+        else:
+            held = f"tag stays at {task.destination_digest}" if task.destination_digest else "tag not created"
+            out.append(replace(item, action=Action.UNVERIFIED, reason=f"{held}: {verdict.reason}"))
+    return out
+
+
 def plan(config: Config, endpoints: Endpoints, *, recorded: RecordedDigest | None = None,
-         workers: int = 8) -> Plan:
-    """HEADs only at the sources: nothing here costs Docker Hub quota."""
+         workers: int = 8, check_signatures: bool = True, checker: Checker | None = None) -> Plan:
+    """HEADs only at the sources: nothing here costs Docker Hub quota, except the signature checks of
+    images with `verify` whose digest moved (`check_signatures`; the CLI's `plan` leaves them out)."""
     if recorded is None:
         from .copy import recorded_source_digest
 
@@ -375,8 +421,11 @@ def plan(config: Config, endpoints: Endpoints, *, recorded: RecordedDigest | Non
         probed = iter(list(pool.map(lambda job: planner.probe(*job), jobs)))
     probes = [slot if isinstance(slot, Probe) else next(probed) for slot in slots]
     items, quotas = apply_budget(probes, config.sync.quota_reserve)
+    if check_signatures and any(image.verify is not None for image in config.images):
+        checker = checker or Checker(Keys(), floor=config.sync.quota_reserve, remembered={}, now=time.time())
+        items = hold_unsigned(items, config, endpoints, checker)
     for item in items:
-        if item.action in (Action.DEFERRED, Action.FAILED):
-            level = logger.warning if item.action is Action.FAILED else logger.info
+        if item.action in (Action.DEFERRED, Action.FAILED, Action.UNVERIFIED):
+            level = logger.info if item.action is Action.DEFERRED else logger.warning
             level(f"{item.action}: {item.task.ref}", extra=item.as_dict())
-    return Plan(items, quotas)
+    return Plan(items, quotas, dict(checker.unsigned) if checker else {})

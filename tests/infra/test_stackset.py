@@ -17,10 +17,10 @@ from aws_cdk.assertions import Match
 from cfnlint.api import ManualArgs, lint_file
 
 from ecr_mirror_cdk.adopt import MirrorAdoption
-from ecr_mirror_cdk.build import SETUP_MODULE
 from ecr_mirror_cdk.buildspec import SETUP_LINE
 from ecr_mirror_cdk.config import ConfigError, parse_config
 from ecr_mirror_cdk.contract import mirror_map
+from ecr_mirror_cdk.setup_archive import setup_archive
 from stacks.adoption_report import REQUIRED
 from stacks.member import BUILD_PARAMETERS, MemberStack, checked_template
 from tests.build import cfn
@@ -124,6 +124,19 @@ def test_the_stackset_targets_the_organization_root_but_the_mirror_account_in_ho
     }]
 
 
+def test_a_failing_member_account_never_fails_the_stackset_operation_so_never_the_mirror_stack(
+    shared_app: Synthesized,
+) -> None:
+    # Tolerate every account of a region failing: the operation still ends SUCCEEDED, the state the StackSet
+    # resource's handler stabilizes on; with nothing stopped early, every account and region at once.
+    shared_app.template.has_resource_properties("AWS::CloudFormation::StackSet", {
+        "OperationPreferences": {"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 100,
+                                 "ConcurrencyMode": "SOFT_FAILURE_TOLERANCE", "RegionConcurrencyType": "PARALLEL"},
+    })
+    preferences = stack_set(shared_app)["Properties"]["OperationPreferences"]
+    assert "FailureToleranceCount" not in preferences and "MaxConcurrentCount" not in preferences
+
+
 def test_the_stackset_names_the_mirror_account_its_region_and_its_setup_bucket(shared_app: Synthesized) -> None:
     bucket = shared_app.logical_id("AWS::S3::Bucket")
     assert stack_set(shared_app)["Properties"]["Parameters"] == [
@@ -176,7 +189,7 @@ def test_a_member_account_in_the_home_region_gets_the_contract_and_the_policy(sh
 
     assert parameters(resources) == {
         "/ecr-mirror/registry-uri": ("String", f"{MIRROR}.dkr.ecr.{HOME}.amazonaws.com"),
-        # The same host: MirrorAdoption reads it in every region, and setup_mirror.py ignores it at home.
+        # The same host: MirrorAdoption reads it in every region, and the setup ignores it at home.
         "/ecr-mirror/home-registry-uri": ("String", f"{MIRROR}.dkr.ecr.{HOME}.amazonaws.com"),
         "/ecr-mirror/mirror-map": ("String", mirror_map(shared_app.config)),
         "/ecr-mirror/setup-bucket": ("String", BUCKET),
@@ -271,6 +284,21 @@ def test_a_policy_over_iams_managed_policy_limit_fails_synth_with_one_line(tmp_p
     assert "\n" not in str(caught.value)
 
 
+def test_a_member_parameter_over_a_standard_parameters_4_kb_fails_synth_with_one_line(tmp_path: Path) -> None:
+    # With one replica region the pull ARNs (here and at home) pass 4 KB before EcrMirrorPull passes IAM's limit.
+    images = [{"source": f"gcr.io/team/image-{n:03d}", "tags": ["1"], "target": f"team{n:03d}/image"}
+              for n in range(29)]
+    config = parse_config({**SHARED, "images": images, "replication": {"regions": ["eu-west-1"]}}, origin="big.yaml")
+
+    with pytest.raises(ConfigError) as caught:
+        synthesize(config, tmp_path)
+
+    assert str(caught.value).startswith("big.yaml: sharing.stack_set: the member accounts' SSM parameter "
+                                        "/ecr-mirror/pull-repository-arns would reach ")
+    assert str(caught.value).endswith("over a standard parameter's 4096; copy fewer images outside "
+                                      "repositories.prefix (target) or replicate to fewer regions")
+
+
 # --- the setup bucket ---------------------------------------------------------------------------------
 
 
@@ -302,23 +330,23 @@ def test_the_setup_bucket_blocks_public_access_and_is_encrypted(shared_app: Synt
     })
 
 
-def test_the_object_copied_into_the_bucket_is_setup_mirror_py_at_the_published_key(shared_app: Synthesized) -> None:
+def test_the_object_copied_into_the_bucket_is_the_setup_archive_at_the_published_key(shared_app: Synthesized) -> None:
     (deployment,) = [r["Properties"] for r in shared_app.data["Resources"].values()
                      if r["Type"] == "Custom::CDKBucketDeployment"]
     (key,) = deployment["SourceObjectKeys"]
     source = shared_app.outdir / f"asset.{key.removesuffix('.zip')}"
 
     assert [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()] == [KEY]
-    assert (source / KEY).read_bytes() == SETUP_MODULE.read_bytes()
+    assert (source / KEY).read_bytes() == setup_archive()
     assert deployment["RetainOnDelete"] is False
 
 
-# --- the README's recipe for projects in other tools --------------------------------------------------
+# --- the manual's recipe for projects in other tools --------------------------------------------------
 
 
-def test_the_readme_recipe_reads_the_parameters_the_stackset_publishes_and_runs_the_setup_line() -> None:
-    readme = (REPO / "README.md").read_text()
-    recipe = readme[readme.index("### Projects in other tools"):readme.index("**Which projects still pull")]
+def test_the_manual_recipe_reads_the_parameters_the_stackset_publishes_and_runs_the_setup_line() -> None:
+    manual = (REPO / "docs" / "adopt.md").read_text()
+    recipe = manual[manual.index("## Projects in other tools"):manual.index("## Which projects still pull")]
     wanted = dict(zip(REQUIRED, BUILD_PARAMETERS, strict=True))
 
     table = dict(re.findall(r"\| `(MIRROR_\w+)` \| `PARAMETER_STORE` \| `(/ecr-mirror/[\w-]+)` \|", recipe))

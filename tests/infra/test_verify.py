@@ -28,7 +28,8 @@ from botocore.stub import ANY, Stubber
 from ecr_mirror_cdk import constants
 from ecr_mirror_cdk.buildspec import BuildSpecOptions, build_spec
 from ecr_mirror_cdk.config import Config, load_config
-from ecr_mirror_cdk.setup_mirror import report, state_files
+from ecr_mirror_cdk.setup.endpoint import state_files
+from ecr_mirror_cdk.setup.report import report
 from stacks.verify import COPY_WAIT, SPEC_PARAMETER, STACK_NAME, VERIFY_TAG, Clock, main, with_dockerfile
 from tests.support.moto import REGION, moto_server
 
@@ -123,7 +124,7 @@ class FakeClock:
 
 
 def report_line(tmp_path: Path, *entries: dict[str, Any]) -> str:
-    """The line ecr_mirror_cdk/setup_mirror.py --report prints for a build whose endpoint journaled `entries`."""
+    """The line ecr_mirror_cdk/setup/report.py prints for a build whose endpoint journaled `entries`."""
     pidfile = tmp_path / "endpoint.pid"
     state_files(pidfile)["journal"].write_text("".join(json.dumps(e) + "\n" for e in entries))
     return report(pidfile)
@@ -199,10 +200,11 @@ class World:
             {"timestamp": now, "message": "[Container] Running command python3 setup_mirror.py --report\n"},
             {"timestamp": now + 1, "message": line + "\n"}])
 
-    def run(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    def run(self, *args: str, capsys: pytest.CaptureFixture[str],
+            cloudformation: Any = None) -> tuple[int, list[str]]:
         clients = {s: self.client(s) for s in ("cloudformation", "ssm", "secretsmanager", "sns", "logs")}
         clients |= {"ecr": self.ecr, "cloudwatch": self.cloudwatch, "codebuild": self.codebuild,
-                    "lambda": self.lambda_}
+                    "lambda": self.lambda_, **({"cloudformation": cloudformation} if cloudformation else {})}
         status = main(["--config", str(self.config_path), *args], clients=clients, clock=self.clock.clock())
         out = capsys.readouterr()
         assert TOKEN not in out.out + out.err
