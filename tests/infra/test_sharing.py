@@ -111,13 +111,14 @@ def test_an_organization_without_a_stackset_may_pull_and_synth_warns_once_that_a
                                        "sharing.stack_set its accounts get no contract: give their projects the "
                                        "outputs RegistryUri and MirrorMap (MirrorAdoption(registry_uri=..., "
                                        f"mirror_map=...)) [ack: {NO_STACK_SET}]")]
-    # The organization's grants are all there: cache fill, the pull on created and on direct repositories.
+    # The organization's grants are all there: cache fill, and the pull on every repository ECR creates, the
+    # direct copies' (created on the copier's first push) included.
     [policy] = resources(app.data, "AWS::ECR::RegistryPolicy")
     assert [s["Sid"] for s in policy["PolicyText"]["Statement"]] == ["MirrorCacheFillFromOrganization"]
-    for template in resources(app.data, "AWS::ECR::RepositoryCreationTemplate"):
+    templates = resources(app.data, "AWS::ECR::RepositoryCreationTemplate")
+    assert ("mirror", ["CREATE_ON_PUSH"]) in [(t["Prefix"], t["AppliedFor"]) for t in templates]
+    for template in templates:
         assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy([], ORG)
-    direct = [r for r in resources(app.data, "AWS::ECR::Repository") if "RepositoryName" in r]
-    assert direct and all(plain(r["RepositoryPolicyText"]) == pull_policy([], ORG) for r in direct)
     assert {"RegistryUri", "MirrorMap"} <= set(app.data["Outputs"])
 
 
