@@ -7,10 +7,10 @@ with the settings of the CREATE_ON_PUSH template of its prefix (botocore's ECR m
 now supports creating repositories on push", AWS What's New, 2025-12-19). Without a matching template a push to a
 missing repository still fails: create on push is opt-in (ECR maintainers, aws/containers-roadmap#853). The
 pushing principal needs ecr:CreateRepository on the new repository (ECR user guide, repository creation
-templates, create on push), which `grant_mirror` gives the copier. ECR creates it through its service-linked role
-AWSServiceRoleForECRTemplate; a custom role, which the deploying principal would pass (iam:PassRole), is needed
-only for a template with resource tags or a KMS key (user guide, "Creating a repository creation template";
-"Amazon ECR service-linked role for repository creation templates"): these templates have neither.
+templates, create on push), which `grant_mirror` gives the copier. Without a customRoleArn "Amazon ECR will use
+the service-linked role for the repository creation template" (botocore's ECR model), AWSServiceRoleForECRTemplate;
+a custom role, which the deploying principal would pass (iam:PassRole), is needed only for a template with
+resource tags or a KMS key (user guide, "Creating a repository creation template"): these templates have neither.
 """
 
 from __future__ import annotations
