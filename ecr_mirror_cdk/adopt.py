@@ -9,11 +9,12 @@ Another account: `MirrorAdoption(stack, "Mirror", registry_uri=..., mirror_map=.
 outputs RegistryUri and MirrorMap. In a replica region, registry_uri is the local copy and `home_registry_uri`
 the mirror's own registry, which serves what replication has not brought yet.
 
-An inline buildspec gets ecr_mirror_cdk/buildspec.py's SETUP_LINE before its own install commands and is otherwise
-unchanged (adopt_buildspec.py); a buildspec kept in the source gets IAM and environment, and an info
-annotation names the line to add. A runner project (GitHub Actions, GitLab, Buildkite) gets an inline buildspec
-if it has none. The changes go into the L1 properties, so a team's escape-hatch overrides still apply on top;
-one that replaces what adoption set fails synth with a line saying what to add (adopt_check.py).
+An inline buildspec gets ecr_mirror_cdk/buildspec.py's SETUP_LINE before its own install commands (after the ones
+that start dockerd, on a custom build image) and is otherwise unchanged (adopt_buildspec.py); a buildspec kept in
+the source gets IAM and environment, and an info annotation names the line to add. A runner project (GitHub
+Actions, GitLab, Buildkite) gets an inline buildspec if it has none. The changes go into the L1 properties, so a
+team's escape-hatch overrides still apply on top; one that replaces what adoption set fails synth with a line saying
+what to add (adopt_check.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from . import constants
 from .adopt_buildspec import MIRROR_VARIABLES, BuildSpecError
 from .adopt_check import AdoptionCheck
 from .build import PULL_THROUGH_ACTIONS, nag_text, setup_folder
-from .buildspec import SETUP_LINE
+from .buildspec import SETUP_LINE, SETUP_PLACE
 from .contract import pull_repositories, repository_arns
 
 __all__ = ["MIRROR_VARIABLES", "AdoptionError", "MirrorAdoption"]
@@ -221,8 +222,8 @@ class MirrorAdoption(Construct):
                                              "install phase) only for jobs labelled buildspec-override:true")
         if not found.inline:
             Annotations.of(project).add_info(
-                f"MirrorAdoption: the buildspec is {found.where}, where CDK cannot add a step: make this the first "
-                f"command of phases.install.commands: {SETUP_LINE}")
+                f"MirrorAdoption: the buildspec is {found.where}, where CDK cannot add a step: make this "
+                f"{SETUP_PLACE}: {SETUP_LINE}")
             return
         own_source = cfn.source
 

@@ -11,6 +11,8 @@ from .endpoint import state_files
 def report(pidfile: Path) -> str:
     """One line: manifests the mirror served, each request that fell back to the upstream, and why."""
     state = state_files(pidfile)
+    if state["not_set_up"].exists():  # the line the setup printed, which says why
+        return state["not_set_up"].read_text().strip()
     if state["remote"].exists():
         return ("mirror: the Docker daemon is remote: builders pulled from ECR's cache prefixes themselves, so this "
                 "build has no record of what the mirror served")

@@ -188,7 +188,8 @@ def test_a_buildspec_file_in_the_source_is_left_as_it_is_with_an_info_naming_the
     assert team.properties("FromFile")["Source"] == {"Type": "CODEPIPELINE", "BuildSpec": "ci/buildspec.yml"}
     (info,) = [text for level, path, text in team.messages if path == f"/{TEAM}/FromFile" and level == "info"]
     assert "ci/buildspec.yml in the source" in info
-    assert info.endswith(f"make this the first command of phases.install.commands: {SETUP_LINE}")
+    assert info.endswith(f"make this the first command of phases.install.commands (with a custom build image, the "
+                         f"first after the command that starts dockerd): {SETUP_LINE}")
 
 
 def test_a_token_of_another_stack_in_the_buildspec_renders_as_it_does_without_the_mirror():

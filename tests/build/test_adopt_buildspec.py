@@ -13,7 +13,7 @@ from aws_cdk import aws_codebuild as codebuild
 from cdk_nag import AwsSolutionsChecks
 
 from ecr_mirror_cdk.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
-from ecr_mirror_cdk.buildspec import SETUP_LINE
+from ecr_mirror_cdk.buildspec import SETUP_LINE, SETUP_PLACE
 from tests.build.test_adopt import PRIVILEGED, TEAM, acknowledged, synth_team
 from tests.support.cdk import cdk_app
 
@@ -74,8 +74,8 @@ def test_a_buildspec_override_keeps_the_teams_commands_and_synth_names_the_line_
     (violation,) = violations
     assert violation["ruleName"] == "Source.BuildSpec"
     assert violation["description"] == (
-        f"{TEAM}/Inline: an override of Source.BuildSpec does not run the setup line: make this the first command "
-        f"of its phases.install.commands: {SETUP_LINE}")
+        f"{TEAM}/Inline: an override of Source.BuildSpec does not run the setup line: make this {SETUP_PLACE}: "
+        f"{SETUP_LINE}")
 
 
 def test_a_variables_override_keeps_the_teams_variables_and_synth_names_the_ones_it_drops(tmp_path):
