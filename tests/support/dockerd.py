@@ -116,7 +116,8 @@ class DockerDaemon:
         leftovers = [pid for pid, _ in self._own()]
         for pid in [*descendants(leftovers), *leftovers]:
             terminate(pid)
-        subprocess.run(["umount", "-R", str(self.root / "exec")], capture_output=True)
+        for mounted in ("exec", "data"):  # dockerd mounts both; one it did not unmount would stay behind
+            subprocess.run(["umount", "-R", str(self.root / mounted)], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
