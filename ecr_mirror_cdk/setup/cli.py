@@ -143,7 +143,10 @@ def not_set_up(args: argparse.Namespace, err: Exception) -> int:
         print(f"setup_mirror: {reason}", file=sys.stderr)
         return 1
     state = state_files(args.endpoint_pidfile)
-    if endpoint_pid(args.endpoint_pidfile) or state["remote"].exists():
+    earlier = False
+    with contextlib.suppress(OSError):  # a directory a run without root may not look into
+        earlier = endpoint_pid(args.endpoint_pidfile) is not None or state["remote"].exists()
+    if earlier:
         print(f"mirror: not set up: {reason}; what an earlier run of this build set up stays as it was")
         return 0
     line = f"mirror: not set up: {reason}; this build pulls from the upstream registries as it would without the mirror"
