@@ -98,7 +98,8 @@ def test_a_host_the_setup_cannot_configure_is_one_line_and_left_as_it_was(host_f
     if case == "unreachable registry":
         args, message = ["--registry", f"127.0.0.1:{free_port()}"], "is unreachable"
     elif case == "registry refusing":  # a registry that wants a token the build does not have
-        refusing = registry_factory("refusing", auth=TokenIssuer(tmp_path / "issuer").registry_auth())
+        with TokenIssuer(tmp_path / "issuer") as issuer:  # only its certificate is needed, for the registry to start
+            refusing = registry_factory("refusing", auth=issuer.registry_auth())
         args, message = ["--registry", refusing.host], f"registry {refusing.host} answered GET /v2/ with HTTP 401"
     else:
         args, message = ["--map", '{"prefixes": {"docker.io": "Docker Hub"}}'], "--map: prefixes: 'docker.io'"
