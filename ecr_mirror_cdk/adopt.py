@@ -11,11 +11,12 @@ the mirror's own registry, which serves what replication has not brought yet. In
 registry_uri is the mirror's own registry in its region: the builds pull across regions, and synth warns once
 with what that costs and how a replica avoids it.
 
-An inline buildspec gets ecr_mirror_cdk/buildspec.py's SETUP_LINE before its own install commands and is otherwise
-unchanged (adopt_buildspec.py); a buildspec kept in the source gets IAM and environment, and an info
-annotation names the line to add. A runner project (GitHub Actions, GitLab, Buildkite) gets an inline buildspec
-if it has none. The changes go into the L1 properties, so a team's escape-hatch overrides still apply on top;
-one that replaces what adoption set fails synth with a line saying what to add (adopt_check.py).
+An inline buildspec gets ecr_mirror_cdk/buildspec.py's SETUP_LINE before its own install commands (after the ones
+that start dockerd, on a custom build image) and is otherwise unchanged (adopt_buildspec.py); a buildspec kept in
+the source gets IAM and environment, and an info annotation names the line to add. A runner project (GitHub
+Actions, GitLab, Buildkite) gets an inline buildspec if it has none. The changes go into the L1 properties, so a
+team's escape-hatch overrides still apply on top; one that replaces what adoption set fails synth with a line saying
+what to add (adopt_check.py).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from . import constants
 from .adopt_buildspec import MIRROR_VARIABLES, BuildSpecError
 from .adopt_check import AdoptionCheck
 from .build import PULL_THROUGH_ACTIONS, nag_text, setup_folder
-from .buildspec import SETUP_LINE
+from .buildspec import SETUP_LINE, SETUP_PLACE
 from .contract import pull_repositories, repository_arns
 
 __all__ = ["MIRROR_VARIABLES", "AdoptionError", "MirrorAdoption"]
@@ -234,8 +235,8 @@ class MirrorAdoption(Construct):
                                              "install phase) only for jobs labelled buildspec-override:true")
         if not found.inline:
             Annotations.of(project).add_info(
-                f"MirrorAdoption: the buildspec is {found.where}, where CDK cannot add a step: make this the first "
-                f"command of phases.install.commands: {SETUP_LINE}")
+                f"MirrorAdoption: the buildspec is {found.where}, where CDK cannot add a step: make this "
+                f"{SETUP_PLACE}: {SETUP_LINE}")
             return
         own_source = cfn.source
 

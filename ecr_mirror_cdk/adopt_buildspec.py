@@ -26,6 +26,17 @@ _KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
 _VARIABLE_SECTIONS = ("variables", "parameter-store", "secrets-manager")
 
 
+# A command that starts dockerd: the program dockerd, or docker:dind's dockerd-entrypoint.sh, where a command begins
+# (after `;`, `&`, `|`, `(`, a quote, `then`/`do`, or nohup/sudo/exec/setsid/nice and their options, or VAR=value),
+# not asked for its version or help; or docker's init script.
+_STARTS_DOCKERD = re.compile(
+    r"(?:^|[;&|({`\"']|\b(?:then|do|nohup|sudo|exec|setsid|nice))\s*(?:-\S+\s+)*(?:\w+=\S*\s+)*"
+    r"(?:\S*/)?(?:dockerd|dockerd-entrypoint\.sh)(?![\w.-])(?!\s+(?:-v|--version|-h|--help)\b)"
+    r"|\bservice\s+docker\s+start\b|/etc/init\.d/docker\s+start\b")
+# A command that waits for the daemon it started: asks it (docker info/version/ps, /_ping) or sleeps.
+_WAITS_FOR_DOCKERD = re.compile(r"\bdocker\s+(?:info|version|ps|system\s+info)\b|/_ping\b|^\s*sleep\s+\d+\s*$")
+
+
 class BuildSpecError(ValueError):
     """An inline buildspec adoption cannot read or edit; the message names the key."""
 
@@ -68,7 +79,8 @@ def read(resolved: Any) -> dict[str, Any] | None:
 
 
 def with_setup(resolved: Any, setup_line: str) -> Any:
-    """The resolved BuildSpec with `setup_line` first in install (created if absent), as JSON; intrinsics kept."""
+    """The resolved BuildSpec with `setup_line` in install (created if absent) as `added` places it, as JSON;
+    intrinsics kept."""
     spec = read(resolved)
     if spec is None:
         raise BuildSpecError("the buildspec is not inline")
@@ -83,12 +95,29 @@ def with_setup(resolved: Any, setup_line: str) -> Any:
 
 
 def added(spec: dict[str, Any], setup_line: str) -> dict[str, Any]:
-    """`spec` with `setup_line` as the first install command; every other key and command as it was."""
+    """`spec` with `setup_line` in install: first, or after the last command that starts dockerd and the wait that
+    follows it (a custom image's own daemon); every other key and command as it was."""
     phases = spec.get("phases") or {}
     install = dict(phases.get("install") or {})
-    install["commands"] = [setup_line, *(install.get("commands") or [])]
+    commands = list(install.get("commands") or [])
+    at = setup_position(commands)
+    install["commands"] = [*commands[:at], setup_line, *commands[at:]]
     return {**spec, "phases": {"install": install, **{name: phase for name, phase in phases.items()
                                                      if name != "install"}}}
+
+
+def setup_position(commands: list[str]) -> int:
+    """Where the setup goes among install commands: after the last one that starts dockerd and the commands right
+    after it that wait for the daemon, else first. A custom build image gets no dockerd from CodeBuild; its
+    buildspec starts one (CodeBuild user guide, "Docker in custom image sample": `nohup /usr/local/bin/dockerd
+    ... &`, then `timeout 15 sh -c "until docker info; ..."`), and the setup needs it running."""
+    starts = [i for i, command in enumerate(commands) if _STARTS_DOCKERD.search(command)]
+    if not starts:
+        return 0
+    at = starts[-1] + 1
+    while at < len(commands) and _WAITS_FOR_DOCKERD.search(commands[at]):
+        at += 1
+    return at
 
 
 def runs_first(resolved: Any, setup_line: str) -> bool:

@@ -27,7 +27,7 @@ from aws_cdk import aws_codebuild as codebuild
 
 from . import adopt_buildspec as buildspec
 from .adopt_buildspec import BuildSpecError
-from .buildspec import SETUP_LINE
+from .buildspec import SETUP_LINE, SETUP_PLACE
 
 
 @jsii.implements(IPolicyValidationPlugin)
@@ -92,5 +92,5 @@ def _lost(properties: dict[str, Any], variables: list[str], inline: bool) -> lis
         now_inline = True
     if (inline or now_inline) and not buildspec.runs_first(spec, SETUP_LINE):
         lost.append(("Source.BuildSpec", "an override of Source.BuildSpec does not run the setup line: make this "
-                     f"the first command of its phases.install.commands: {SETUP_LINE}"))
+                     f"{SETUP_PLACE}: {SETUP_LINE}"))
     return lost

@@ -65,7 +65,8 @@ class MirrorBuildProject(Construct):
     `image_repository`, chosen per build with IMAGE_REPO_NAME; `source_buckets` the build reads (S3 sources,
     CodePipeline input artifacts); `artifact_buckets` it reads and writes (CodePipeline's artifact store);
     `kms_keys` that encrypt them when the bucket objects do not carry the key; `environment_image`, a
-    `repository:tag` in the mirror registry to run builds on instead of CodeBuild's standard image.
+    `repository:tag` in the mirror registry to run builds on instead of CodeBuild's standard image (a custom image:
+    the build starts dockerd itself when none answers, buildspec.DOCKERD_START).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Config, registry_uri: str,
@@ -107,6 +108,7 @@ class MirrorBuildProject(Construct):
             docker_hub_secret=docker_hub_secret.secret_arn,
             ssm_username=creds.ssm_username if use_ssm else None,
             ssm_token=creds.ssm_token if use_ssm else None,
+            start_dockerd=environment_image is not None,  # CodeBuild starts dockerd in its own images only
         ))
         # Defaults a build may override (start-build --environment-variables-override, or the pipeline
         # action's environment_variables); IMAGE_TAG, DOCKERFILE, BUILD_ARGS and CACHE_BRANCH default in the buildspec.

@@ -22,12 +22,41 @@ BUILDER_NAME = "mirror"
 # Where the build keeps the setup file it fetched (a zip archive python3 runs: ecr_mirror_cdk/setup_archive.py),
 # quoted for the shell.
 SETUP_MODULE_PATH = '"${TMPDIR:-/tmp}/setup_mirror.py"'
+_SETUP_FILE = '"s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY"'
 # The one setup step, shared with adopted projects (ecr_mirror_cdk/adopt.py) and written into buildspec files by hand:
-# one POSIX sh command line, so it runs in any shell, in buildspec version 0.1 (a shell per command) too.
+# one POSIX sh command line, so it runs in any shell, in buildspec version 0.1 (a shell per command) too, in a
+# subshell that leaves no variable behind. It never fails the build: what stops it (an image without python3 or
+# the AWS CLI, such as docker:dind; an object it cannot fetch; a setup that exits non-zero) is one line
+# `mirror: not set up: <why>`, and the build goes on as it would without the mirror, unless MIRROR_STRICT=true.
+# The setup itself fails open the same way (ecr_mirror_cdk/setup/cli.py). No `: ` in the text (echo joins its
+# words), so the line goes into a YAML buildspec as it is, unquoted.
 # dockerd and BuildKit pull through the mirror from here on: docker pull/run, compose, testcontainers, builds.
 SETUP_LINE = (
-    f'aws s3 cp --quiet "s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY" {SETUP_MODULE_PATH} '
-    f"&& python3 {SETUP_MODULE_PATH}"
+    '(why="this build image has no python3 or no AWS CLI"; '
+    '{ command -v python3 > /dev/null && command -v aws > /dev/null '
+    f'&& why="could not fetch {_SETUP_FILE[1:-1]}" '
+    f'&& aws s3 cp --quiet {_SETUP_FILE} {SETUP_MODULE_PATH} '
+    f'&& why="the setup failed" && python3 {SETUP_MODULE_PATH}; }} '
+    '|| { echo "mirror:" "not set up:" "$why"; [ "${MIRROR_STRICT:-}" != true ]; })'
+)
+# Where the setup line goes, as adoption places it (adopt_buildspec.setup_position) and tells teams to.
+SETUP_PLACE = ("the first command of phases.install.commands (with a custom build image, the first after the command "
+               "that starts dockerd)")
+# Setup lines earlier versions gave out: they still run the setup (the archive at the same key), without failing open.
+EARLIER_SETUP_LINES = (
+    f"aws s3 cp --quiet {_SETUP_FILE} {SETUP_MODULE_PATH} && python3 {SETUP_MODULE_PATH}",
+)
+
+# A custom build image runs no dockerd of its own: its buildspec starts one, as the CodeBuild user guide's "Docker
+# in custom image sample" does (`nohup /usr/local/bin/dockerd --host=unix:///var/run/docker.sock
+# --host=tcp://127.0.0.1:2375 --storage-driver=overlay2&`, then `timeout 15 sh -c "until docker info; do echo .;
+# sleep 1; done"`), with its log where CodeBuild's own images send it (aws-codebuild-docker-images,
+# dockerd-entrypoint.sh: /var/log/docker.log). An image whose dockerd already answers is left as it is.
+DOCKERD_START = (
+    "if ! docker info > /dev/null 2>&1; then "
+    "nohup /usr/local/bin/dockerd --host=unix:///var/run/docker.sock --host=tcp://127.0.0.1:2375 "
+    "--storage-driver=overlay2 > /var/log/docker.log 2>&1 & "
+    'timeout 15 sh -c "until docker info > /dev/null 2>&1; do echo .; sleep 1; done"; fi'
 )
 
 # One command per line, so CodeBuild's log shows each step as it runs.
@@ -141,6 +170,7 @@ class BuildSpecOptions:
     docker_hub_secret: str  # secret ARN or name; JSON keys username and accessToken
     ssm_username: str | None = None  # SSM SecureString names, for teams set up as in the blog posts
     ssm_token: str | None = None
+    start_dockerd: bool = False  # a custom build image: the buildspec starts dockerd (DOCKERD_START)
 
 
 def credentials_env(options: BuildSpecOptions) -> dict[str, Any]:
@@ -160,7 +190,8 @@ def build_spec(options: BuildSpecOptions) -> dict[str, Any]:
             "exported-variables": ["IMAGE_URI", "IMAGE_DIGEST"],
         },
         "phases": {
-            "install": {"on-failure": "ABORT", "commands": SETUP},
+            "install": {"on-failure": "ABORT",
+                        "commands": [*([DOCKERD_START] if options.start_dockerd else []), *SETUP]},
             "pre_build": {
                 "on-failure": "ABORT",
                 "commands": [*VARIABLES, ECR_LOGIN, DOCKER_HUB_LOGIN, EMULATORS, BUILDER, *BUILD_ARGS, CACHE_FROM],

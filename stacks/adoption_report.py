@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ecr_mirror_cdk.adopt_buildspec import MIRROR_VARIABLES, BuildSpecError, read
-from ecr_mirror_cdk.buildspec import SETUP_LINE
+from ecr_mirror_cdk.buildspec import EARLIER_SETUP_LINES, SETUP_LINE
 
 from .set_token import aws_client
 from .set_token import main as check_settings
@@ -59,8 +59,8 @@ def classify(project: dict[str, Any]) -> tuple[str, str]:
         where = buildspec or "buildspec.yml (CodeBuild's default)"
         todo = f"buildspec file {where}: add as the first install command: {SETUP_LINE}"
         return "manual", todo + (f"; and set {', '.join(missing)}" if missing else "")
-    runs_setup = any(SETUP_LINE in ((phase or {}).get("commands") or [])
-                     for phase in (spec.get("phases") or {}).values() if isinstance(phase, dict))
+    runs_setup = any(line in (SETUP_LINE, *EARLIER_SETUP_LINES) for phase in (spec.get("phases") or {}).values()
+                     if isinstance(phase, dict) for line in phase.get("commands") or [])
     if runs_setup and not missing:
         return "adopted", ""
     if environment.get("privilegedMode") is not True:

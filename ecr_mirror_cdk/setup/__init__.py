@@ -8,15 +8,19 @@ checkout or as the one-file archive builds fetch (ecr_mirror_cdk/setup_archive.p
 
 It starts a small mirror endpoint on 127.0.0.1 in the background and points the Docker daemon
 (`registry-mirrors` in daemon.json) and BuildKit builders (`buildkitd.toml`) at it. Nothing of the build
-itself (Dockerfiles, compose files, commands) is read or changed. A run that fails leaves the host as it found
-it, an endpoint an earlier run started still serving.
+itself (Dockerfiles, compose files, commands) is read or changed. A host it cannot configure gets one line,
+`mirror: not set up: <why>`, and exit status 0, left as it was found (an endpoint an earlier run started still
+serving), so the build runs as it would without the mirror; `--strict` (MIRROR_STRICT=true) makes that a failure.
 
 One module per job, imports running from cli down to base:
-- cli: the command line, the setup (and putting back what was there on a failure), the remote-daemon case
+- cli: the command line, the setup (and putting back what was there on a failure), the remote-daemon case,
+  failing open
 - report: `--report`'s one line, from the endpoint's journal and dockerd's own record of pulls
 - events: dockerd's pull events (GET /events) and which of them did not come through the mirror
 - endpoint: the loopback endpoint (request handler, journal, serving) and its background process
-- daemon: dockerd found through /proc, daemon.json, restart, live-restore, remote DOCKER_HOST
+- daemon: this host's dockerd as /proc shows it, daemon.json, restart, live-restore
+- locate: which daemon DOCKER_HOST (or the default socket) leads to: a dockerd of this host, found by the socket
+  it holds, or one elsewhere
 - buildkit: buildkitd.toml for buildx builders
 - ecr: HTTP to the mirror's registry and ECR's login
 - mirror_map: the map, repository names, routes

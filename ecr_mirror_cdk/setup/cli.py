@@ -6,11 +6,16 @@ it and restart dockerd, putting back what was there on any failure.
 With a remote daemon (`DOCKER_HOST` naming a daemon that is not this host's: a CodeBuild project with a Docker
 server, or any daemon elsewhere), nothing of the daemon is touched: only buildx builders are pointed at ECR's
 prefixes.
+
+Fail open: a host the setup cannot configure (no daemon yet, not root, a registry that refuses, a bad map...) gets
+one line, `mirror: not set up: <why>`, exit status 0 and everything as it was, so the build runs as it would without
+the mirror. `--strict` (or MIRROR_STRICT=true) makes it a failure instead: `setup_mirror: <why>`, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -22,9 +27,10 @@ from typing import NoReturn
 
 from .base import SetupError, end, read_text, restore, write_atomically
 from .buildkit import buildkit_config, default_buildkit_config, mirrorable
-from .daemon import Daemon, daemon_config, remote_docker_host
+from .daemon import DOCKERD_LOG, Daemon, Process, daemon_config
 from .ecr import Registry
 from .endpoint import Journal, endpoint_pid, listen, serve, start_endpoint, state_files, wait_for_endpoint
+from .locate import Local, Remote, locate
 from .mirror_map import DEFAULT_MAP, HOST, MirrorMap
 from .report import record_setup, report
 
@@ -34,10 +40,10 @@ def setup(args: argparse.Namespace) -> str:
     for host in (args.registry, args.home_registry):
         if host:
             Registry(host).check()
-    remote = remote_docker_host(os.environ.get("DOCKER_HOST", ""), args.daemon_pidfile)
-    if remote:
-        return setup_remote(args, mirror, remote)
-    daemon = Daemon.find(args.daemon_pidfile, args.daemon_config)
+    found = locate(os.environ.get("DOCKER_HOST", ""))
+    if isinstance(found, Remote):
+        return setup_remote(args, mirror, found.address)
+    daemon = Daemon.of(Process.read(found.pid), args.daemon_config, args.dockerd_log)
     listener = listen(args.port)
     address = f"127.0.0.1:{listener.getsockname()[1]}"
     previous = endpoint_pid(args.endpoint_pidfile)
@@ -50,10 +56,14 @@ def setup(args: argparse.Namespace) -> str:
         raise
     write_atomically(args.endpoint_pidfile, f"{pid}\n")
     state = state_files(args.endpoint_pidfile)
-    record_setup(state["setup"], since=since, endpoint=address, daemon_api=daemon.api,
-                 daemon_pidfile=args.daemon_pidfile, registries=[r for r in (args.registry, args.home_registry) if r],
-                 map_text=args.map)
-    state["remote"].unlink(missing_ok=True)
+    daemon_pid = None
+    with contextlib.suppress(SetupError):  # the dockerd the setup started, for the report to tell a later restart
+        found = locate(os.environ.get("DOCKER_HOST", ""))
+        daemon_pid = found.pid if isinstance(found, Local) else None
+    record_setup(state["setup"], since=since, endpoint=address, daemon_api=daemon.api, daemon_pid=daemon_pid,
+                 registries=[r for r in (args.registry, args.home_registry) if r], map_text=args.map)
+    for stale in ("remote", "not_set_up"):
+        state[stale].unlink(missing_ok=True)
     if previous:  # replaced only now: a run that fails leaves the earlier endpoint serving
         end(previous, 5)
     return line
@@ -86,14 +96,14 @@ def configure(args: argparse.Namespace, mirror: MirrorMap, daemon: Daemon, addre
         # `docker build`) keeps the mirrors it started with (seen with dockerd 20.10): a restart applies both.
         daemon.stop(daemon.pid)
         running = None
-        running = daemon.start(args.daemon_pidfile)
+        running = daemon.start()
         if f"http://{address}" not in daemon.mirrors():
             raise SetupError(f"dockerd restarted but does not list the mirror http://{address}")
         kept = daemon.running_containers()
     except BaseException as err:
         for path, text in reversed(changed):
             restore(path, text)
-        put_back(daemon, running, reloaded, args.daemon_pidfile, err)
+        put_back(daemon, running, reloaded, err)
         raise
     home = f", then {args.home_registry}" if args.home_registry else ""
     line = (f"mirror: dockerd (pid {running}) and BuildKit ({args.buildkit_config}) pull "
@@ -106,7 +116,7 @@ def configure(args: argparse.Namespace, mirror: MirrorMap, daemon: Daemon, addre
     return line
 
 
-def put_back(daemon: Daemon, running: int | None, reloaded: bool, pidfile: Path, cause: BaseException) -> None:
+def put_back(daemon: Daemon, running: int | None, reloaded: bool, cause: BaseException) -> None:
     """After a failure, with the files restored: the dockerd the setup found running as it was, nothing of ours."""
     try:
         if running == daemon.pid:
@@ -115,7 +125,7 @@ def put_back(daemon: Daemon, running: int | None, reloaded: bool, pidfile: Path,
             return
         if running is not None:
             daemon.stop(running)
-        daemon.start(pidfile)
+        daemon.start()
     except (SetupError, OSError) as err:
         raise SetupError(f"{cause}; and dockerd could not be put back as it was: {err}") from None
 
@@ -128,8 +138,31 @@ def setup_remote(args: argparse.Namespace, mirror: MirrorMap, docker_host: str) 
             f"v0.12 or later, with the build's docker login to ECR) pull {covered} from {args.registry}'s cache "
             f"prefixes ({args.buildkit_config}); not covered: the remote daemon's own pulls (docker pull, docker run, "
             "docker build on its default builder), which go to the upstream")
-    write_atomically(state_files(args.endpoint_pidfile)["remote"], line + "\n")
+    state = state_files(args.endpoint_pidfile)
+    write_atomically(state["remote"], line + "\n")
+    state["not_set_up"].unlink(missing_ok=True)
     return line
+
+
+def not_set_up(args: argparse.Namespace, err: Exception) -> int:
+    """Fail open: one line saying why, exit status 0, and a record for `--report`; with --strict, a failure."""
+    reason = str(err) if isinstance(err, SetupError) else f"{type(err).__name__}: {err}"
+    reason = " ".join(reason.split())  # one line, whatever the error held
+    if args.strict:
+        print(f"setup_mirror: {reason}", file=sys.stderr)
+        return 1
+    state = state_files(args.endpoint_pidfile)
+    earlier = False
+    with contextlib.suppress(OSError):  # a directory a run without root may not look into
+        earlier = endpoint_pid(args.endpoint_pidfile) is not None or state["remote"].exists()
+    if earlier:
+        print(f"mirror: not set up: {reason}; what an earlier run of this build set up stays as it was")
+        return 0
+    line = f"mirror: not set up: {reason}; this build pulls from the upstream registries as it would without the mirror"
+    with contextlib.suppress(OSError):  # a run without root may not write there; the line above still says it
+        write_atomically(state["not_set_up"], line + "\n")
+    print(line)
+    return 0
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -158,12 +191,16 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="JSON: upstream -> cache prefix, source -> repository (default: $MIRROR_MAP)")
     parser.add_argument("--daemon-config", type=Path, default=None,
                         help="daemon.json (default: dockerd's --config-file, else /etc/docker/daemon.json)")
-    parser.add_argument("--daemon-pidfile", type=Path,
-                        default=Path(os.environ.get("MIRROR_DAEMON_PIDFILE", "/var/run/docker.pid")))
+    parser.add_argument("--dockerd-log", type=Path, default=Path(os.environ.get("MIRROR_DOCKERD_LOG") or DOCKERD_LOG),
+                        help="where a restarted dockerd writes when its own output was not a file "
+                             f"(default: $MIRROR_DOCKERD_LOG, else {DOCKERD_LOG})")
     parser.add_argument("--endpoint-pidfile", type=Path,
                         default=Path(os.environ.get("MIRROR_ENDPOINT_PIDFILE", "/var/run/mirror-endpoint.pid")))
     parser.add_argument("--buildkit-config", type=Path, default=default_buildkit_config())
     parser.add_argument("--port", type=port, default=0, help="the endpoint's port on 127.0.0.1 (default: any free)")
+    parser.add_argument("--strict", action="store_true", default=os.environ.get("MIRROR_STRICT") == "true",
+                        help="fail (exit status 1) when the mirror cannot be set up, instead of one line and exit "
+                             "status 0 (default: on if $MIRROR_STRICT is true)")
     parser.add_argument("--report", action="store_true", help="print what this build's pulls got, and exit")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
@@ -191,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             home = Registry(args.home_registry) if args.home_registry else None
             serve(listener, Registry(args.registry), MirrorMap.parse(args.map), journal, home)
         else:
-            print(setup(args), flush=True)
+            try:
+                print(setup(args), flush=True)
+            except Exception as err:  # noqa: BLE001 - whatever stopped it, the build goes on without the mirror
+                return not_set_up(args, err)
     except SetupError as err:
         print(f"setup_mirror: {err}", file=sys.stderr)
         return 1

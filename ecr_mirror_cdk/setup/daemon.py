@@ -1,5 +1,5 @@
-"""The Docker daemon: finding the running dockerd through /proc, its daemon.json, restarting it exactly as it was
-started, live-restore, and telling a remote daemon (DOCKER_HOST) from this host's own."""
+"""This host's dockerd (found by locate.py): its command line as /proc shows it, its daemon.json, restarting it
+exactly as it was started, and live-restore."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ import contextlib
 import http.client
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .base import SetupError, end, gone, is_loopback, load_json, read_text
+from .locate import DEFAULT_SOCKET
 
 DAEMON_TIMEOUT = 60.0
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+# Where a restarted dockerd writes when its own output did not go to a file (a pipe to the build log, /dev/null):
+# the file CodeBuild's images send it to (aws-codebuild-docker-images, dockerd-entrypoint.sh).
+DOCKERD_LOG = Path("/var/log/docker.log")
 
 
 def daemon_config(path: Path, endpoint_url: str, *, live_restore: bool = False) -> tuple[str | None, str]:
@@ -77,16 +80,19 @@ class Process:
     cwd: str
 
     @classmethod
-    def of(cls, pidfile: Path) -> Process:
+    def read(cls, pid: int, proc: Path = Path("/proc")) -> Process:
+        """The process as /proc shows it (its environment and directory are root's to read)."""
+        where = proc / str(pid)
         try:
-            pid = int(pidfile.read_text().strip())
-            proc = Path(f"/proc/{pid}")
-            argv = (proc / "cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+            argv = (where / "cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
             environ = dict(item.split("=", 1) for item in
-                           (proc / "environ").read_bytes().rstrip(b"\0").decode().split("\0") if "=" in item)
-            return cls(pid, argv, environ, os.readlink(proc / "cwd"))
+                           (where / "environ").read_bytes().rstrip(b"\0").decode().split("\0") if "=" in item)
+            return cls(pid, argv, environ, os.readlink(where / "cwd"))
+        except PermissionError:
+            raise SetupError(f"the setup runs as uid {os.geteuid()}, not root: restarting dockerd (pid {pid}) "
+                             "needs root") from None
         except (OSError, ValueError) as err:
-            raise SetupError(f"no running Docker daemon found through {pidfile}: {err}") from None
+            raise SetupError(f"dockerd (pid {pid}) cannot be read from /proc: {err}") from None
 
 
 def parse_flags(args: list[str]) -> list[tuple[str, str]]:
@@ -118,11 +124,16 @@ def daemon_hosts(flags: list[tuple[str, str]], config_file: Path) -> list[str]:
             data = load_json(read_text(config_file) or "{}")
             if isinstance(data, dict) and isinstance(data.get("hosts"), list):
                 hosts = [host for host in data["hosts"] if isinstance(host, str)]
-    return [host.rstrip("/") for host in hosts] or [DEFAULT_SOCKET]
+    return [host if host.endswith("://") else host.rstrip("/") for host in hosts] or [DEFAULT_SOCKET]
 
 
 def local_api(hosts: list[str], tls: bool) -> str:
     """Where to ask dockerd: its first unix socket, else plain TCP on loopback."""
+    systemd = [host for host in hosts if host.startswith("fd://")]
+    if systemd:
+        # A socket systemd passed in (socket activation) is not there for a dockerd the setup starts itself.
+        raise SetupError(f"dockerd was started by systemd with -H {systemd[0]}: the setup cannot restart it with its "
+                         "sockets; set registry-mirrors in its daemon.json and `systemctl restart docker` instead")
     for host in hosts:
         if host.startswith("unix://") and len(host) > len("unix://"):
             return host
@@ -130,7 +141,7 @@ def local_api(hosts: list[str], tls: bool) -> str:
         if host.startswith("tcp://") and is_loopback(host[len("tcp://"):]) and not tls:
             return host
     raise SetupError(f"dockerd listens on {', '.join(hosts)}: the setup needs a unix socket or plain TCP on "
-                     "loopback to check it (a dockerd run by systemd with -H fd:// is configured with systemctl)")
+                     "loopback to check it")
 
 
 @dataclass(frozen=True)
@@ -141,17 +152,15 @@ class Daemon:
     config_path: Path
     api: str
     live_restore_flag: bool  # --live-restore on its command line: the file must not set it as well
-    output: str | None  # where its stdout went, if a file
+    output: Path  # where it writes: its own stdout if that is a file, else DOCKERD_LOG
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     @classmethod
-    def find(cls, pidfile: Path, config_override: Path | None) -> Daemon:
-        process = Process.of(pidfile)
-        if not Path(process.argv[0]).name.startswith("dockerd"):
-            raise SetupError(f"{pidfile} names process {process.pid} ({process.argv[0] or '?'}), not dockerd")
+    def of(cls, process: Process, config_override: Path | None = None, log: Path = DOCKERD_LOG) -> Daemon:
+        """The dockerd `process`, if the setup can restart it; SetupError saying why not otherwise."""
         flags = parse_flags(process.argv[1:])
         names = {name for name, _ in flags}
         if "--registry-mirror" in names:
@@ -159,10 +168,10 @@ class Daemon:
         own_config = config_file(flags)
         tls = any(name in ("--tls", "--tlsverify") and value.lower() != "false" for name, value in flags)
         api = local_api(daemon_hosts(flags, own_config), tls)
-        output = None
+        output = log
         with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/{process.pid}/fd/1")
-            output = target if target.startswith("/") and Path(target).is_file() else None
+            target = Path(os.readlink(f"/proc/{process.pid}/fd/1"))
+            output = target if target.is_absolute() and target.is_file() else log
         return cls(process, config_override or own_config, api, "--live-restore" in names, output)
 
     def stop(self, pid: int) -> None:
@@ -171,31 +180,37 @@ class Daemon:
         if not gone(pid, DAEMON_TIMEOUT):
             raise SetupError(f"dockerd (pid {pid}) did not stop within {DAEMON_TIMEOUT:.0f} s")
 
-    def start(self, pidfile: Path) -> int:
+    def start(self) -> int:
         """Start dockerd with the command line, environment and directory it had; its PID once it answers.
 
         A dockerd that does not come up is stopped again: a failed start leaves no daemon of ours behind.
         """
         process = self.process
-        with open(self.output or os.devnull, "ab") as output:
+        with self._output() as output:
             started = subprocess.Popen(process.argv, env=process.environ, cwd=process.cwd, stdin=subprocess.DEVNULL,
                                        stdout=output, stderr=output, start_new_session=True)
         try:
-            self._wait_for(started, pidfile)
+            self._wait_for(started)
         except BaseException:
             end(started.pid, DAEMON_TIMEOUT)
             raise
         return started.pid
 
-    def _wait_for(self, started: subprocess.Popen[bytes], pidfile: Path) -> None:
+    def _output(self) -> IO[bytes]:
+        """Its log file, appended to; /dev/null only if that cannot be opened."""
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            return self.output.open("ab")
+        except OSError:
+            return open(os.devnull, "ab")  # noqa: SIM115 - closed by start's `with`
+
+    def _wait_for(self, started: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + DAEMON_TIMEOUT
         while time.monotonic() < deadline:
             if started.poll() is not None:
                 raise SetupError(f"dockerd exited with status {started.returncode} when started again")
-            if docker_api(self.api, "/_ping") == "OK":
-                with contextlib.suppress(OSError, ValueError):
-                    if int(pidfile.read_text().strip()) == started.pid:
-                        return
+            if docker_api(self.api, "/_ping") == "OK":  # the dockerd it replaced has ended: this is the one
+                return
             time.sleep(0.1)
         raise SetupError(f"dockerd did not answer on {self.api} within {DAEMON_TIMEOUT:.0f} s")
 
@@ -237,16 +252,3 @@ class Daemon:
                 return True
             time.sleep(0.1)
         return False
-
-
-def remote_docker_host(docker_host: str, pidfile: Path) -> str | None:
-    """DOCKER_HOST when it names a daemon this setup cannot configure: not a unix socket, and not an address
-    of the dockerd the pidfile names (a CodeBuild Docker server, or any daemon elsewhere); else None."""
-    if not docker_host or docker_host.startswith("unix://"):
-        return None
-    with contextlib.suppress(SetupError):
-        process = Process.of(pidfile)
-        flags = parse_flags(process.argv[1:])
-        if docker_host.rstrip("/") in daemon_hosts(flags, config_file(flags)):
-            return None
-    return re.sub(r"//[^@/]*@", "//", docker_host)  # no user part in the log

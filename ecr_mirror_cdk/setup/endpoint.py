@@ -268,10 +268,12 @@ def stop_endpoint(pidfile: Path) -> None:
 
 
 def state_files(pidfile: Path) -> dict[str, Path]:
+    """The files of this build's mirror beside the endpoint's pidfile; `remote` and `not_set_up` hold the line the
+    setup printed when it configured BuildKit only, or nothing (the report reads them)."""
     stem = pidfile.with_suffix("")
     return {"journal": stem.with_name(stem.name + ".requests"), "log": stem.with_name(stem.name + ".log"),
             "remote": stem.with_name(stem.name + ".remote"), "setup": stem.with_name(stem.name + ".setup"),
-            "not-set-up": stem.with_name(stem.name + ".not-set-up")}
+            "not_set_up": stem.with_name(stem.name + ".not-set-up")}
 
 
 def wait_for_endpoint(address: str, pid: int, log: Path) -> None:

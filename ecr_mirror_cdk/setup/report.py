@@ -21,7 +21,6 @@ SHOWN = 5  # items listed per kind; the rest are counted
 # seen with dockerd 20.10, where `docker build` with BuildKit pulled its FROM image and logged no event.
 NOT_SEEN = ("not seen: BuildKit's pulls that did not ask the mirror (docker build with BuildKit, buildx builders), "
             "as dockerd logs no pull event for them")
-NOT_SET_UP = "mirror: not set up: "
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,9 @@ class SetupRecord:
         return record
 
 
-def record_setup(path: Path, *, since: float, endpoint: str, daemon_api: str, daemon_pidfile: Path,
+def record_setup(path: Path, *, since: float, endpoint: str, daemon_api: str, daemon_pid: int | None,
                  registries: list[str], map_text: str) -> None:
-    """Write the setup record, naming the dockerd its pidfile names now (the one the setup started)."""
-    daemon_pid = None
-    with contextlib.suppress(OSError, ValueError):
-        daemon_pid = int(daemon_pidfile.read_text().strip())
+    """Write the setup record, naming the dockerd the setup started."""
     SetupRecord(since, endpoint, daemon_api, daemon_pid, registries, map_text).write(path)
 
 
@@ -88,10 +84,10 @@ def report(pidfile: Path, probe: Probe | None = None) -> str:
     """One line: manifests the mirror served, what did not come through it and why, and what it cannot see."""
     probe = probe or Probe()
     state = state_files(pidfile)
-    with contextlib.suppress(OSError):  # written by a setup that failed open: nothing of the mirror was set up
-        reason = (state["not-set-up"].read_text().strip().splitlines() or ["no reason recorded"])[0]
-        reason = reason[len(NOT_SET_UP):] if reason.startswith(NOT_SET_UP) else reason
-        return f"{NOT_SET_UP}{shorten(reason, 300)}; every pull went to its upstream"
+    with contextlib.suppress(OSError):  # the line a setup that failed open printed, which says why
+        line = (state["not_set_up"].read_text().strip().splitlines() or [""])[0]
+        if line:
+            return shorten(line, 400)
     if state["remote"].exists():
         return ("mirror: the Docker daemon is remote: builders pulled from ECR's cache prefixes themselves, so this "
                 "build has no record of what the mirror served")

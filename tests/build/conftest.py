@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,11 @@ from cdk_nag import AwsSolutionsChecks
 
 from ecr_mirror_cdk.build import MirrorBuildProject
 from ecr_mirror_cdk.config import Config, load_config, parse_config
+from ecr_mirror_cdk.setup.endpoint import stop_endpoint
+from ecr_mirror_cdk.setup_archive import write_setup_archive
+from tests.build.host import Host
+from tests.support import dockerd
+from tests.support.busybox import push_busybox
 from tests.support.cdk import cdk_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,3 +121,31 @@ SOURCE_KEY = "arn:aws:kms:us-east-1:123456789012:key/66666666-7777-8888-9999-000
 def pipeline_build_app(tmp_path_factory: pytest.TempPathFactory) -> BuildApp:
     return synth_build(tmp_path_factory.mktemp("build-pipeline.out"), load_config(REPO / "mirror.yaml"),
                        options=pipeline_options)
+
+
+# --- build hosts: a real dockerd and the setup archive (tests/build/host.py) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def setup_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file a build runs: the archive the app uploads, fetched to setup_mirror.py as the setup line does."""
+    return write_setup_archive(tmp_path_factory.mktemp("setup") / "setup_mirror.py")
+
+
+@pytest.fixture
+def host_for(registry, setup_script: Path) -> Iterator[Callable[..., Host]]:
+    """Start build hosts (a dockerd each, `dockerd.DockerDaemon` options) on the test's registry holding busybox;
+    every daemon, its containers and the endpoint a setup started are stopped when the test ends."""
+    started: list[Host] = []
+    push_busybox(registry.host, "docker-hub/library/busybox", "latest", marker="m")
+
+    def start(*, running: bool = True, **options: Any) -> Host:
+        daemon = dockerd.DockerDaemon(**options)
+        host = Host(daemon.start() if running else daemon, registry, setup_script)
+        started.append(host)
+        return host
+
+    yield start
+    for host in started:
+        stop_endpoint(host.endpoint_pidfile)
+        host.daemon.stop()

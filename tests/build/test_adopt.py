@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +192,8 @@ def test_a_buildspec_file_in_the_source_is_left_as_it_is_with_an_info_naming_the
     assert team.properties("FromFile")["Source"] == {"Type": "CODEPIPELINE", "BuildSpec": "ci/buildspec.yml"}
     (info,) = [text for level, path, text in team.messages if path == f"/{TEAM}/FromFile" and level == "info"]
     assert "ci/buildspec.yml in the source" in info
-    assert info.endswith(f"make this the first command of phases.install.commands: {SETUP_LINE}")
+    assert info.endswith(f"make this the first command of phases.install.commands (with a custom build image, the "
+                         f"first after the command that starts dockerd): {SETUP_LINE}")
 
 
 def test_a_token_of_another_stack_in_the_buildspec_renders_as_it_does_without_the_mirror():
@@ -486,6 +488,36 @@ def test_the_setup_line_fetches_the_module_and_runs_it_with_the_projects_registr
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"ran {OTHER_REGISTRY} []\n"
     assert (tmp_path / "fetched").read_text() == "s3://assets/abc.py\n"
+
+
+@pytest.mark.parametrize("case, why", [
+    ("no python3 or aws", "this build image has no python3 or no AWS CLI"),
+    ("fetch refused", "could not fetch s3://assets/abc.py"),
+    ("setup exits 2", "the setup failed"),
+])
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_setup_line_never_fails_the_build_but_says_in_one_line_why_the_mirror_is_not_set_up(tmp_path, case, why,
+                                                                                                strict):
+    # Given an image without python3 or the AWS CLI (docker:dind: busybox's sh, nothing else), an object the build
+    # cannot fetch, or a setup that ends in an error
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if case != "no python3 or aws":
+        (bin_dir / "python3").symlink_to(sys.executable)
+        aws = bin_dir / "aws"
+        aws.write_text('#!/bin/sh\necho "An error occurred (403) when calling the HeadObject operation" >&2\nexit 1\n'
+                       if case == "fetch refused" else '#!/bin/sh\necho "import sys; sys.exit(2)" > "$5"\n')
+        aws.chmod(0o755)
+    env = {"PATH": str(bin_dir), "TMPDIR": str(tmp_path), "MIRROR_SETUP_BUCKET": "assets", "MIRROR_SETUP_KEY": "abc.py",
+           **({"MIRROR_STRICT": "true"} if strict else {})}
+
+    # When the line runs in busybox's sh
+    result = subprocess.run(["/bin/busybox", "sh", "-c", SETUP_LINE], env=env, capture_output=True, text=True)
+
+    # Then one line says why; the build goes on unless MIRROR_STRICT=true
+    assert result.stdout == f"mirror: not set up: {why}\n"
+    assert result.returncode == (1 if strict else 0)
+    assert ("403" in result.stderr) == (case == "fetch refused")
 
 
 def test_the_line_the_manual_gives_for_a_buildspec_file_is_the_setup_line():

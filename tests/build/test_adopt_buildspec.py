@@ -13,7 +13,8 @@ from aws_cdk import aws_codebuild as codebuild
 from cdk_nag import AwsSolutionsChecks
 
 from ecr_mirror_cdk.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
-from ecr_mirror_cdk.buildspec import SETUP_LINE
+from ecr_mirror_cdk.adopt_buildspec import added, setup_position
+from ecr_mirror_cdk.buildspec import SETUP_LINE, SETUP_PLACE
 from tests.build.test_adopt import PRIVILEGED, TEAM, acknowledged, synth_team
 from tests.support.cdk import cdk_app
 
@@ -74,8 +75,8 @@ def test_a_buildspec_override_keeps_the_teams_commands_and_synth_names_the_line_
     (violation,) = violations
     assert violation["ruleName"] == "Source.BuildSpec"
     assert violation["description"] == (
-        f"{TEAM}/Inline: an override of Source.BuildSpec does not run the setup line: make this the first command "
-        f"of its phases.install.commands: {SETUP_LINE}")
+        f"{TEAM}/Inline: an override of Source.BuildSpec does not run the setup line: make this {SETUP_PLACE}: "
+        f"{SETUP_LINE}")
 
 
 def test_a_variables_override_keeps_the_teams_variables_and_synth_names_the_ones_it_drops(tmp_path):
@@ -209,3 +210,27 @@ def test_inline_text_is_told_from_a_file_name_one_line_json_and_an_explicit_docu
     team = synth_team(tmp_path, lambda stack, projects: MirrorAdoption(stack, "Mirror").adopt(projects["Team"]),
                       lambda stack: {"Team": yaml_project(stack, text)})
     assert team.spec("Team")["phases"]["install"]["commands"] == [SETUP_LINE]
+
+
+# --- where the setup line goes: after a custom image's own dockerd start ----------------------------------------
+
+SAMPLE_START = ("nohup /usr/local/bin/dockerd --host=unix:///var/run/docker.sock --host=tcp://127.0.0.1:2375 "
+                "--storage-driver=overlay2&")  # CodeBuild user guide, "Docker in custom image sample"
+SAMPLE_WAIT = 'timeout 15 sh -c "until docker info; do echo .; sleep 1; done"'
+
+
+@pytest.mark.parametrize("commands, at", [
+    (["npm ci"], 0),  # a managed image: CodeBuild started dockerd before the build
+    ([SAMPLE_START, SAMPLE_WAIT, "npm ci"], 2),
+    (["apk add python3", SAMPLE_START, "sleep 5", "docker version", "npm ci"], 4),
+    (["dockerd-entrypoint.sh &", "npm ci"], 1),  # docker:dind's own script
+    (["if ! docker info; then sudo -E /usr/bin/dockerd > /var/log/dockerd.log 2>&1 & fi", SAMPLE_WAIT], 2),
+    (["service docker start", "npm ci"], 1),
+    (["dockerd --version", "which dockerd", "cat /var/log/dockerd.log", "pkill dockerd", "echo start dockerd"], 0),
+])
+def test_the_setup_line_goes_after_the_last_command_that_starts_dockerd_and_its_wait(commands, at):
+    spec = added({"version": "0.2", "phases": {"install": {"commands": commands}, "build": {"commands": ["make"]}}},
+                 SETUP_LINE)
+    assert spec["phases"]["install"]["commands"] == [*commands[:at], SETUP_LINE, *commands[at:]]
+    assert setup_position(commands) == at
+    assert spec["phases"]["build"] == {"commands": ["make"]}

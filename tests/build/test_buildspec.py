@@ -31,16 +31,18 @@ def shellcheck(tmp_path, name, text, *options, shell="bash"):
 
 
 @needs_shellcheck
-def test_every_command_of_the_synthesized_buildspec_passes_shellcheck(build_app, ssm_build_app, tmp_path):
-    every = commands(build_app) + commands(ssm_build_app)
+def test_every_command_of_the_synthesized_buildspec_passes_shellcheck(build_app, ssm_build_app, pipeline_build_app,
+                                                                     tmp_path):
+    every = commands(build_app) + commands(ssm_build_app) + commands(pipeline_build_app)
     failures = [f"{c}\n{r.stdout}" for i, c in enumerate(every)
                 if (r := shellcheck(tmp_path, f"command{i}.sh", c, "--severity=error")).returncode]
     assert not failures, "\n".join(failures)
 
 
 @needs_shellcheck
-def test_the_commands_read_as_one_script_have_no_shellcheck_findings_at_all(build_app, tmp_path):
-    result = shellcheck(tmp_path, "buildspec.sh", "\n".join(commands(build_app)))
+@pytest.mark.parametrize("app", ["build_app", "pipeline_build_app"])  # a managed image, and a custom one
+def test_the_commands_read_as_one_script_have_no_shellcheck_findings_at_all(app, request, tmp_path):
+    result = shellcheck(tmp_path, "buildspec.sh", "\n".join(commands(request.getfixturevalue(app))))
     assert result.returncode == 0, result.stdout
 
 

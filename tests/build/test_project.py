@@ -4,6 +4,7 @@ import json
 
 from aws_cdk.assertions import Match
 
+from ecr_mirror_cdk.buildspec import DOCKERD_START, SETUP_LINE
 from ecr_mirror_cdk.setup.mirror_map import MirrorMap
 from ecr_mirror_cdk.setup_archive import setup_archive
 from tests.build import cfn
@@ -174,8 +175,10 @@ def test_the_first_step_sets_up_the_mirror_with_the_module_fetched_from_s3(build
     spec = cfn.buildspec(build_app.data)
     install = spec["phases"]["install"]["commands"]
     module = '"${TMPDIR:-/tmp}/setup_mirror.py"'
-    assert install[-1] == (f'aws s3 cp --quiet "s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY" {module}'
-                           f" && python3 {module}")  # the registry: $MIRROR_REGISTRY
+    assert install[-1] == SETUP_LINE  # the registry: $MIRROR_REGISTRY
+    assert (f'aws s3 cp --quiet "s3://$MIRROR_SETUP_BUCKET/$MIRROR_SETUP_KEY" {module} && why="the setup failed" '
+            f"&& python3 {module}; }}") in SETUP_LINE
+    assert not any("dockerd" in command for command in install)  # CodeBuild's own image runs it
     assert spec["phases"]["install"]["on-failure"] == "ABORT"
     assert spec["phases"]["build"]["finally"] == [f"python3 {module} --report"]
     env = cfn.environment(build_app.data, build_app.refs)
@@ -235,3 +238,12 @@ def test_the_build_environment_image_can_come_from_the_mirror_pulled_with_the_se
     _, properties = cfn.project(pipeline_build_app.data)
     image = cfn.resolve(properties["Environment"]["Image"], pipeline_build_app.refs)
     assert image == f"{ECR_HOST}/ecr-public/codebuild/amazonlinux-x86_64-standard:5.0"
+
+
+def test_on_a_custom_image_the_build_starts_dockerd_as_codebuild_documents_before_the_setup(pipeline_build_app):
+    """CodeBuild user guide, "Docker in custom image sample": the buildspec starts dockerd in a custom image."""
+    install = cfn.buildspec(pipeline_build_app.data)["phases"]["install"]["commands"]
+    assert install[0] == DOCKERD_START and install[-1] == SETUP_LINE
+    assert ("nohup /usr/local/bin/dockerd --host=unix:///var/run/docker.sock --host=tcp://127.0.0.1:2375 "
+            "--storage-driver=overlay2 ") in DOCKERD_START
+    assert DOCKERD_START.startswith("if ! docker info > /dev/null 2>&1; then ")  # one that answers is left alone

@@ -69,8 +69,8 @@ def test_the_package_runs_by_hand_from_a_checkout(tmp_path):
     assert (refused.returncode, refused.stderr) == (2, "setup_mirror: --registry (or $MIRROR_REGISTRY) is required\n")
 
 
-def test_the_readme_command_writes_the_archive_by_hand(tmp_path):
-    assert "python3 -m ecr_mirror_cdk.setup_archive setup_mirror.pyz" in (REPO / "README.md").read_text()
+def test_the_manuals_command_writes_the_archive_by_hand(tmp_path):
+    assert "python3 -m ecr_mirror_cdk.setup_archive setup_mirror.pyz" in (REPO / "docs" / "build.md").read_text()
     result = run("-m", "ecr_mirror_cdk.setup_archive", str(tmp_path / "setup_mirror.pyz"), cwd=REPO)
     assert result.returncode == 0 and (tmp_path / "setup_mirror.pyz").read_bytes() == setup_archive()
 

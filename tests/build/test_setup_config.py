@@ -158,16 +158,38 @@ def test_the_daemons_socket_is_found_among_all_its_hosts():
 
 
 def test_a_daemon_the_setup_cannot_ask_is_refused_in_one_line():
-    with pytest.raises(SetupError, match=r"^dockerd listens on fd://: the setup needs a unix socket"):
-        local_api(["fd://"], tls=False)
     with pytest.raises(SetupError, match="tcp://127.0.0.1:2376: the setup needs"):
         local_api(["tcp://127.0.0.1:2376"], tls=True)
 
 
-def test_a_map_nested_too_deeply_is_one_line(capsys):
+def test_a_map_nested_too_deeply_is_one_line(capsys, tmp_path):
     deep = "[" * 20_000 + "]" * 20_000
-    assert main(["--registry", "127.0.0.1:1", "--map", deep]) == 1
-    assert capsys.readouterr().err == "setup_mirror: --map is not JSON: nested too deeply\n"
+    assert main(["--registry", "127.0.0.1:1", "--map", deep, "--endpoint-pidfile", str(tmp_path / "ep.pid")]) == 0
+    assert capsys.readouterr().out.startswith("mirror: not set up: --map is not JSON: nested too deeply; ")
+
+
+NOT_A_MAP = ('--map must be a JSON object with "prefixes", and optionally "repositories", "mirror_prefix" and '
+             '"mirror_hosts"')
+
+
+@pytest.mark.parametrize("strict", [["--strict"], []])
+def test_strict_or_mirror_strict_true_makes_a_host_that_cannot_be_set_up_a_failure(strict, capsys, monkeypatch,
+                                                                                    tmp_path):
+    monkeypatch.setenv("MIRROR_STRICT", "false" if strict else "true")
+    args = ["--registry", "127.0.0.1:1", "--map", "[]", "--endpoint-pidfile", str(tmp_path / "ep.pid"), *strict]
+    assert main(args) == 1
+    assert capsys.readouterr() == ("", f"setup_mirror: {NOT_A_MAP}\n")
+    assert not list(tmp_path.iterdir())  # no record: the build stops here
+
+
+def test_a_host_that_cannot_be_set_up_is_recorded_for_the_closing_report(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("MIRROR_STRICT", raising=False)
+    assert main(["--registry", "127.0.0.1:1", "--map", "[]", "--endpoint-pidfile", str(tmp_path / "ep.pid")]) == 0
+    line = capsys.readouterr().out
+    assert line == (f"mirror: not set up: {NOT_A_MAP}; this build pulls from the upstream registries as it would "
+                    "without the mirror\n")
+    assert main(["--report", "--endpoint-pidfile", str(tmp_path / "ep.pid")]) == 0
+    assert capsys.readouterr().out == line
 
 
 def test_a_mirrored_registry_with_a_port_is_asked_under_the_name_the_mirror_gives_it() -> None:

@@ -1,106 +1,21 @@
 """The setup run as the build runs it (the archive builds fetch, saved as setup_mirror.py), against a real dockerd
-(tests/support/dockerd.py): a second run, several -H, running containers, a remote daemon, a failed run. A whole
-build is in test_end_to_end.py."""
+(tests/support/dockerd.py, the `host_for` fixture): a second run, several -H, running containers, a remote daemon,
+a failed run. Hosts the setup cannot configure are in test_setup_fail_open.py; a whole build in test_end_to_end.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ecr_mirror_cdk.setup.daemon import DAEMON_TIMEOUT
-from ecr_mirror_cdk.setup.endpoint import endpoint_pid, stop_endpoint
-from ecr_mirror_cdk.setup_archive import write_setup_archive
-from tests.support import dockerd
-from tests.support.busybox import push_busybox
-from tests.support.registry import RegistryServer, free_port
-
-needs_dockerd = pytest.mark.skipif(dockerd.available() is not None, reason=str(dockerd.available()))
-
-
-@dataclass
-class Host:
-    """A build host: its dockerd, the mirror's registry holding busybox, and the setup's files."""
-
-    daemon: dockerd.DockerDaemon
-    registry: RegistryServer
-    script: Path  # the setup archive, as the setup line saves it
-
-    @property
-    def endpoint_pidfile(self) -> Path:
-        return self.daemon.root / "mirror-endpoint.pid"
-
-    @property
-    def buildkit_config(self) -> Path:
-        return self.daemon.root / "buildkitd.toml"
-
-    def setup(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        environ = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
-        environ |= self.daemon.env | {"MIRROR_DAEMON_PIDFILE": str(self.daemon.pidfile),
-                                      "MIRROR_ENDPOINT_PIDFILE": str(self.endpoint_pidfile),
-                                      "MIRROR_BUILDKIT_CONFIG": str(self.buildkit_config)} | env
-        return subprocess.run([sys.executable, str(self.script), "--registry", self.registry.host, *args], env=environ,
-                              capture_output=True, text=True, timeout=240)
-
-    def endpoint(self) -> int | None:
-        return endpoint_pid(self.endpoint_pidfile)
-
-    def mirrors(self) -> list[str]:
-        info = self.daemon.docker("info", "--format", "{{json .RegistryConfig.Mirrors}}").stdout
-        return [m.rstrip("/") for m in json.loads(info) or []]
-
-    def pulls_busybox_through_the_mirror(self) -> bool:
-        """`docker pull busybox` succeeds (Docker Hub is unreachable here) and the mirror's registry was asked."""
-        self.daemon.docker("rmi", "-f", "busybox", check=False)
-        before = len(self.manifest_requests())
-        if self.daemon.docker("pull", "busybox", check=False).returncode != 0:
-            return False
-        deadline = time.monotonic() + 5  # the registry logs a request once it has answered it
-        while len(self.manifest_requests()) == before:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    def manifest_requests(self) -> list[str]:
-        """GET or HEAD: dockerd asks a tag it has seen with HEAD, then only the layers it lacks."""
-        prefix = "/v2/docker-hub/library/busybox/manifests/"
-        return [r.path for r in self.registry.requests() if r.path.startswith(prefix)]
-
-
-@pytest.fixture(scope="module")
-def setup_script(tmp_path_factory) -> Path:
-    """The file a build runs: the archive the app uploads, fetched to setup_mirror.py as the setup line does."""
-    return write_setup_archive(tmp_path_factory.mktemp("setup") / "setup_mirror.py")
-
-
-@pytest.fixture
-def host_for(registry, tmp_path, setup_script):
-    started: list[Host] = []
-    push_busybox(registry.host, "docker-hub/library/busybox", "latest", marker="m")
-
-    def start(**options) -> Host:
-        host = Host(dockerd.DockerDaemon(**options).start(), registry, setup_script)
-        started.append(host)
-        return host
-
-    yield start
-    for host in started:
-        stop_endpoint(host.endpoint_pidfile)
-        host.daemon.stop()
-
-
-def one_error_line(result: subprocess.CompletedProcess[str], message: str) -> bool:
-    return (result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("setup_mirror: ")
-            and message in result.stderr and "Traceback" not in result.stderr)
+from tests.build.host import needs_dockerd, one_error_line, one_line
+from tests.support.forward import Forwarder
+from tests.support.registry import free_port
 
 
 @needs_dockerd
@@ -119,14 +34,16 @@ def test_a_second_run_that_fails_leaves_the_first_one_serving(host_for, failure)
         port = holder.getsockname()[1]
         if failure == "the port is taken":
             result = host.setup("--port", str(port))
-            assert one_error_line(result, f"--port {port}: cannot listen on 127.0.0.1:{port}"), result.stderr
+            assert one_line(result, f"--port {port}: cannot listen on 127.0.0.1:{port}"), result
             assert host.daemon.pid() == daemon_pid  # never restarted
         else:  # a daemon.json dockerd does not read: found out only once it has restarted
             result = host.setup("--daemon-config", str(host.daemon.root / "other.json"))
-            assert one_error_line(result, "dockerd restarted but does not list the mirror"), result.stderr
+            assert one_line(result, "dockerd restarted but does not list the mirror"), result
             assert not (host.daemon.root / "other.json").exists()
 
-    # Then the first endpoint still serves, named by the pidfile and by daemon.json, and pulls come through it
+    # Then it says the first run's mirror stays, which still serves, named by the pidfile and by daemon.json
+    assert result.stdout.rstrip().endswith("; what an earlier run of this build set up stays as it was")
+    assert host.report().startswith("mirror: ") and "not set up" not in host.report()
     assert host.endpoint() == first
     assert host.daemon.config_path.read_bytes() == config
     assert host.mirrors() == json.loads(config)["registry-mirrors"]
@@ -170,16 +87,23 @@ def test_running_containers_keep_running_through_the_restart(host_for):
 
 
 @needs_dockerd
-def test_with_a_remote_daemon_only_buildkit_is_configured_and_no_daemon_is_touched(host_for):
-    """A CodeBuild Docker server: DOCKER_HOST names a daemon elsewhere, here a second dockerd on loopback TCP."""
-    # Given a local dockerd the setup could restart, and a "remote" one the client talks to
+@pytest.mark.parametrize("relay", ["tcp", "unix"])
+def test_with_a_remote_daemon_only_buildkit_is_configured_and_no_daemon_is_touched(host_for, relay):
+    """A CodeBuild Docker server: DOCKER_HOST names a daemon elsewhere (over TCP), or a socket no dockerd of this
+    host holds (one mounted from another host); here a second dockerd reached through a relay."""
+    # Given a local dockerd the setup could restart, and a "remote" one the client talks to through a relay
     local = host_for()
-    tcp = f"tcp://127.0.0.1:{free_port()}"
-    remote = host_for(hosts=(tcp,))
+    remote = host_for()
+    forwarder = Forwarder(remote.daemon.socket, unix=local.daemon.root / "relay.sock" if relay == "unix" else None)
+    tcp = forwarder.address
     daemons = [(h.daemon.pid(), h.daemon.config_path.read_bytes()) for h in (local, remote)]
 
     # When the setup runs with DOCKER_HOST naming the remote one
-    result = local.setup(DOCKER_HOST=tcp)
+    try:
+        assert remote.daemon.docker("-H", tcp, "version", "--format", "{{.Server.Version}}").stdout.strip()
+        result = local.setup(DOCKER_HOST=tcp)
+    finally:
+        forwarder.stop()
 
     # Then it prints one line naming what is not covered, and restarts or rewrites no daemon
     assert result.returncode == 0, result.stderr
@@ -203,9 +127,9 @@ def test_a_failed_run_leaves_exactly_the_daemon_and_the_file_it_found(host_for):
     config = host.daemon.config_path.read_bytes()
     assert host.daemon.processes() == [host.daemon.pid()]
 
-    # When the setup fails after it has restarted dockerd
+    # When the setup, told to fail rather than go on without the mirror, fails after it has restarted dockerd
     started = time.monotonic()
-    result = host.setup("--daemon-config", str(host.daemon.root / "other.json"))
+    result = host.setup("--daemon-config", str(host.daemon.root / "other.json"), MIRROR_STRICT="true")
     took = time.monotonic() - started
 
     # Then it says so in one line, without waiting out a timeout on a socket the daemon does not have

@@ -14,7 +14,7 @@ from ecr_mirror_cdk.setup.events import DaemonUnavailable, Pull, PullRecord, unm
 from ecr_mirror_cdk.setup.mirror_map import MirrorMap
 from ecr_mirror_cdk.setup.report import NOT_SEEN, Probe, SetupRecord, report
 from ecr_mirror_cdk.setup_archive import write_setup_archive
-from tests.build.test_setup_host import Host, needs_dockerd
+from tests.build.host import Host, needs_dockerd
 from tests.support import dockerd
 from tests.support.busybox import push_busybox
 from tests.support.docker_hub import DockerHub
@@ -207,6 +207,7 @@ def test_a_daemon_that_does_not_answer_is_one_part_of_the_line(build):
 
 
 def test_a_setup_that_failed_open_is_reported_as_not_set_up(build):
-    state_files(build)["not-set-up"].write_text("mirror: not set up: no running Docker daemon found\n")
-    assert report(build, FakeProbe(["busybox:latest"])) == (
-        "mirror: not set up: no running Docker daemon found; every pull went to its upstream")
+    line = ("mirror: not set up: no running Docker daemon found; this build pulls from the upstream registries as it "
+            "would without the mirror")
+    state_files(build)["not_set_up"].write_text(line + "\n")  # as the setup writes it (cli.not_set_up)
+    assert report(build, FakeProbe(["busybox:latest"])) == line

@@ -16,7 +16,7 @@ import yaml
 from botocore.stub import Stubber
 
 from ecr_mirror_cdk.adopt_buildspec import with_setup
-from ecr_mirror_cdk.buildspec import SETUP_LINE
+from ecr_mirror_cdk.buildspec import EARLIER_SETUP_LINES, SETUP_LINE
 from stacks.adoption_report import main
 from tests.support.moto import REGION, fake_aws_environment, moto_client, moto_server
 
@@ -47,6 +47,8 @@ def endpoint() -> Iterator[str]:
         client = moto_client("codebuild", url)
         # As MirrorAdoption leaves a project: the variables, and the setup line first in install.
         create(client, "api", buildspec=with_setup(json.dumps(SPEC), SETUP_LINE), variables=MIRROR)
+        # Adopted by hand with the line an earlier version gave out, which still runs the setup.
+        create(client, "older", buildspec=with_setup(json.dumps(SPEC), EARLIER_SETUP_LINES[0]), variables=MIRROR)
         create(client, "web", buildspec=yaml.safe_dump(SPEC))
         create(client, "half", buildspec=json.dumps(SPEC), variables=MIRROR)
         create(client, "legacy", buildspec="ci/buildspec.yml")
@@ -72,11 +74,12 @@ def test_each_project_is_one_line_adopted_adoptable_or_manual_then_a_summary(end
         f"manual     legacy  buildspec file ci/buildspec.yml: add as the first install command: {SETUP_LINE}; and set "
         "MIRROR_REGISTRY, MIRROR_MAP, MIRROR_SETUP_BUCKET, MIRROR_SETUP_KEY",
         "manual     lint    not privileged: the setup restarts dockerd, which CodeBuild runs only in privileged mode",
+        "adopted    older",
         "manual     recipe  buildspec file buildspec.yml (CodeBuild's default): add as the first install command: "
         f"{SETUP_LINE}",
         "adoptable  web     inline buildspec, privileged: set MIRROR_REGISTRY, MIRROR_MAP, MIRROR_SETUP_BUCKET, "
         "MIRROR_SETUP_KEY and add the setup line (MirrorAdoption does both)",
-        f"6 CodeBuild projects in {REGION}: 1 adopted, 2 adoptable, 3 manual",
+        f"7 CodeBuild projects in {REGION}: 2 adopted, 2 adoptable, 3 manual",
     ]
 
 
@@ -85,7 +88,7 @@ def test_the_region_comes_from_aws_region_and_another_region_has_its_own_project
     here = report(env)
     elsewhere = report({**env, "AWS_REGION": "eu-west-1"})
 
-    assert here.stdout.splitlines()[-1] == f"6 CodeBuild projects in {REGION}: 1 adopted, 2 adoptable, 3 manual"
+    assert here.stdout.splitlines()[-1] == f"7 CodeBuild projects in {REGION}: 2 adopted, 2 adoptable, 3 manual"
     assert elsewhere.stdout.splitlines() == ["0 CodeBuild projects in eu-west-1: 0 adopted, 0 adoptable, 0 manual"]
 
 

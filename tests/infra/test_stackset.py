@@ -355,6 +355,6 @@ def test_the_manual_recipe_reads_the_parameters_the_stackset_publishes_and_runs_
     ts = {name: f"/ecr-mirror/{key}" for name, key in re.findall(r"(MIRROR_\w+): fromSsm\('([\w-]+)'\)", recipe)}
     assert table == jq == hcl == ts == wanted
 
-    (terraform,) = re.findall(r"- (aws s3 cp .*)", recipe)
+    (terraform,) = re.findall(r"- (\(why=.*)", recipe)
     assert terraform.replace("$${", "${") == SETUP_LINE  # HCL's escape for a literal ${
     assert re.findall(r"const SETUP_LINE = '(.*)';", recipe) == [SETUP_LINE]
