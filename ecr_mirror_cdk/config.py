@@ -18,6 +18,9 @@ from .reference import DOCKER_HUB, TAG_RE, Reference, ReferenceError, parse
 
 DEFAULT_SCHEDULE = "rate(10 minutes)"
 DEFAULT_SECRET = "ecr-pullthroughcache/docker-hub"
+# Copy the artifacts that refer to each image (signatures, SBOMs, attestations): on unless mirror.yaml says
+# `referrers: false`, so a team that verifies signatures keeps them (docs/signatures.md says why and what it costs).
+DEFAULT_REFERRERS = True
 SECRET_PREFIX = "ecr-pullthroughcache/"
 
 
@@ -111,6 +114,7 @@ class Image:
     target: str | None = None
     # Filled by parse_config: the repository the image is copied into (`target`, or mirror/<host>/<path>).
     repository: str = ""
+    referrers: bool = DEFAULT_REFERRERS  # the image's own `referrers`, else the top-level one
 
     @property
     def ref(self) -> Reference:
@@ -169,6 +173,7 @@ class Config:
     replication_regions: tuple[str, ...] = ()
     # Upstream registry host -> Secrets Manager secret (JSON `username`, `accessToken`) the mirror logs in with.
     registry_credentials: tuple[tuple[str, str], ...] = ()
+    referrers: bool = DEFAULT_REFERRERS  # the default of every image's `referrers`
     origin: str = field(default="mirror.yaml", compare=False)  # the file, for messages
 
     def rule_for(self, registry: str) -> CacheRule | None:
@@ -204,7 +209,7 @@ class Config:
                         ("target", i.target),
                     )
                     if v
-                }
+                } | ({"referrers": i.referrers} if i.referrers != self.referrers else {})
                 for i in self.images
             ],
             "schedule": self.schedule,
@@ -225,6 +230,8 @@ class Config:
             data["replication"] = {"regions": list(self.replication_regions)}
         if self.registry_credentials:
             data["registry_credentials"] = dict(self.registry_credentials)
+        if self.referrers != DEFAULT_REFERRERS:
+            data["referrers"] = self.referrers
         if creds.ssm_username and creds.ssm_token:
             data["docker_hub_credentials"]["ssm_parameters"] = {
                 "username": creds.ssm_username,
@@ -327,6 +334,11 @@ class _Parser:
                                                  "not starting with . or - (OCI distribution spec)")
         return tags
 
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"must be true or false, got {value!r}")
+        return value
+
     def integer(self, value: Any, where: str, low: int, high: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.fail(where, f"must be an integer from {low} to {high}, got {value!r}")
@@ -339,13 +351,14 @@ class _Parser:
             data,
             "top level",
             {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories",
-             "sharing", "replication", "registry_credentials"},
+             "sharing", "replication", "registry_credentials", "referrers"},
         )
         repositories = self.repositories(top.get("repositories", {}))
         credentials = self.credentials(top.get("docker_hub_credentials", {}))
         registry_credentials = self.registry_credentials(top.get("registry_credentials"))
         rules = self.rules(top.get("pull_through_cache"), credentials, dict(registry_credentials))
-        images = self.images(top.get("images"), rules, repositories)
+        referrers = self.boolean(top.get("referrers", DEFAULT_REFERRERS), "referrers")
+        images = self.images(top.get("images"), rules, repositories, referrers)
         used = {image.ref.registry for image in images} | {rule.registry for rule in rules if rule.credentials_secret}
         for host, _ in registry_credentials:
             if host not in used:  # most likely a typo: its images would be fetched anonymously
@@ -360,6 +373,7 @@ class _Parser:
             sharing=self.sharing(top.get("sharing")),
             replication_regions=self.replication(top.get("replication")),
             registry_credentials=registry_credentials,
+            referrers=referrers,
             origin=self.origin,
         )
 
@@ -557,7 +571,8 @@ class _Parser:
             rules.append(CacheRule(upstream, prefix, secret))
         return tuple(rules)
 
-    def images(self, value: Any, rules: tuple[CacheRule, ...], repos: Repositories) -> tuple[Image, ...]:
+    def images(self, value: Any, rules: tuple[CacheRule, ...], repos: Repositories,
+               referrers: bool) -> tuple[Image, ...]:
         if not isinstance(value, list) or not value:
             raise self.fail("images", "must be a non-empty list of {source, tags | tag_regex} entries")
         images: list[Image] = []
@@ -565,7 +580,7 @@ class _Parser:
         for i, item in enumerate(value):
             source = item.get("source") if isinstance(item, dict) else None
             where = f"images[{i}]" + (f" ({source})" if isinstance(source, str) else "")
-            image = self.image(item, where, rules, repos)
+            image = self.image(item, where, rules, repos, referrers)
             if image.repository in seen:
                 raise self.fail(
                     f"{where}.target",
@@ -576,8 +591,9 @@ class _Parser:
             images.append(image)
         return tuple(images)
 
-    def image(self, item: Any, where: str, rules: tuple[CacheRule, ...], repos: Repositories) -> Image:
-        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target"})
+    def image(self, item: Any, where: str, rules: tuple[CacheRule, ...], repos: Repositories,
+              referrers: bool) -> Image:
+        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target", "referrers"})
         source = raw.get("source")
         if not isinstance(source, str):
             raise self.fail(f"{where}.source", "is required: an image reference such as 'python' or 'ghcr.io/org/app'")
@@ -614,7 +630,8 @@ class _Parser:
                 raise self.fail(
                     f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule.prefix!r}"
                 )
-        return Image(source, tags, regex, platforms, target, repository)
+        return Image(source, tags, regex, platforms, target, repository,
+                     self.boolean(raw.get("referrers", referrers), f"{where}.referrers"))
 
     def platform(self, value: str, where: str) -> None:
         parts = value.split("/")

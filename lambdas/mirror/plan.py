@@ -13,6 +13,10 @@ recognised as up to date without a GET at the source.
 Tags that share a digest: new tags of one image that point at the same source digest become one
 task (the first tag, the rest in `also`) costing one set of GETs; the copy puts the manifest it
 fetched once under every tag.
+
+Referrers (`referrers`, on by default): a copy also lists and copies what refers to the image's
+manifests, and its cost counts those GETs; an up-to-date tag whose referrers changed (or whose turn
+to list them at a rate-limited source came) becomes a referrers-only copy (plan_referrers.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +39,7 @@ from ecr_mirror_cdk.reference import TAG_RE, Reference, parse
 from .endpoints import Endpoints
 from .errors import RegistryError, SupersededTask, TooManyRequests
 from .manifests import INDEX_TYPES
+from .plan_referrers import REFRESH, ReferrersCheck, check, listings, refresh_due, schedule_period
 from .settings import SERVICE_NAME
 
 # Plain logging: the Lambdas' Powertools Logger formats this logger (same name); the CLI, which
@@ -79,6 +85,9 @@ class Task:
     also: tuple[tuple[str, str | None], ...] = ()
     # sync.quota_reserve: the copy sends no manifest GET that would leave the upstream fewer pulls.
     reserve: int | None = None
+    referrers: bool = False  # copy what refers to the image's manifests too
+    referrers_only: bool = False  # the tag is up to date: copy only the referrers of its digest
+    referrers_cost: int = 0  # the part of `cost` the referrers take
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -118,12 +127,16 @@ class Task:
         reserve = data.get("reserve")
         if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int)):
             raise ValueError("task field 'reserve' must be an integer")
+        for flag in ("referrers", "referrers_only"):
+            if not isinstance(data.get(flag, False), bool):
+                raise ValueError(f"task field {flag!r} must be true or false")
         task = cls(
             source=data["source"], tag=data["tag"], repository=data["repository"],
             source_digest=data.get("source_digest"), destination_digest=data.get("destination_digest"),
             platforms=tuple(data.get("platforms") or ()), cost=int(data.get("cost", 1)),
             mount_from=tuple(data.get("mount_from") or ()), also=tuple((a[0], a[1]) for a in also),
-            reserve=reserve,
+            reserve=reserve, referrers=data.get("referrers", False), referrers_only=data.get("referrers_only", False),
+            referrers_cost=int(data.get("referrers_cost", 0)),
         )
         task.ref  # noqa: B018 - validates the source reference (raises ReferenceError, a ValueError)
         return task
@@ -135,6 +148,11 @@ class PlanItem:
     action: Action
     reason: str = ""
     retry_after: float | None = None
+    referrers: ReferrersCheck | None = None  # None: referrers off for the image, or not checked
+
+    @property
+    def costs(self) -> bool:
+        return self.action in (Action.COPY, Action.DEFERRED)
 
     def as_dict(self) -> dict[str, Any]:
         task = self.task
@@ -142,7 +160,9 @@ class PlanItem:
             "image": task.source, "tag": task.tag, "source": str(task.ref), "repository": task.repository,
             "source_digest": task.source_digest,
             "destination_digest": task.destination_digest, "action": str(self.action),
-            "cost": task.cost if self.action in (Action.COPY, Action.DEFERRED) else 0, "reason": self.reason,
+            "cost": task.cost if self.costs else 0, "reason": self.reason,
+            **(self.referrers.as_dict() if self.referrers else {"referrers": None, "referrers_new": 0}),
+            "referrers_cost": task.referrers_cost if self.costs else 0,
         }
 
 
@@ -218,7 +238,7 @@ def share_digests(items: Sequence[PlanItem]) -> list[PlanItem]:
         if item.action is Action.COPY and item.task.source_digest:
             leader = first.setdefault(_digest_key(item.task), item)
             if leader is not item:
-                item = replace(item, task=replace(item.task, cost=0),
+                item = replace(item, task=replace(item.task, cost=0, referrers_cost=0),
                                reason=f"{item.reason}; same digest as :{leader.task.tag}, copied with it")
         out.append(item)
     return out
@@ -277,10 +297,12 @@ def apply_budget(probes: Sequence[Probe], reserve: int) -> tuple[list[PlanItem],
 
 
 class _Planner:
-    def __init__(self, config: Config, endpoints: Endpoints, recorded: RecordedDigest) -> None:
+    def __init__(self, config: Config, endpoints: Endpoints, recorded: RecordedDigest, now: float) -> None:
         self.config = config
         self.endpoints = endpoints
         self.recorded = recorded
+        self.now = now
+        self.period = schedule_period(config.schedule)
         # Upstreams that answered 429 this run: nothing more is asked of them until the next run.
         self.throttled: dict[str, float | None] = {}
 
@@ -292,7 +314,7 @@ class _Planner:
             mounts = tuple(r for r in repositories if r != image.repository)[:MOUNT_CANDIDATES]
             ref = image.ref
             template = Task(image.source, "*", image.repository, platforms=image.platforms, mount_from=mounts,
-                            reserve=self.config.sync.quota_reserve)
+                            reserve=self.config.sync.quota_reserve, referrers=image.referrers)
             try:
                 source = self.endpoints.source(ref.registry)
             except RegistryError as err:  # its credentials cannot be read: this image fails, the rest go on
@@ -335,12 +357,43 @@ class _Planner:
         except (RegistryError, OSError) as err:  # the destination registry: fail this tag only
             return Probe(PlanItem(task, Action.FAILED, f"destination check failed: {err}"), remaining, limit)
         task = replace(task, destination_digest=current)
+        referrers = None
+        if image.referrers and image.platforms and info.media_type in INDEX_TYPES:
+            # A filtered index is rewritten: what refers to the source's index does not refer to the copy.
+            referrers = ReferrersCheck(None, 0, note="filtered index: the platform manifests' referrers only")
+        elif image.referrers:
+            referrers = self.referrers(task, info, remaining)
         if up_to_date:
             note = "up to date" if current == info.digest else "up to date (filtered index of the source digest)"
-            return Probe(PlanItem(task, Action.SKIP, note), remaining, limit)
-        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children))
+            if referrers is None or not referrers.due:
+                return Probe(PlanItem(task, Action.SKIP, note, referrers=referrers), remaining, limit)
+            task = replace(task, referrers_only=True, cost=referrers.cost, referrers_cost=referrers.cost)
+            why = f"{referrers.missing} new" if referrers.missing else f"listed every {REFRESH // 3600} h"
+            return Probe(PlanItem(task, Action.COPY, f"referrers: {why}", referrers=referrers), remaining, limit)
+        cost = estimate_cost(info.media_type, image.platforms, children)
+        extra = 0
+        if image.referrers:
+            extra = listings(info.media_type, image.platforms, children, DEFAULT_INDEX_CHILDREN, CHILDREN_PER_PLATFORM)
+            extra += referrers.missing if referrers else 0
+        task = replace(task, cost=cost + extra, referrers_cost=extra)
         reason = "new" if current is None else "changed"
-        return Probe(PlanItem(task, Action.COPY, reason), remaining, limit)
+        return Probe(PlanItem(task, Action.COPY, reason, referrers=referrers), remaining, limit)
+
+    def referrers(self, task: Task, info: Any, remaining: int | None) -> ReferrersCheck | None:
+        """The referrers of the tag's digest (plan_referrers.py): listed here only where that costs no pulls."""
+        registry = task.ref.registry
+        metered = remaining is not None
+        try:
+            return check(self.endpoints.source(registry), self.endpoints.destination, task.ref.repository,
+                         task.repository, info.digest, list_source=not metered,
+                         refresh=metered and refresh_due(str(task.ref), self.now, self.period),
+                         immutable=self.config.repositories.tag_mutability == "IMMUTABLE")
+        except TooManyRequests as err:
+            self.throttled[registry] = err.retry_after
+            return None
+        except (RegistryError, OSError) as err:
+            logger.warning(f"referrers of {task.ref} not checked: {err}")
+            return None
 
     def destination_state(self, image: Image, task: Task, media_type: str) -> tuple[str | None, bool, int | None]:
         """(digest the destination tag has, whether it is a copy of the source's, children of its index)."""
@@ -362,13 +415,14 @@ class _Planner:
 
 
 def plan(config: Config, endpoints: Endpoints, *, recorded: RecordedDigest | None = None,
-         workers: int = 8) -> Plan:
-    """HEADs only at the sources: nothing here costs Docker Hub quota."""
+         workers: int = 8, now: float | None = None) -> Plan:
+    """HEADs only at a source with a rate limit: nothing here costs Docker Hub quota. `now` (default: the
+    clock) decides whose turn it is to have its referrers listed (plan_referrers.refresh_due)."""
     if recorded is None:
         from .copy import recorded_source_digest
 
         recorded = recorded_source_digest
-    planner = _Planner(config, endpoints, recorded)
+    planner = _Planner(config, endpoints, recorded, time.time() if now is None else now)
     slots = planner.expand()
     jobs = [slot for slot in slots if isinstance(slot, tuple)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

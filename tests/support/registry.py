@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import socket
 import subprocess
 import time
@@ -56,7 +57,7 @@ class RegistryServer:
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            "http": {"addr": self.host, "secret": "test-only-http-secret"},
+            "http": {"addr": self.host, "secret": secrets.token_hex(16)},
         }
         if proxy:
             config["proxy"] = proxy
