@@ -42,6 +42,13 @@ node_modules/.installed: package.json | $(BIN)/.runtime
 	$(BIN)/npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The sigstore project's libraries the signature tests sign and verify with, exactly as the lock file pins them;
+# installed once (later runs need no network until the lock file changes).
+SIGSTORE := tests/sigstore
+$(SIGSTORE)/node_modules/.installed: $(SIGSTORE)/package-lock.json | $(BIN)/.runtime
+	cd $(SIGSTORE) && $(CURDIR)/$(BIN)/npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
@@ -60,7 +67,7 @@ test-tools:
 		echo "error: make test needs these Debian packages: $$missing (sudo apt-get install $$missing, or run .ci/run)" >&2; \
 		exit 1; fi
 
-test: test-tools $(BIN)/.dev node_modules/.installed
+test: test-tools $(BIN)/.dev node_modules/.installed $(SIGSTORE)/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
