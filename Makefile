@@ -77,7 +77,7 @@ lint: $(BIN)/.dev
 	$(BIN)/mypy
 
 bench: $(BIN)/.dev
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(ARGS)
 
 simulate: $(BIN)/.dev
 	$(BIN)/python -m tests.simulate

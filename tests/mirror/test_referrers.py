@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,9 @@ from lambdas.mirror.sync import run_tasks
 from tests.engine.checks import skopeo_raw_digest
 from tests.support.faults import FaultProxy
 from tests.support.images import OCI_INDEX, push_artifact, push_image
+from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer
+from tests.support.sigstore import cosign_sign, keypair
 
 from .support import config
 
@@ -184,6 +188,30 @@ def test_referrers_the_source_lists_through_the_referrers_api_are_found_there(
     assert outcome.referrers is not None and outcome.referrers.copied == 1
     assert listed(destination.host, digest) == {artifact}
     assert any(s.method == "GET" and "/referrers/" in s.path and s.status == 200 for s in front.seen)
+
+
+def test_at_the_quota_reserve_the_referrers_wait_for_a_later_run_and_the_tag_still_moves(
+        tmp_path: Path, registry_factory: Callable[..., RegistryServer]) -> None:
+    # Given a signed image at a rate-limited "Docker Hub" with 10 pulls left, and a copy whose reserve leaves
+    # room for the image's own GET only
+    hub, destination = registry_factory("hub"), registry_factory("destination")
+    digest = push_image(hub.host, "team/app", "v1", kind="docker-v2", seed=66)
+    cosign_sign(hub.host, "team/app", digest, keypair(tmp_path / "keys"))
+    with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=10)) as limiter:
+        endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
+        cfg = config({"source": "team/app", "tags": ["v1"], "target": "mirror/app"}, sync={"quota_reserve": 0})
+        (task,) = plan(cfg, endpoints).tasks()
+
+        # When it runs
+        (outcome,) = run_tasks([replace(task, reserve=9)], endpoints)
+        gets = [p.reference for p in limiter.pulls() if p.status == 200]
+
+    # Then the image and its tag moved; the signature did not cost a pull, and is left for a later run
+    assert (outcome.status, gets) == ("copied", ["v1"])
+    assert outcome.referrers is not None and "reserve 9" in outcome.referrers.deferred
+    client = RegistryClient(destination.host)
+    assert client.head_manifest("mirror/app", "v1").digest == digest  # type: ignore[union-attr]
+    assert client.head_manifest("mirror/app", fallback_tag(digest) + ".sig") is None
 
 
 class Context:
