@@ -12,11 +12,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-# What `make test` runs besides Python, as command=Debian package (.ci/run installs them).
+# What `make test` runs besides Python, as command=Debian package: the one list `make test` installs from and checks.
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
 
-.PHONY: synth test test-tools test-packages lint bench simulate plan sync bootstrap deploy verify docker-hub-token registry-token adoption-report cdk clean
+.PHONY: synth test test-tools docs lint bench simulate plan sync bootstrap deploy verify docker-hub-token registry-token adoption-report cdk clean
 
 # Set-up says what it does on stderr, so that stdout carries only a command's own output (make sync ARGS=--json).
 $(BIN)/.runtime: requirements.txt
@@ -52,25 +52,47 @@ $(SIGSTORE)/node_modules/.installed: $(SIGSTORE)/package-lock.json | $(BIN)/.run
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
-# Every Debian package of TEST_TOOLS: what .ci/run asks dpkg about and installs when missing (`make test-packages`).
 TEST_PACKAGES = $(foreach pair,$(TEST_TOOLS),$(lastword $(subst =, ,$(pair))))
-# Those whose command is missing (expanded only where used): what `make test` names. One list drives both.
-MISSING_TEST_PACKAGES = $(strip $(foreach pair,$(TEST_TOOLS),\
-	$(if $(shell command -v $(firstword $(subst =, ,$(pair))) 2>/dev/null),,$(lastword $(subst =, ,$(pair))))))
 
-test-packages:
-	@echo "$(TEST_PACKAGES)"
-
-# One line naming what is missing, before anything else runs.
+# Before anything else. The packages dpkg does not report installed are installed when this user may (root, or
+# `sudo -n`, which never prompts), with one line saying so and apt-get's output kept for a failure. Then the
+# commands are checked, in the shell (make expands a whole recipe before running it), and those still missing
+# are named in one line.
 test-tools:
-	@missing="$(MISSING_TEST_PACKAGES)"; if [ -n "$$missing" ]; then \
-		echo "error: make test needs these Debian packages: $$missing (sudo apt-get install $$missing, or run .ci/run)" >&2; \
+	@if command -v apt-get >/dev/null; then \
+		absent=$$(echo $$(for pkg in $(TEST_PACKAGES); do dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | \
+			grep -q "install ok installed" || echo "$$pkg"; done)); \
+		if [ -n "$$absent" ]; then \
+			if [ "$$(id -u)" = 0 ]; then as=""; elif sudo -n true 2>/dev/null; then as="sudo -n"; else as=no; fi; \
+			if [ "$$as" != no ]; then \
+				echo "make test: installing Debian packages: $$absent (apt-get install -y)" >&2; \
+				log=$$(mktemp); \
+				{ $$as env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+				  $$as env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$absent; } >"$$log" 2>&1 || \
+					{ tail -n 20 "$$log" >&2; rm -f "$$log"; \
+					  echo "error: apt-get install -y $$absent failed (its last lines above)" >&2; exit 1; }; \
+				rm -f "$$log"; \
+			fi; \
+		fi; \
+	fi
+	@missing=""; for pair in $(TEST_TOOLS); do \
+		command -v "$${pair%%=*}" >/dev/null || missing="$${missing:+$$missing }$${pair#*=}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "error: make test needs these Debian packages: $$missing (sudo apt-get install $$missing)" >&2; \
 		exit 1; fi
 
+# tests/unit/test_docs.py builds the manual too (make docs), so a broken link or anchor fails make test.
 test: test-tools $(BIN)/.dev node_modules/.installed $(SIGSTORE)/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The manual (docs/, mkdocs.yml) as a site in $(SITE), git-ignored; strict: any warning (a broken link or
+# anchor, a page missing from the nav) fails the build. NO_MKDOCS_2_WARNING silences mkdocs-material's banner
+# about its end of life (May 2027), printed on every build.
+SITE ?= site
+docs: $(BIN)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE)
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@
     from ecr_mirror_cdk import MirrorAdoption, MirrorBuildProject, load_config
 
 Names are loaded when first used (PEP 562), so the Lambdas, which carry only the config model, and the build
-host's setup_mirror.py import nothing of the CDK.
+host's setup (ecr_mirror_cdk/setup) import nothing of the CDK.
 """
 
 from __future__ import annotations

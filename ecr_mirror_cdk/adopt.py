@@ -47,7 +47,7 @@ from . import adopt_buildspec as buildspec
 from . import constants
 from .adopt_buildspec import MIRROR_VARIABLES, BuildSpecError
 from .adopt_check import AdoptionCheck
-from .build import PULL_THROUGH_ACTIONS, SETUP_MODULE, nag_text
+from .build import PULL_THROUGH_ACTIONS, nag_text, setup_folder
 from .buildspec import SETUP_LINE
 from .contract import pull_repositories, repository_arns
 
@@ -101,7 +101,7 @@ class MirrorAdoption(Construct):
             self.registry_uri = ssm.StringParameter.value_for_string_parameter(self, constants.PARAMETER_REGISTRY_URI)
             self.mirror_map = ssm.StringParameter.value_for_string_parameter(self, constants.PARAMETER_MIRROR_MAP)
             # In a replica region the home registry serves what replication has not brought; at home it is
-            # registry-uri itself, which setup_mirror.py then ignores.
+            # registry-uri itself, which the setup then ignores.
             self.home_registry_uri = ssm.StringParameter.value_for_string_parameter(
                 self, constants.PARAMETER_HOME_REGISTRY_URI)
             self.pull_repository_arns = ssm.StringListParameter.value_for_typed_list_parameter(
@@ -118,7 +118,7 @@ class MirrorAdoption(Construct):
             registries = [registry_uri] + ([home_registry_uri] if home_registry_uri else [])
             self.pull_repository_arns = repository_arns(self, names, map(registry_account_region, registries))
             self._wildcards = [nag_text(stack.resolve(arn)) for arn in self.pull_repository_arns if arn.endswith("*")]
-        self.setup = s3_assets.Asset(self, "SetupMirror", path=str(SETUP_MODULE))
+        self.setup = s3_assets.Asset(self, "SetupMirror", path=str(setup_folder(self) / constants.SETUP_KEY))
         self._check = AdoptionCheck()
         Validations.of(cast(Stage, Stage.of(self))).add_plugins(self._check)
 

@@ -1,7 +1,8 @@
 """A ready-made CodeBuild project: logins built in, every pull from the mirror, cache in ECR, pipeline-ready.
 
 Importable by other CDK apps: `MirrorBuildProject(self, "Build", config=..., registry_uri=..., docker_hub_secret=...)`.
-The buildspec is in buildspec.py; the mirror setup it fetches is setup_mirror.py beside it (an S3 asset).
+The buildspec is in buildspec.py; the mirror setup it fetches is the setup package beside it, as the one-file
+archive setup_archive.py builds (an S3 asset).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-from aws_cdk import Acknowledgment, Annotations, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Annotations, Duration, RemovalPolicy, Stack, Stage, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
@@ -22,13 +23,14 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from . import constants
 from .buildspec import BuildSpecOptions, build_spec
 from .config import Config
 from .contract import direct_repositories, mirror_map
 from .reference import parse
+from .setup_archive import write_setup_archive
 from .sharing import CACHE_FILL_ACTIONS, PULL_ACTIONS
 
-SETUP_MODULE = Path(__file__).resolve().parent / "setup_mirror.py"  # package data of this library
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
 COMPUTE_TYPE = codebuild.ComputeType.MEDIUM
 BUILD_TIMEOUT = Duration.minutes(60)
@@ -45,6 +47,15 @@ BINFMT_IMAGE = "tonistiigi/binfmt:latest"
 # A pull through a cache rule creates the repository and imports the image on first use.
 PULL_THROUGH_ACTIONS = [*PULL_ACTIONS, *CACHE_FILL_ACTIONS]
 _PUSH = [*PULL_ACTIONS, "ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]
+
+
+def setup_folder(scope: Construct) -> Path:
+    """A folder in the app's output holding the setup archive at constants.SETUP_KEY: the file an asset uploads
+    (here, adopt.py), and the folder stacks/stackset.py copies into its bucket, so the key stays where earlier
+    setup lines fetch it. Written at each synth from the package's sources (the same bytes every time)."""
+    folder = Path(cast(Stage, Stage.of(scope)).outdir) / "ecr-mirror-setup"
+    write_setup_archive(folder / constants.SETUP_KEY)
+    return folder
 
 
 class MirrorBuildProject(Construct):
@@ -87,7 +98,7 @@ class MirrorBuildProject(Construct):
                 ),
             ],
         )
-        setup = s3_assets.Asset(self, "SetupMirror", path=str(SETUP_MODULE))
+        setup = s3_assets.Asset(self, "SetupMirror", path=str(setup_folder(self) / constants.SETUP_KEY))
         log_group = logs.LogGroup(self, "Logs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY)
 
         creds = config.docker_hub_credentials

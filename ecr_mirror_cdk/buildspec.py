@@ -1,8 +1,8 @@
 """The buildspec of the mirror build project, as the object CDK serializes into the template.
 
 Every command is bash (env.shell) and is checked by shellcheck in tests/build on the synthesized template.
-The first step points the build host's registries at the mirror (ecr_mirror_cdk/setup_mirror.py, fetched from
-S3); nothing after it knows about the mirror, and no Dockerfile or command of the team is read or changed.
+The first step points the build host's registries at the mirror (the ecr_mirror_cdk/setup package as one archive,
+fetched from S3); nothing after it knows about the mirror, and no Dockerfile or command of the team is read or changed.
 Project environment variables (set by MirrorBuildProject, overridable per build) feed it:
 MIRROR_REGISTRY, MIRROR_MAP, MIRROR_SETUP_BUCKET, MIRROR_SETUP_KEY, BUILDKIT_IMAGE, BINFMT_IMAGE,
 IMAGE_REPO_NAME, CACHE_REPO_NAME, CONTAINER_NAME, PLATFORMS, CONTEXT_DIR, TAG_LATEST; and, unset unless a
@@ -19,7 +19,8 @@ from .constants import PLACEHOLDER
 
 BUILDER_NAME = "mirror"
 
-# Where the build keeps the setup module it fetched, quoted for the shell.
+# Where the build keeps the setup file it fetched (a zip archive python3 runs: ecr_mirror_cdk/setup_archive.py),
+# quoted for the shell.
 SETUP_MODULE_PATH = '"${TMPDIR:-/tmp}/setup_mirror.py"'
 # The one setup step, shared with adopted projects (ecr_mirror_cdk/adopt.py) and written into buildspec files by hand:
 # one POSIX sh command line, so it runs in any shell, in buildspec version 0.1 (a shell per command) too.

@@ -625,7 +625,7 @@ class _Parser:
         else:
             repository = default_repository(ref, repos.prefix)
         for rule in rules:
-            # A cache rule owns its prefix: ECR creates those repositories on first pull (README, "The mirror engine").
+            # A cache rule owns its prefix: ECR creates those repositories on first pull (docs/engine.md).
             if repository.startswith(rule.prefix + "/"):
                 raise self.fail(
                     f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule.prefix!r}"

@@ -48,6 +48,8 @@ PARAMETER_PULL_REPOSITORY_ARNS = f"{PARAMETER_PREFIX}/pull-repository-arns"
 PARAMETER_SETUP_BUCKET = f"{PARAMETER_PREFIX}/setup-bucket"
 PARAMETER_SETUP_KEY = f"{PARAMETER_PREFIX}/setup-key"
 PARAMETER_HOME_REGISTRY_URI = f"{PARAMETER_PREFIX}/home-registry-uri"
+# The setup archive (ecr_mirror_cdk/setup_archive.py) under the key the single-file module had: setup lines and
+# /ecr-mirror/setup-key parameters written before still fetch it there.
 SETUP_KEY = "ecr_mirror_cdk/setup_mirror.py"
 # The organization's StackSet and what it creates in each member account (stacks/member.py).
 STACK_SET_NAME = f"{STACK_NAME}-Contract"

@@ -87,7 +87,7 @@ def registry_policy(scope: Construct, id: str, *, sharing: Sharing, prefix_arns:
                     origin: str) -> ecr.CfnRegistryPolicy:
     """Lets the shared principals make the cache rules create and fill repositories under their prefixes.
 
-    The registry has one policy per region: this replaces any policy the account had (README "Sharing").
+    The registry has one policy per region: this replaces any policy the account had (docs/organization.md).
     """
     document = iam.PolicyDocument(statements=statements(sharing, "MirrorCacheFillFrom", CACHE_FILL_ACTIONS,
                                                         prefix_arns))

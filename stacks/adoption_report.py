@@ -4,7 +4,7 @@
 
 One line per project, as
 - adopted: the MIRROR_ variables are set and the inline buildspec runs the setup line;
-- adoptable: an inline buildspec on a privileged project: `MirrorAdoption` adopts it (or the README's recipe);
+- adoptable: an inline buildspec on a privileged project: `MirrorAdoption` adopts it (or docs/adopt.md's recipe);
 - manual: a buildspec file in the source, which only its team can edit (the line names the command to add), or
   a project that is not privileged (the setup restarts dockerd);
 then a summary line. Reads only: ListProjects and BatchGetProjects.

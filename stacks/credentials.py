@@ -39,7 +39,7 @@ class DockerHubCredentials(Construct):
                 exclude_punctuation=True,
             ),
         )
-        # Keep the stored token when the stack goes (a new stack adopts it: README "Deploy"), but not when
+        # Keep the stored token when the stack goes (a new stack adopts it: docs/deploy.md), but not when
         # the first create rolls back: a kept secret with this fixed name would make every retry fail.
         secret.apply_removal_policy(RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
         Validations.of(secret).acknowledge(

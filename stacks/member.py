@@ -41,7 +41,7 @@ MAX_MANAGED_POLICY_CHARACTERS = 6_144
 # The longest text each Ref of the member template can take, to size values at synth (S3 bucket names: 63).
 _LONGEST_REFS = {"MirrorAccount": "123456789012", "MirrorHomeRegion": "ap-southeast-5", "MirrorSetupBucket": "b" * 63,
                  "AWS::URLSuffix": "amazonaws.com.cn"}
-# The variables a build of another tool takes as PARAMETER_STORE (README "Projects in other tools").
+# The variables a build of another tool takes as PARAMETER_STORE (docs/adopt.md, "Projects in other tools").
 BUILD_PARAMETERS = (constants.PARAMETER_REGISTRY_URI, constants.PARAMETER_MIRROR_MAP,
                     constants.PARAMETER_SETUP_BUCKET, constants.PARAMETER_SETUP_KEY)
 
@@ -75,10 +75,10 @@ class MemberStack(Stack):
         # The home region's bucket in every region: the AWS CLI's `aws s3 cp` follows S3's redirect to the bucket's
         # region (botocore utils.S3RegionRedirectorv2: PermanentRedirect, AuthorizationHeaderMalformed).
         self._parameter("SetupBucket", constants.PARAMETER_SETUP_BUCKET, bucket,
-                        "S3 bucket of the mirror's setup module (ecr_mirror_cdk/setup_mirror.py)")
+                        "S3 bucket of the mirror's setup module (ecr_mirror_cdk/setup, as one runnable archive)")
         self._parameter("SetupKey", constants.PARAMETER_SETUP_KEY, constants.SETUP_KEY,
                         "S3 key of the mirror's setup module in the setup bucket")
-        # A replica region pulls, and first fills, at home too (README "Other regions").
+        # A replica region pulls, and first fills, at home too (docs/organization.md, "Other regions").
         arns = Fn.condition_if(is_home.logical_id, Fn.join(",", here), Fn.join(",", both)).to_string()
         self._parameter("PullRepositoryArns", constants.PARAMETER_PULL_REPOSITORY_ARNS, arns,
                         "ECR repositories a build may pull from the mirror (a cache prefix creates its own)",

@@ -86,7 +86,7 @@ def creation_template(scope: Construct, id: str, *, prefix: str, applied_for: st
                            else sharing.pull_policy_text(scope, config.sharing, config.origin)),
     )
     # Stated (Delete) although it is the default: `cdk import` adopts only resources with a DeletionPolicy,
-    # and an account may already hold a rule or template with this prefix (README "Deploy").
+    # and an account may already hold a rule or template with this prefix (docs/deploy.md).
     template.apply_removal_policy(RemovalPolicy.DESTROY)
     return template
 

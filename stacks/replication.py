@@ -40,7 +40,7 @@ def replicated_filters(config: Config) -> list[str]:
 
 
 def replication_configuration(scope: Construct, id: str, *, config: Config) -> ecr.CfnReplicationConfiguration:
-    """The registry's one replication configuration for its region: replaces any the account had (README)."""
+    """The one replication configuration of the region: replaces any the account had (docs/organization.md)."""
     filters = replicated_filters(config)
     chunks = [filters[i:i + FILTERS_PER_RULE] for i in range(0, len(filters), FILTERS_PER_RULE)]
     if len(chunks) > MAX_RULES:

@@ -26,7 +26,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
 from ecr_mirror_cdk import constants
-from ecr_mirror_cdk.build import SETUP_MODULE, nag_text
+from ecr_mirror_cdk.build import nag_text, setup_folder
 from ecr_mirror_cdk.config import Config, ConfigError, Sharing, StackSet
 from ecr_mirror_cdk.sharing import statements
 
@@ -49,11 +49,11 @@ class OrganizationContract(Construct):
         # Another account's role reads the object with its own policy (EcrMirrorPull) and this bucket policy.
         self.deployment = s3deploy.BucketDeployment(
             self, "SetupModule",
-            sources=[s3deploy.Source.data(constants.SETUP_KEY, SETUP_MODULE.read_text())],
+            sources=[s3deploy.Source.asset(str(setup_folder(self)))],  # the archive at SETUP_KEY
             destination_bucket=self.bucket,
             retain_on_delete=False,  # the bucket goes with the stack, so its one object does too
             memory_limit=DEPLOYMENT_MEMORY_MB,
-            content_type="text/x-python",
+            content_type="application/zip",  # a zip archive Python runs as a script
             log_group=logs.LogGroup(self, "SetupModuleLogs", retention=logs.RetentionDays.ONE_MONTH,
                                     removal_policy=RemovalPolicy.DESTROY),
         )

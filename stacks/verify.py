@@ -358,7 +358,7 @@ def with_dockerfile(buildspec: str, dockerfile: str) -> str:
     return json.dumps(spec, indent=2)
 
 
-# ecr_mirror_cdk/setup_mirror.py report(): "mirror: N manifests served by the mirror (...); no request fell back to the
+# ecr_mirror_cdk/setup/report.py report(): "mirror: N manifests served by the mirror (...); no request fell back to the
 # upstream", or "...; K fell back to the upstream: ...", or "mirror: no record of this build's pulls (...)".
 REPORT_LINE = re.compile(r"mirror: (\d+ manifests served by the mirror|no record of this build's pulls).*")
 NO_FALLBACK = "; no request fell back to the upstream"
@@ -418,8 +418,8 @@ def check_build(config: Config, outputs: Mapping[str, str], codebuild: Any = Non
         return Check("build", False, f"{build['id']} {status} in {phase}: {line or 'no report line'}; "
                                      f"log: {where.get('deepLink', 'see the project in the CodeBuild console')}")
     if line is None:
-        return Check("build", False, f"{build['id']} succeeded but its log has no report line of "
-                                     "ecr_mirror_cdk/setup_mirror.py --report: make deploy (the buildspec prints it)")
+        return Check("build", False, f"{build['id']} succeeded but its log has no report line of the "
+                                     "setup's --report (ecr_mirror_cdk/setup): make deploy (the buildspec prints it)")
     served = re.match(r"mirror: (\d+) manifests", line)
     if not line.endswith(NO_FALLBACK) or served is None or served.group(1) == "0":
         return Check("build", False, f"FROM {image}: {line}")

@@ -3,7 +3,7 @@ the manifest GETs the plan will cause within what the upstream's rate limit has 
 
 Every configured image is a direct copy into its own repository (`mirror/<host>/<path>` or its
 `target`), never a pull through a cache rule: ECR documents cache pulls by tag only, and a cached tag
-may be a day old (README, "The mirror engine").
+may be a day old (docs/engine.md).
 
 Platform filters: when `platforms` drops entries from an index, the destination gets a smaller
 index whose digest differs from the source's; the engine records the source index digest next to

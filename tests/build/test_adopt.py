@@ -24,6 +24,7 @@ from ecr_mirror_cdk.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
 from ecr_mirror_cdk.buildspec import SETUP_LINE
 from ecr_mirror_cdk.config import load_config
 from ecr_mirror_cdk.contract import mirror_map
+from ecr_mirror_cdk.setup_archive import setup_archive
 from tests.build import cfn
 from tests.build.conftest import REPO
 from tests.build.test_buildspec import needs_shellcheck, shellcheck
@@ -243,9 +244,9 @@ def test_another_accounts_project_gets_the_registry_and_map_it_was_given(other_a
             "MIRROR_SETUP_BUCKET": f"cdk-hnb659fds-assets-{cfn.ACCOUNT}-{cfn.REGION}", "MIRROR_SETUP_KEY": key}
 
 
-def test_the_setup_module_the_builds_fetch_is_setup_mirror_py(team):
+def test_the_setup_file_the_builds_fetch_is_the_setup_archive(team):
     _, path = team.asset()
-    assert path.read_bytes() == (REPO / "ecr_mirror_cdk" / "setup_mirror.py").read_bytes()
+    assert path.read_bytes() == setup_archive()
 
 
 # --- IAM ----------------------------------------------------------------------------------------------
@@ -472,8 +473,8 @@ def test_the_setup_line_fetches_the_module_and_runs_it_with_the_projects_registr
     assert (tmp_path / "fetched").read_text() == "s3://assets/abc.py\n"
 
 
-def test_the_line_the_readme_gives_for_a_buildspec_file_is_the_setup_line():
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Existing projects"):]
+def test_the_line_the_manual_gives_for_a_buildspec_file_is_the_setup_line():
+    manual = (REPO / "docs" / "adopt.md").read_text()
+    section = manual[manual.index("## A buildspec file in the source"):]
     block = section[section.index("```yaml\n") + 8:]
     assert yaml.safe_load(block[:block.index("```")]) == {"phases": {"install": {"commands": [SETUP_LINE]}}}

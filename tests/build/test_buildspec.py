@@ -15,7 +15,7 @@ from tests.build import cfn, codebuild_local
 from tests.support.busybox import push_busybox
 
 needs_shellcheck = pytest.mark.skipif(shutil.which("shellcheck") is None,
-                                      reason="shellcheck not installed (.ci/run installs it)")
+                                      reason="shellcheck not installed (make test installs it)")
 
 
 def commands(app):

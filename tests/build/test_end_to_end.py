@@ -2,8 +2,8 @@
 a loopback "ECR" (blob GETs redirected to a loopback "S3", as ECR does) holding Docker Hub images under
 `docker-hub/`, and Docker Hub itself unreachable, as it is on this machine.
 
-The build's first step (ecr_mirror_cdk/setup_mirror.py, fetched from moto's S3) points the real dockerd at the
-mirror endpoint; then `docker pull`, `docker run` and `DOCKER_BUILDKIT=1 docker build` (the daemon's built-in
+The build's first step (ecr_mirror_cdk/setup as one archive, fetched from moto's S3) points the real dockerd at
+the mirror endpoint; then `docker pull`, `docker run` and `DOCKER_BUILDKIT=1 docker build` (the daemon's built-in
 BuildKit) all succeed offline, so nothing came from Docker Hub, and the registry's access log shows every
 manifest came through the mirror. The buildx docker-container builder cannot run here (its moby/buildkit
 image cannot be had offline): docker_shim.py has podman stand in for `docker buildx`, configured from the
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from ecr_mirror_cdk.config import load_config
-from ecr_mirror_cdk.setup_mirror import stop_endpoint
+from ecr_mirror_cdk.setup.endpoint import stop_endpoint
 from tests.build import cfn, codebuild_local
 from tests.build.conftest import REPO, BuildApp, synth_build
 from tests.support import dockerd
@@ -107,7 +107,8 @@ class World:
         return codebuild_local.run(spec, {**env, **with_secrets}, self.source, timeout=240)
 
     def setup_mirror(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(REPO / "ecr_mirror_cdk" / "setup_mirror.py"), *args],
+        """The setup file the build fetched (the app's asset, the archive), run by hand."""
+        return subprocess.run([sys.executable, str(self.app.assets[0]["path"]), *args],
                               env=self.env, capture_output=True, text=True, timeout=120)
 
     def skopeo(self, *args: str) -> bytes:

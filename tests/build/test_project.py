@@ -4,9 +4,10 @@ import json
 
 from aws_cdk.assertions import Match
 
-from ecr_mirror_cdk.setup_mirror import MirrorMap
+from ecr_mirror_cdk.setup.mirror_map import MirrorMap
+from ecr_mirror_cdk.setup_archive import setup_archive
 from tests.build import cfn
-from tests.build.conftest import REPO, SECRET_NAME
+from tests.build.conftest import SECRET_NAME
 
 ECR_HOST = f"{cfn.ACCOUNT}.dkr.ecr.{cfn.REGION}.amazonaws.com"
 
@@ -179,7 +180,7 @@ def test_the_first_step_sets_up_the_mirror_with_the_module_fetched_from_s3(build
     assert spec["phases"]["build"]["finally"] == [f"python3 {module} --report"]
     env = cfn.environment(build_app.data, build_app.refs)
     assert env["MIRROR_SETUP_KEY"] == build_app.assets[0]["key"]
-    assert build_app.assets[0]["path"].read_bytes() == (REPO / "ecr_mirror_cdk" / "setup_mirror.py").read_bytes()
+    assert build_app.assets[0]["path"].read_bytes() == setup_archive()
 
 
 def test_no_command_reads_or_rewrites_the_teams_dockerfile(build_app):

@@ -50,7 +50,7 @@ def endpoint() -> Iterator[str]:
         create(client, "web", buildspec=yaml.safe_dump(SPEC))
         create(client, "half", buildspec=json.dumps(SPEC), variables=MIRROR)
         create(client, "legacy", buildspec="ci/buildspec.yml")
-        create(client, "recipe", variables=MIRROR)  # the README's recipe, with CodeBuild's default buildspec.yml
+        create(client, "recipe", variables=MIRROR)  # the manual's recipe, with CodeBuild's default buildspec.yml
         create(client, "lint", buildspec=yaml.safe_dump(SPEC), privileged=False)
         yield url
 

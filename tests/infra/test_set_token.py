@@ -98,7 +98,7 @@ def test_the_command_line_stores_the_token_through_the_default_aws_client(client
 
 
 def test_the_region_comes_from_aws_region_as_it_does_for_cdk_deploy(client, endpoint: str, tmp_path: Path) -> None:
-    # boto3 alone reads only AWS_DEFAULT_REGION; the README says to set AWS_REGION as for deploying.
+    # boto3 alone reads only AWS_DEFAULT_REGION; the manual says to set AWS_REGION as for deploying.
     env = {k: v for k, v in fake_aws_environment(endpoint).items() if k != "AWS_DEFAULT_REGION"}
     env["AWS_CONFIG_FILE"] = str(tmp_path / "no-config")
     result = subprocess.run(

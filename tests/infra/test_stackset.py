@@ -17,10 +17,10 @@ from aws_cdk.assertions import Match
 from cfnlint.api import ManualArgs, lint_file
 
 from ecr_mirror_cdk.adopt import MirrorAdoption
-from ecr_mirror_cdk.build import SETUP_MODULE
 from ecr_mirror_cdk.buildspec import SETUP_LINE
 from ecr_mirror_cdk.config import ConfigError, parse_config
 from ecr_mirror_cdk.contract import mirror_map
+from ecr_mirror_cdk.setup_archive import setup_archive
 from stacks.adoption_report import REQUIRED
 from stacks.member import BUILD_PARAMETERS, MemberStack, checked_template
 from tests.build import cfn
@@ -176,7 +176,7 @@ def test_a_member_account_in_the_home_region_gets_the_contract_and_the_policy(sh
 
     assert parameters(resources) == {
         "/ecr-mirror/registry-uri": ("String", f"{MIRROR}.dkr.ecr.{HOME}.amazonaws.com"),
-        # The same host: MirrorAdoption reads it in every region, and setup_mirror.py ignores it at home.
+        # The same host: MirrorAdoption reads it in every region, and the setup ignores it at home.
         "/ecr-mirror/home-registry-uri": ("String", f"{MIRROR}.dkr.ecr.{HOME}.amazonaws.com"),
         "/ecr-mirror/mirror-map": ("String", mirror_map(shared_app.config)),
         "/ecr-mirror/setup-bucket": ("String", BUCKET),
@@ -302,23 +302,23 @@ def test_the_setup_bucket_blocks_public_access_and_is_encrypted(shared_app: Synt
     })
 
 
-def test_the_object_copied_into_the_bucket_is_setup_mirror_py_at_the_published_key(shared_app: Synthesized) -> None:
+def test_the_object_copied_into_the_bucket_is_the_setup_archive_at_the_published_key(shared_app: Synthesized) -> None:
     (deployment,) = [r["Properties"] for r in shared_app.data["Resources"].values()
                      if r["Type"] == "Custom::CDKBucketDeployment"]
     (key,) = deployment["SourceObjectKeys"]
     source = shared_app.outdir / f"asset.{key.removesuffix('.zip')}"
 
     assert [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()] == [KEY]
-    assert (source / KEY).read_bytes() == SETUP_MODULE.read_bytes()
+    assert (source / KEY).read_bytes() == setup_archive()
     assert deployment["RetainOnDelete"] is False
 
 
-# --- the README's recipe for projects in other tools --------------------------------------------------
+# --- the manual's recipe for projects in other tools --------------------------------------------------
 
 
-def test_the_readme_recipe_reads_the_parameters_the_stackset_publishes_and_runs_the_setup_line() -> None:
-    readme = (REPO / "README.md").read_text()
-    recipe = readme[readme.index("### Projects in other tools"):readme.index("**Which projects still pull")]
+def test_the_manual_recipe_reads_the_parameters_the_stackset_publishes_and_runs_the_setup_line() -> None:
+    manual = (REPO / "docs" / "adopt.md").read_text()
+    recipe = manual[manual.index("## Projects in other tools"):manual.index("## Which projects still pull")]
     wanted = dict(zip(REQUIRED, BUILD_PARAMETERS, strict=True))
 
     table = dict(re.findall(r"\| `(MIRROR_\w+)` \| `PARAMETER_STORE` \| `(/ecr-mirror/[\w-]+)` \|", recipe))

@@ -28,7 +28,8 @@ from botocore.stub import ANY, Stubber
 from ecr_mirror_cdk import constants
 from ecr_mirror_cdk.buildspec import BuildSpecOptions, build_spec
 from ecr_mirror_cdk.config import Config, load_config
-from ecr_mirror_cdk.setup_mirror import report, state_files
+from ecr_mirror_cdk.setup.endpoint import state_files
+from ecr_mirror_cdk.setup.report import report
 from stacks.verify import COPY_WAIT, SPEC_PARAMETER, STACK_NAME, VERIFY_TAG, Clock, main, with_dockerfile
 from tests.support.moto import REGION, moto_server
 
@@ -123,7 +124,7 @@ class FakeClock:
 
 
 def report_line(tmp_path: Path, *entries: dict[str, Any]) -> str:
-    """The line ecr_mirror_cdk/setup_mirror.py --report prints for a build whose endpoint journaled `entries`."""
+    """The line ecr_mirror_cdk/setup/report.py prints for a build whose endpoint journaled `entries`."""
     pidfile = tmp_path / "endpoint.pid"
     state_files(pidfile)["journal"].write_text("".join(json.dumps(e) + "\n" for e in entries))
     return report(pidfile)

@@ -83,7 +83,7 @@ def test_plan_runs_without_powertools_installed(
     blocked = ("import sys, runpy; sys.modules['aws_lambda_powertools'] = None; sys.modules['aws_xray_sdk'] = None; "
                "sys.argv[0] = 'lambdas.mirror'; runpy.run_module('lambdas.mirror', run_name='__main__')")
 
-    # When `plan` and `sync` run as the README shows
+    # When `plan` and `sync` run as the manual shows
     plan = subprocess.run([sys.executable, "-c", blocked, "plan", "--config", str(cfg), "--registry",
                            destination.host], cwd=ROOT, capture_output=True, text=True, timeout=60)
     sync = subprocess.run([sys.executable, "-c", blocked, "sync", "--config", str(cfg), "--registry",

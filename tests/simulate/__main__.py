@@ -20,7 +20,7 @@ from .report import chart, markdown_table, staleness_table, table
 from .run import Mode, Result, simulate
 from .world import seeded
 
-FRESH_WITHIN = 15 * 60.0  # README: a moved tag reaches builds within 15 minutes
+FRESH_WITHIN = 15 * 60.0  # docs/engine.md: a moved tag reaches builds within 15 minutes
 
 DOC = """# Fleet simulation: Docker Hub's pull limits with and without the mirror
 
@@ -50,7 +50,7 @@ The same day under the hourly policy: [simulation-hourly.png](simulation-hourly.
   lists, digest-exact and with its `platforms` ({platforms}), into a loopback "ECR" under
   `mirror/docker.io/<path>`. Every pull of a build, its bases (read from each Dockerfile by
   tests/simulate/dockerfile.py) and its test commands' `docker run`, goes to the build host's
-  endpoint (ecr_mirror_cdk/setup_mirror.py's handler, given the MIRROR_MAP the stack writes) as dockerd
+  endpoint (ecr_mirror_cdk/setup/endpoint.py's handler, given the MIRROR_MAP the stack writes) as dockerd
   and BuildKit send it to a registry mirror: `postgres:16-alpine` is asked for as
   `/v2/library/postgres/manifests/16-alpine` and answered from `mirror/docker.io/library/postgres`.
   What mirror.yaml does not list ({unlisted}) the endpoint answers from the Docker Hub
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def broken(result: Result) -> str | None:
-    """What a mirrored day shows that the README says it does not; None when it holds."""
+    """What a mirrored day shows that the manual (docs/engine.md) says it does not; None when it holds."""
     late = [s for s in result.staleness if s.served_after is None or s.served_after > FRESH_WITHIN]
     why = (f"{result.failed_429} builds failed with 429" if result.failed_429 else
            f"Docker Hub served {result.build_hub_gets} manifests to builds" if result.build_hub_gets else

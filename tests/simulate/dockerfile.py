@@ -1,6 +1,6 @@
 """The simulation's model of what a Dockerfile pulls: every image its FROM, COPY --from and RUN --mount name.
 
-The product does not read Dockerfiles (builds pull through registry mirrors, ecr_mirror_cdk/setup_mirror.py);
+The product does not read Dockerfiles (builds pull through registry mirrors, ecr_mirror_cdk/setup/);
 the fleet simulation still needs to know which images each build pulls, with ARG substitution as BuildKit
 does it. Where the mirror serves them is the endpoint's business (tests/simulate/world.py runs it).
 """

@@ -15,7 +15,7 @@ Mirrored, the scheduled sync (the engine's plan() and run_tasks(), as the planne
 Lambdas run them, with the mirror's Docker Hub account) copies every image the simulated mirror.yaml
 lists, digest-exact, into "ECR" under `mirror/docker.io/<path>`. Every pull of a build, its bases
 and its test commands' `docker run` images alike, goes to the build host's endpoint
-(ecr_mirror_cdk/setup_mirror.py's handler, world.py) as dockerd and BuildKit send it to a registry mirror,
+(ecr_mirror_cdk/setup/endpoint.py's handler, world.py) as dockerd and BuildKit send it to a registry mirror,
 `/v2/library/python/manifests/3.12-slim`; the endpoint answers from the direct copy first, then from
 the Docker Hub cache rule (tests/support/ptc.py) for what mirror.yaml does not list. What the
 endpoint cannot serve (404) the client pulls from Docker Hub anonymously, as dockerd and BuildKit

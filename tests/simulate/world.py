@@ -8,7 +8,7 @@
   upstream at most once per `PTC_REFRESH` seconds, a digest it lacks is fetched with every manifest
   its index lists; it pulls from the limiter with the mirror's Docker Hub account, as the rule does
   with its Secrets Manager credentials.
-- the build host's endpoint: ecr_mirror_cdk/setup_mirror.py's own request handler on loopback, given the
+- the build host's endpoint: ecr_mirror_cdk/setup/endpoint.py's own request handler on loopback, given the
   MIRROR_MAP the stack writes (ecr_mirror_cdk/contract.py `mirror_map`). It answers a Docker Hub path from
   the direct copy (`mirror/docker.io/<path>`) first, then the cache prefix, and journals every
   manifest request.
@@ -33,7 +33,9 @@ import yaml
 
 from ecr_mirror_cdk import contract
 from ecr_mirror_cdk.config import Config, parse_config
-from ecr_mirror_cdk.setup_mirror import Journal, MirrorMap, Registry, handler
+from ecr_mirror_cdk.setup.ecr import Registry
+from ecr_mirror_cdk.setup.endpoint import Journal, handler
+from ecr_mirror_cdk.setup.mirror_map import MirrorMap
 from lambdas.mirror.copy import recorded_source_digest
 from lambdas.mirror.registry import RegistryClient
 from tests.support.images import push_image
@@ -139,13 +141,13 @@ def _multi(images: list[Image], source: str) -> bool:
 
 
 def mirror_map(config: Config) -> MirrorMap:
-    """The build host's view of the mirror: MIRROR_MAP as the stack writes it, parsed as setup_mirror.py
+    """The build host's view of the mirror: MIRROR_MAP as the stack writes it, parsed as the setup
     parses `--map`."""
     return MirrorMap.parse(contract.mirror_map(config))
 
 
 class Endpoint:
-    """setup_mirror.py's endpoint handler on loopback, in front of "ECR", as the buildspec starts it."""
+    """The setup's endpoint handler on loopback, in front of "ECR", as the buildspec starts it."""
 
     def __init__(self, registry: str, mirror: MirrorMap, journal: Path) -> None:
         self.journal = journal

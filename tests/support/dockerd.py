@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ecr_mirror_cdk.setup_mirror import gone
+from ecr_mirror_cdk.setup.base import gone
 
 DOCKERD = "/usr/sbin/dockerd"
 CLIENT = "/usr/bin/docker"
