@@ -1,4 +1,4 @@
-"""The referrers benchmark on a tiny image: one line per image, and referrers costing what they should."""
+"""The referrers benchmark on a tiny image: its lines, and referrers costing what they should at each source."""
 
 from __future__ import annotations
 
@@ -6,19 +6,24 @@ import pytest
 
 from tests.bench import referrers
 
+CASES = ("off", "on, none", "on, 2 referrers")
 
-def test_each_case_is_printed_and_two_referrers_cost_their_listing_and_two_manifests(
+
+def test_each_source_gets_a_line_and_referrers_cost_their_listings_and_artifacts(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(referrers, "SCENARIOS", {"tiny": dict(kind="docker-v2", layers=1, layer_size=1024)})
 
     figures = referrers.run(rounds=1)
 
     out = capsys.readouterr().out.splitlines()
-    assert out[1] == "tiny" and out[2].startswith("  sync     off: ") and out[3].startswith("  re-plan  off ")
-    tiny = figures["tiny"]
-    # off: the image's GET. On: plus the referrers API GET of the plan and of the copy (a source without rate
-    # limit is listed when planned); with two referrers, plus each one's GET of the referrers tag and both
-    # artifact manifests
-    assert [tiny[case]["counted"] for case in ("off", "on, none", "on, 2 referrers")] == [1, 3, 7]
-    # re-planned unchanged: HEADs only with referrers off; on, the listing too (a source without rate limit)
-    assert [tiny[case]["replan_counted"] for case in ("off", "on, none", "on, 2 referrers")] == [0, 1, 2]
+    assert out[1] == "tiny"
+    assert out[2].startswith("  no rate limit  sync: off ") and out[3].startswith("  rate-limited   sync: off ")
+    free, limited = figures["tiny"]["no rate limit"], figures["tiny"]["rate-limited"]
+    # Off: the image's GET. On, without a rate limit: plus a referrers API GET when planned and when copied; with
+    # two referrers, plus each listing's GET of the referrers tag and both artifact manifests. Rate-limited: the
+    # plan lists nothing, so one listing less each way
+    assert [free[case]["counted"] for case in CASES] == [1, 3, 7]
+    assert [limited[case]["counted"] for case in CASES] == [1, 2, 5]
+    # Planned again unchanged: HEADs only, except the listing where it costs no pulls
+    assert [free[case]["replan_counted"] for case in CASES] == [0, 1, 2]
+    assert [limited[case]["replan_counted"] for case in CASES] == [0, 0, 0]
