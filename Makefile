@@ -81,8 +81,22 @@ test-tools:
 		echo "error: make test needs these Debian packages: $$missing (sudo apt-get install $$missing)" >&2; \
 		exit 1; fi
 
+# A signature cosign itself made, with its public key: containers/image's signature/fixtures/, as Debian ships them
+# in that library's source package (only the .deb is fetched and unpacked here, none of its 300 dependencies).
+# tests/mirror/test_cosign_fixture.py checks the verifier against it and pins the files' sha256.
+COSIGN_FIXTURE_DEB := golang-github-containers-image-dev
+TEST_DEPS := .test-deps
+$(TEST_DEPS)/containers-image/.unpacked:
+	@rm -rf $(@D) && mkdir -p $(@D)/deb
+	@cd $(@D)/deb && { apt-get download -qq $(COSIGN_FIXTURE_DEB) 2>/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq $(COSIGN_FIXTURE_DEB) 2>/dev/null; } || \
+		{ echo "error: apt-get download $(COSIGN_FIXTURE_DEB) failed (the cosign signature fixture's package)" >&2; \
+		  exit 1; }; }
+	@dpkg-deb -x $(@D)/deb/*.deb $(@D) && rm -rf $(@D)/deb && touch $@
+
 # tests/unit/test_docs.py builds the manual too (make docs), so a broken link or anchor fails make test.
-test: test-tools $(BIN)/.dev node_modules/.installed $(SIGSTORE)/node_modules/.installed
+test: test-tools $(BIN)/.dev node_modules/.installed $(SIGSTORE)/node_modules/.installed \
+	$(TEST_DEPS)/containers-image/.unpacked
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .reference import DOCKER_HUB, TAG_RE, Reference, ReferenceError, parse
+from .signing_key import KeySource, key_source, load_public_key
 
 DEFAULT_SCHEDULE = "rate(10 minutes)"
 DEFAULT_SECRET = "ecr-pullthroughcache/docker-hub"
@@ -106,6 +107,17 @@ class CacheRule:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """A tag moves only to a digest this key signed (docs/verify-signatures.md)."""
+
+    cosign_public_key: str  # an inline PEM, ssm:<parameter name> or secretsmanager:<secret name>
+
+    @property
+    def source(self) -> KeySource:
+        return key_source(self.cosign_public_key)
+
+
+@dataclass(frozen=True)
 class Image:
     source: str
     tags: tuple[str, ...] = ()
@@ -115,6 +127,8 @@ class Image:
     # Filled by parse_config: the repository the image is copied into (`target`, or mirror/<host>/<path>).
     repository: str = ""
     referrers: bool = DEFAULT_REFERRERS  # the image's own `referrers`, else the top-level one
+    # Filled by parse_config: the image's own `verify`, else the top-level one; None: tags move unchecked.
+    verify: Verify | None = None
 
     @property
     def ref(self) -> Reference:
@@ -158,7 +172,7 @@ class Sharing:
 
     organization_id: str | None = None
     accounts: tuple[str, ...] = ()
-    stack_set: StackSet | None = None  # required with organization_id
+    stack_set: StackSet | None = None  # with organization_id only: the contract in every member account
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,7 @@ class Config:
     # Upstream registry host -> Secrets Manager secret (JSON `username`, `accessToken`) the mirror logs in with.
     registry_credentials: tuple[tuple[str, str], ...] = ()
     referrers: bool = DEFAULT_REFERRERS  # the default of every image's `referrers`
+    verify: Verify | None = None  # the default of every image that does not say `verify` itself
     origin: str = field(default="mirror.yaml", compare=False)  # the file, for messages
 
     def rule_for(self, registry: str) -> CacheRule | None:
@@ -187,6 +202,11 @@ class Config:
                        if rule.credentials_secret)
         secrets.update(self.registry_credentials)
         return secrets
+
+    def verify_keys(self) -> list[KeySource]:
+        """The distinct keys images are held to, in config order (the planner reads the stored ones)."""
+        keys = [image.verify.source for image in self.images if image.verify is not None]
+        return list(dict.fromkeys(keys))
 
     def to_spec(self) -> str:
         """`to_json`, gzipped and base64-encoded behind SPEC_PREFIX: what the stack stores in SSM for the planner.
@@ -207,8 +227,11 @@ class Config:
                         ("tag_regex", i.tag_regex),
                         ("platforms", list(i.platforms)),
                         ("target", i.target),
+                        # Only where it differs from the top-level default; `false` opts out of it.
+                        ("verify", None if i.verify == self.verify else
+                         {"cosign_public_key": i.verify.cosign_public_key} if i.verify else False),
                     )
-                    if v
+                    if v or v is False
                 } | ({"referrers": i.referrers} if i.referrers != self.referrers else {})
                 for i in self.images
             ],
@@ -232,6 +255,8 @@ class Config:
             data["registry_credentials"] = dict(self.registry_credentials)
         if self.referrers != DEFAULT_REFERRERS:
             data["referrers"] = self.referrers
+        if self.verify is not None:
+            data["verify"] = {"cosign_public_key": self.verify.cosign_public_key}
         if creds.ssm_username and creds.ssm_token:
             data["docker_hub_credentials"]["ssm_parameters"] = {
                 "username": creds.ssm_username,
@@ -351,14 +376,15 @@ class _Parser:
             data,
             "top level",
             {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories",
-             "sharing", "replication", "registry_credentials", "referrers"},
+             "sharing", "replication", "registry_credentials", "referrers", "verify"},
         )
         repositories = self.repositories(top.get("repositories", {}))
         credentials = self.credentials(top.get("docker_hub_credentials", {}))
         registry_credentials = self.registry_credentials(top.get("registry_credentials"))
         rules = self.rules(top.get("pull_through_cache"), credentials, dict(registry_credentials))
         referrers = self.boolean(top.get("referrers", DEFAULT_REFERRERS), "referrers")
-        images = self.images(top.get("images"), rules, repositories, referrers)
+        verify = self.verify(top.get("verify"), "verify") if top.get("verify") is not None else None
+        images = self.images(top.get("images"), rules, repositories, referrers, verify)
         used = {image.ref.registry for image in images} | {rule.registry for rule in rules if rule.credentials_secret}
         for host, _ in registry_credentials:
             if host not in used:  # most likely a typo: its images would be fetched anonymously
@@ -372,6 +398,7 @@ class _Parser:
             repositories=repositories,
             sharing=self.sharing(top.get("sharing")),
             replication_regions=self.replication(top.get("replication")),
+            verify=verify,
             registry_credentials=registry_credentials,
             referrers=referrers,
             origin=self.origin,
@@ -404,11 +431,8 @@ class _Parser:
 
     def stack_set(self, value: Any, organization: str | None) -> StackSet | None:
         where = "sharing.stack_set"
-        if value is None:
-            if organization is None:
-                return None
-            raise self.fail(where, "needed with organization_id (the StackSet that puts the contract in every "
-                                   "account): targets: [the organization's root id r-..., or OU ids ou-...]")
+        if value is None:  # the organization may pull; its accounts take the contract from the outputs
+            return None
         if organization is None:
             raise self.fail(where, "needs sharing.organization_id (a StackSet reaches the accounts of an organization)")
         raw = self.mapping(value, where, {"targets", "call_as"})
@@ -572,7 +596,7 @@ class _Parser:
         return tuple(rules)
 
     def images(self, value: Any, rules: tuple[CacheRule, ...], repos: Repositories,
-               referrers: bool) -> tuple[Image, ...]:
+               referrers: bool = DEFAULT_REFERRERS, verify: Verify | None = None) -> tuple[Image, ...]:
         if not isinstance(value, list) or not value:
             raise self.fail("images", "must be a non-empty list of {source, tags | tag_regex} entries")
         images: list[Image] = []
@@ -580,7 +604,7 @@ class _Parser:
         for i, item in enumerate(value):
             source = item.get("source") if isinstance(item, dict) else None
             where = f"images[{i}]" + (f" ({source})" if isinstance(source, str) else "")
-            image = self.image(item, where, rules, repos, referrers)
+            image = self.image(item, where, rules, repos, referrers, verify)
             if image.repository in seen:
                 raise self.fail(
                     f"{where}.target",
@@ -592,8 +616,9 @@ class _Parser:
         return tuple(images)
 
     def image(self, item: Any, where: str, rules: tuple[CacheRule, ...], repos: Repositories,
-              referrers: bool) -> Image:
-        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target", "referrers"})
+              referrers: bool = DEFAULT_REFERRERS, default_verify: Verify | None = None) -> Image:
+        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target", "referrers",
+                                         "verify"})
         source = raw.get("source")
         if not isinstance(source, str):
             raise self.fail(f"{where}.source", "is required: an image reference such as 'python' or 'ghcr.io/org/app'")
@@ -630,8 +655,25 @@ class _Parser:
                 raise self.fail(
                     f"{where}.target", f"{repository!r} lies under the pull-through cache prefix {rule.prefix!r}"
                 )
+        verify = default_verify
+        if raw.get("verify") is False:
+            verify = None
+        elif raw.get("verify") is not None:
+            verify = self.verify(raw["verify"], f"{where}.verify")
         return Image(source, tags, regex, platforms, target, repository,
-                     self.boolean(raw.get("referrers", referrers), f"{where}.referrers"))
+                     referrers=self.boolean(raw.get("referrers", referrers), f"{where}.referrers"), verify=verify)
+
+    def verify(self, value: Any, where: str) -> Verify:
+        """`{cosign_public_key: ...}`; an inline key is parsed here, a stored one when the planner reads it."""
+        raw = self.mapping(value, where, {"cosign_public_key"})
+        text = self.string(raw.get("cosign_public_key"), f"{where}.cosign_public_key")
+        try:
+            source = key_source(text)
+            if source.kind == "pem":
+                load_public_key(source.value)
+        except ValueError as err:
+            raise self.fail(f"{where}.cosign_public_key", str(err)) from None
+        return Verify(source.value if source.kind == "pem" else text.strip())
 
     def platform(self, value: str, where: str) -> None:
         parts = value.split("/")

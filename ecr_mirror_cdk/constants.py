@@ -16,7 +16,8 @@ COPIER_MEMORY_MB = 1024  # more memory buys more network and CPU for sha256 of s
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 # Public Powertools layer; stacks/regions.py maps it per partition and region. Layer 27 holds Powertools
 # 3.23.0 (aws-powertools/powertools-lambda-python#7689: 3.23.0 shipped as layer version 27);
-# requirements-dev.txt pins the same version so the tests run what the Lambdas run. Bump all three together.
+# requirements-dev.txt pins the same version so the tests run what the Lambdas run. Bump all three together, and
+# take stacks/regions.py's arm64 table again for the new layer (POWERTOOLS_TABLE_FOR).
 POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python313-arm64"
 POWERTOOLS_LAYER_VERSION = 27
 POWERTOOLS_VERSION = "3.23.0"

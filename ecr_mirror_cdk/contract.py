@@ -16,6 +16,16 @@ from .config import Config, ConfigError, default_repository
 # Longest registry host ECR has (12-digit account, longest region, China suffix): sizes tokens at synth.
 _LONGEST_URI = "123456789012.dkr.ecr.ap-southeast-5.amazonaws.com.cn"
 _LONGEST_REPOSITORY_ARN = "arn:aws-us-gov:ecr:ap-southeast-5:123456789012:repository/"
+# Each parameter's tier is fixed by what it holds, never by its size today: SSM "can't revert an advanced
+# parameter to a standard parameter" (PutParameter, Tier; the error is "You can't downgrade a parameter from the
+# advanced-parameter tier"), and CloudFormation updates Tier in place, so a config that shrank back under 4 KB
+# would fail its update. Here, what grows with mirror.yaml is advanced (8 KB; $0.05 a month each, README "Cost"):
+# the spec (every image), the map (image hosts and targets) and the pull ARNs (each target elsewhere). The rest is
+# small by design, so standard: ARNs, names, one host, and the cache prefixes (one rule per upstream of
+# config.UPSTREAMS at most, prefixes of 30 characters: under 300 bytes). Member accounts keep theirs standard
+# (stacks/member.py). A value over its tier's limit stops synth with one line.
+ADVANCED_PARAMETERS = frozenset({constants.PARAMETER_SPEC, constants.PARAMETER_MIRROR_MAP,
+                                 constants.PARAMETER_PULL_REPOSITORY_ARNS})
 
 
 def prefixes_json(config: Config) -> str:
@@ -149,9 +159,12 @@ class MirrorContract(Construct):
 
 
 def parameter_tier(name: str, size: int) -> ssm.ParameterTier:
-    if size > constants.ADVANCED_PARAMETER_BYTES:
+    """The parameter's fixed tier (ADVANCED_PARAMETERS); synth stops with one line if `size` is over its limit."""
+    advanced = name in ADVANCED_PARAMETERS
+    limit = constants.ADVANCED_PARAMETER_BYTES if advanced else constants.STANDARD_PARAMETER_BYTES
+    if size > limit:
         raise ConfigError(
-            f"SSM parameter {name}: {size} bytes, over the {constants.ADVANCED_PARAMETER_BYTES}-byte limit; "
+            f"SSM parameter {name}: {size} bytes, over the {limit}-byte limit of its tier; "
             "mirror fewer images per stack or shorten tag lists with tag_regex"
         )
-    return ssm.ParameterTier.ADVANCED if size > constants.STANDARD_PARAMETER_BYTES else ssm.ParameterTier.STANDARD
+    return ssm.ParameterTier.ADVANCED if advanced else ssm.ParameterTier.STANDARD

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = ROOT / "lambdas"
 LIBRARY_DIR = ROOT / "ecr_mirror_cdk"
 # What the handlers import of the library: no CDK (its __init__ loads constructs lazily).
-MODEL = ["__init__.py", "config.py", "reference.py", "yaml_source.py"]
+MODEL = ["__init__.py", "config.py", "reference.py", "signing_key.py", "yaml_source.py"]
 LOCK = LAMBDAS_DIR / "requirements.lock"
 DEPS_CACHE = ROOT / ".lambda-deps"
 # The functions' runtime and architecture (stacks/sync.py): pip picks wheels for them, not for this machine.

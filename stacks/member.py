@@ -33,7 +33,7 @@ from constructs import Construct
 from ecr_mirror_cdk import constants
 from ecr_mirror_cdk.build import PULL_THROUGH_ACTIONS, nag_text
 from ecr_mirror_cdk.config import Config, ConfigError
-from ecr_mirror_cdk.contract import mirror_map, parameter_tier, pull_repositories, repository_arns
+from ecr_mirror_cdk.contract import mirror_map, pull_repositories, repository_arns
 from ecr_mirror_cdk.sharing import longest
 
 # IAM and AWS STS quotas: a managed policy holds at most 6,144 characters, white space not counted.
@@ -61,9 +61,12 @@ class MemberStack(Stack):
                               allowed_pattern=r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]").value_as_string
         is_home = CfnCondition(self, "IsHomeRegion", expression=Fn.condition_equals(Aws.REGION, home))
 
+        self.origin = config.origin
         names = pull_repositories(mirror_map(config))
         here = repository_arns(self, names, [(account, Aws.REGION)])
         both = here + repository_arns(self, names, [(account, home)])
+        self.policy = self._policy(config, names, account, home, bucket)
+        cast(iam.CfnManagedPolicy, self.policy.node.default_child).cfn_options.condition = is_home
         self._parameter("RegistryUri", constants.PARAMETER_REGISTRY_URI,
                         f"{account}.dkr.ecr.{Aws.REGION}.{Aws.URL_SUFFIX}", "ECR registry host of the mirror here")
         self._parameter("HomeRegistryUri", constants.PARAMETER_HOME_REGISTRY_URI,
@@ -82,15 +85,21 @@ class MemberStack(Stack):
         arns = Fn.condition_if(is_home.logical_id, Fn.join(",", here), Fn.join(",", both)).to_string()
         self._parameter("PullRepositoryArns", constants.PARAMETER_PULL_REPOSITORY_ARNS, arns,
                         "ECR repositories a build may pull from the mirror (a cache prefix creates its own)",
-                        kind="StringList", size=self._size(Fn.join(",", both)))
-        self.policy = self._policy(config, names, account, home, bucket)
-        cast(iam.CfnManagedPolicy, self.policy.node.default_child).cfn_options.condition = is_home
+                        kind="StringList", size=self._size(Fn.join(",", both if config.replication_regions else here)))
 
     def _parameter(self, id: str, name: str, value: str, description: str, *, kind: str = "String",
                    size: int | None = None, condition: CfnCondition | None = None) -> None:
-        tier = parameter_tier(name, self._size(value) if size is None else size)
+        # Standard always, in every account and region: a tier never changes with the config (SSM cannot move an
+        # advanced parameter back; ecr_mirror_cdk/contract.py), and an advanced one would be billed once per stack
+        # instance. Only the map and the pull ARNs grow, with images copied outside repositories.prefix, which
+        # EcrMirrorPull's 6,144 characters cap at a similar count; past 4 KB synth stops here.
+        size = self._size(value) if size is None else size
+        if size > constants.STANDARD_PARAMETER_BYTES:
+            raise ConfigError(f"{self.origin}: sharing.stack_set: the member accounts' SSM parameter {name} would "
+                              f"reach {size} bytes, over a standard parameter's {constants.STANDARD_PARAMETER_BYTES}; "
+                              "copy fewer images outside repositories.prefix (target) or replicate to fewer regions")
         parameter = ssm.CfnParameter(self, id, name=name, type=kind, value=value, description=description,
-                                     tier="Advanced" if tier == ssm.ParameterTier.ADVANCED else "Standard")
+                                     tier="Standard")
         parameter.cfn_options.condition = condition
 
     def _size(self, value: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -20,6 +20,8 @@ from .registry import MirrorRegistry
 from .replication import check_regions, replication_configuration
 from .stackset import OrganizationContract
 from .sync import MirrorSync
+
+NO_STACK_SET = "@ecr-mirror/no-stack-set"  # the warning's id: Annotations.acknowledge_warning silences it
 
 
 class MirrorStack(Stack):
@@ -37,6 +39,11 @@ class MirrorStack(Stack):
         contract = MirrorContract(self, "Contract", config=config, registry_uri=registry.uri, project=build.project)
         if config.sharing is not None and config.sharing.stack_set is not None:
             OrganizationContract(self, "Organization", config=config)  # the contract in every member account
+        elif config.sharing is not None and config.sharing.organization_id:
+            Annotations.of(self).add_warning_v2(NO_STACK_SET, (
+                f"{config.origin}: sharing: the organization {config.sharing.organization_id} may pull, but without "
+                "sharing.stack_set its accounts get no contract: give their projects the outputs RegistryUri and "
+                "MirrorMap (MirrorAdoption(registry_uri=..., mirror_map=...))"))
         sync = MirrorSync(
             self,
             "Sync",
@@ -73,6 +80,13 @@ class MirrorStack(Stack):
         for function in (sync.planner, sync.copier):
             for upstream_secret in upstream_secrets:
                 upstream_secret.grant_read(function)
+        # Only the planner checks signatures (`verify`): it reads the stored public keys, nothing else does.
+        for i, key in enumerate(config.verify_keys()):
+            if key.kind == "ssm":
+                iam.Grant.add_to_principal(grantee=sync.planner, actions=["ssm:GetParameter"], resource_arns=[
+                    self.format_arn(service="ssm", resource="parameter", resource_name=key.value.lstrip("/"))])
+            elif key.kind == "secretsmanager":
+                secretsmanager.Secret.from_secret_name_v2(self, f"VerifyKey{i}", key.value).grant_read(sync.planner)
 
         CfnOutput(self, "RegistryUri", value=registry.uri, description="ECR registry host of the mirror")
         CfnOutput(self, "MirrorMap", value=mirror_map(config),

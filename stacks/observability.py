@@ -1,5 +1,6 @@
 """Alarms on what needs a person (stuck messages, failing copier or planner, a schedule that cannot
-invoke, Docker Hub quota), the encrypted topic they publish to, and a dashboard."""
+invoke, Docker Hub quota, and where an image has `verify`, a tag held for want of a signature), the
+encrypted topic they publish to, and a dashboard."""
 
 from __future__ import annotations
 
@@ -105,6 +106,19 @@ class MirrorObservability(Construct):
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             ),
         ]
+        verifying = any(image.verify is not None for image in config.images)
+        if verifying:  # only where a tag can be held: an alarm on a metric nobody emits would cost for nothing
+            self.alarms.append(self._alarm(
+                "UnverifiedImages",
+                "An upstream tag moved to a digest without a signature from its verify key; the mirror's tag "
+                "stays where it was (the planner's log names the image, tag and digest)",
+                mirror_metric(settings.METRIC_UNVERIFIED, "Maximum").with_(period=constants.QUOTA_PERIOD),
+                threshold=0,
+                # Emitted once per planner run, so most periods have no data: that keeps the state, and the
+                # alarm clears when a run counts 0 ("ignore: the current alarm state is maintained", CloudWatch
+                # user guide, "Configuring how CloudWatch alarms treat missing data").
+                missing=cloudwatch.TreatMissingData.IGNORE,
+            ))
         self._allow_cloudwatch(key)
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard")
         self.dashboard.add_widgets(
@@ -117,6 +131,7 @@ class MirrorObservability(Construct):
                         settings.METRIC_SKIPPED,
                         settings.METRIC_DEFERRED,
                         settings.METRIC_FAILED,
+                        *((settings.METRIC_UNVERIFIED,) if verifying else ()),
                     )
                 ],
                 width=12,
@@ -215,6 +230,7 @@ class MirrorObservability(Construct):
         *,
         threshold: float,
         comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> cloudwatch.Alarm:
         # One bad period pages; no data is never an alarm (no copies, no failures, no Docker Hub traffic).
         alarm = cloudwatch.Alarm(
@@ -226,7 +242,7 @@ class MirrorObservability(Construct):
             threshold=threshold,
             comparison_operator=comparison,
             evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            treat_missing_data=missing,
         )
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         alarm.add_ok_action(actions.SnsAction(self.topic))

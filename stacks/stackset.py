@@ -34,6 +34,20 @@ from .member import member_template
 
 # AWS::CloudFormation::StackSet TemplateBody: "a maximum length of 51,200 bytes".
 MAX_TEMPLATE_BODY_BYTES = 51_200
+# A member account that fails (a service control policy denying IAM or SSM, a replica region not enabled there, an
+# EcrMirrorPull it already has) must stay a failed stack instance, never fail the mirror stack. The StackSet
+# resource's handler fails on any operation status but SUCCEEDED, RUNNING or QUEUED ("Stack set operation [..] was
+# unexpectedly stopped or failed": aws-cloudformation-resource-providers-cloudformation at 0d362a3,
+# aws-cloudformation-stackset BaseHandlerStd.isStackSetOperationDone), and an operation is FAILED when "the number
+# of failed stacks within a Region exceeds the failure tolerance" (CloudFormation API reference,
+# StackSetOperation.Status). 100 percent of the accounts is never exceeded: the operation succeeds, and `make
+# verify` lists the failed instances (stacks/verify_members.py). With nothing ever stopped, a staggered rollout
+# would only make the mirror stack wait longer: all accounts (MaxConcurrentPercentage 100) and regions at once.
+# SOFT_FAILURE_TOLERANCE "decouples FailureToleranceCount from the actual concurrency ... regardless of the number
+# of failures" (StackSetOperationPreferences.ConcurrencyMode); STRICT would lower the concurrency as accounts fail.
+OPERATION_PREFERENCES = CfnStackSet.OperationPreferencesProperty(
+    region_concurrency_type="PARALLEL", concurrency_mode="SOFT_FAILURE_TOLERANCE",
+    max_concurrent_percentage=100, failure_tolerance_percentage=100)
 # BucketDeployment runs `aws s3 sync` in a Lambda (the AWS CLI layer, no Docker); one small file needs little.
 DEPLOYMENT_MEMORY_MB = 256
 
@@ -76,10 +90,7 @@ class OrganizationContract(Construct):
             capabilities=["CAPABILITY_NAMED_IAM"],  # the policy has a name, EcrMirrorPull
             # Queues an operation that conflicts (an account joining during an update) instead of failing it.
             managed_execution={"Active": True},
-            # SOFT_FAILURE_TOLERANCE keeps the concurrency however many accounts fail (StackSetOperationPreferences).
-            operation_preferences=CfnStackSet.OperationPreferencesProperty(
-                region_concurrency_type="PARALLEL", concurrency_mode="SOFT_FAILURE_TOLERANCE",
-                max_concurrent_percentage=25, failure_tolerance_count=0),
+            operation_preferences=OPERATION_PREFERENCES,
             parameters=[CfnStackSet.ParameterProperty(parameter_key=key, parameter_value=value)
                         for key, value in parameters.items()],
             stack_instances_group=[CfnStackSet.StackInstancesProperty(

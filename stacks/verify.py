@@ -4,8 +4,9 @@
 
 Checks the stack `EcrMirror` (its outputs and the SSM contract): it runs this config; each cache rule with
 credentials authenticates upstream; the Docker Hub secret holds a token; the planner runs; every configured
-tag is in ECR; CloudWatch can publish to the alarm topic and someone is subscribed; with --build, the
-CodeBuild project builds a one-line Dockerfile and no pull fell back to the upstream. Exit 0 only if all hold.
+tag is in ECR; CloudWatch can publish to the alarm topic and someone is subscribed; with sharing.stack_set, every
+member account's stack instance is current (stacks/verify_members.py); with --build, the CodeBuild project builds
+a one-line Dockerfile and no pull fell back to the upstream. Exit 0 only if all hold.
 Reads no secret value beyond its username, and prints none.
 """
 
@@ -26,7 +27,9 @@ from ecr_mirror_cdk.reference import DOCKER_HUB
 from lambdas.mirror.ecr import PLACEHOLDER, registry_credentials
 from lambdas.mirror.errors import CredentialsError
 
+from .checks import Check, code, error, listing
 from .set_token import aws_client, aws_problem
+from .verify_members import check_members
 
 STACK_NAME = "EcrMirror"  # ecr_mirror_cdk.constants.STACK_NAME (importing it would start the CDK's Node.js)
 SPEC_PARAMETER = "/ecr-mirror/spec"  # ecr_mirror_cdk.constants.PARAMETER_SPEC, the config the planner reads
@@ -38,17 +41,6 @@ LOG_WAIT = 60.0  # seconds for the build's last log lines to arrive in CloudWatc
 POLL = 10.0
 # Lambda's longest timeout: a synchronous invoke is never read-timed-out (and retried) before the planner ends.
 LAMBDA_READ_TIMEOUT = 15 * 60 + 30
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    line: str  # what holds, or what to fix
-    queued: int = 0  # planner only: copies it queued, which the image check waits for
-
-    def render(self) -> str:
-        return f"{'OK' if self.ok else 'FAIL':<5} {self.name}: {self.line}"
 
 
 @dataclass
@@ -82,23 +74,6 @@ class StackMissing(Exception):
     pass
 
 
-def _error(err: Exception) -> str:
-    """A botocore error as code and message (never a request's parameters)."""
-    response = getattr(err, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        return f"{response['Error'].get('Code')}: {response['Error'].get('Message')}"
-    return str(err)
-
-
-def _code(err: Exception) -> str | None:
-    response = getattr(err, "response", None)
-    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-
-
-def _listing(items: list[str], limit: int = 5) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
 def stack_outputs(cloudformation: Any = None, stack_name: str = STACK_NAME) -> dict[str, str]:
     """The deployed stack's outputs; StackMissing with the fix when it is not there or not usable."""
     from botocore.exceptions import ClientError
@@ -108,7 +83,7 @@ def stack_outputs(cloudformation: Any = None, stack_name: str = STACK_NAME) -> d
     try:
         stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     except ClientError as err:
-        if "does not exist" in _error(err):  # ValidationError: Stack with id EcrMirror does not exist
+        if "does not exist" in error(err):  # ValidationError: Stack with id EcrMirror does not exist
             raise StackMissing(f"{stack_name} is not deployed in {region}: make deploy (or set AWS_REGION "
                                "to the stack's region)") from err
         raise
@@ -130,7 +105,7 @@ def check_stack(config: Config, ssm: Any = None, stack_name: str = STACK_NAME) -
     try:
         deployed = ssm.get_parameter(Name=SPEC_PARAMETER)["Parameter"]["Value"]
     except ClientError as err:
-        if _code(err) != "ParameterNotFound":
+        if code(err) != "ParameterNotFound":
             raise
         return Check("stack", False, f"{SPEC_PARAMETER} is missing in {region}: make deploy CONFIG={config.origin}")
     try:
@@ -160,7 +135,7 @@ def check_cache_rules(config: Config, ecr: Any = None) -> Check:
         try:
             answer = ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=rule.prefix)
         except ClientError as err:
-            if _code(err) != "PullThroughCacheRuleNotFoundException":
+            if code(err) != "PullThroughCacheRuleNotFoundException":
                 raise
             problems.append(f"{rule.prefix}: no such rule in this registry (make deploy)")
             continue
@@ -222,7 +197,7 @@ def check_planner(outputs: Mapping[str, str], lambda_: Any = None) -> Check:
         response = lambda_.invoke(FunctionName=name, InvocationType="RequestResponse",
                                   Payload=json.dumps({"source": "make verify"}).encode())
     except ClientError as err:
-        if _code(err) != "TooManyRequestsException":
+        if code(err) != "TooManyRequestsException":
             raise
         return Check("planner", False, f"{name} is busy (a scheduled run holds its concurrency): "
                                        "run make verify again in a few minutes")
@@ -232,9 +207,9 @@ def check_planner(outputs: Mapping[str, str], lambda_: Any = None) -> Check:
     except ValueError:
         result = None
     if response.get("FunctionError"):
-        error = result if isinstance(result, dict) else {}
-        return Check("planner", False, f"{name} failed: {error.get('errorType', response['FunctionError'])}: "
-                                       f"{error.get('errorMessage', '')}: see aws logs tail "
+        failure = result if isinstance(result, dict) else {}
+        return Check("planner", False, f"{name} failed: {failure.get('errorType', response['FunctionError'])}: "
+                                       f"{failure.get('errorMessage', '')}: see aws logs tail "
                                        f"{_log_group(lambda_, name)} --since 15m")
     if not isinstance(result, dict) or "tags" not in result:
         return Check("planner", False, f"{name} returned no plan summary: make deploy")
@@ -254,7 +229,7 @@ def _tags(ecr: Any, repository: str) -> set[str]:
         pages = ecr.get_paginator("list_images").paginate(repositoryName=repository, filter={"tagStatus": "TAGGED"})
         return {i["imageTag"] for page in pages for i in page["imageIds"] if "imageTag" in i}
     except ClientError as err:
-        if _code(err) != "RepositoryNotFoundException":
+        if code(err) != "RepositoryNotFoundException":
             raise
         return set()
 
@@ -281,11 +256,11 @@ def check_images(config: Config, outputs: Mapping[str, str], ecr: Any = None, *,
         missing = missing_tags(config, ecr)
     if missing:
         queue = outputs.get("DeadLetterQueueUrl", "the dead-letter queue")
-        return Check("images", False, f"not in ECR: {_listing(missing)}: copies may still be running (run make "
+        return Check("images", False, f"not in ECR: {listing(missing)}: copies may still be running (run make "
                                       f"verify again in a few minutes); failed copies wait in {queue}")
     tags = sum(len(image.tags) for image in config.images)
     regex = [image.source for image in config.images if image.tag_regex]
-    matched = f", a tag_regex match for {_listing(regex)}" if regex else ""
+    matched = f", a tag_regex match for {listing(regex)}" if regex else ""
     return Check("images", True, f"{len(config.images)} images in ECR: all {tags} listed tags{matched}")
 
 
@@ -435,7 +410,7 @@ def verify(config: Config, clients: Clients, *, build: bool = False, stack_name:
         try:
             return run()
         except (BotoCoreError, ClientError) as err:
-            return Check(name, False, _error(err))
+            return Check(name, False, error(err))
 
     try:
         outputs = stack_outputs(clients["cloudformation"], stack_name)
@@ -443,7 +418,7 @@ def verify(config: Config, clients: Clients, *, build: bool = False, stack_name:
         yield Check("stack", False, str(err))
         return
     except (BotoCoreError, ClientError) as err:
-        yield Check("stack", False, _error(err))
+        yield Check("stack", False, error(err))
         return
     yield guarded("stack", lambda: check_stack(config, clients["ssm"], stack_name))
     yield guarded("cache rules", lambda: check_cache_rules(config, clients["ecr"]))
@@ -454,6 +429,9 @@ def verify(config: Config, clients: Clients, *, build: bool = False, stack_name:
     yield guarded("images", lambda: check_images(config, outputs, clients["ecr"], wait=wait, clock=clock))
     yield guarded("alarm topic", lambda: check_alarm_topic(outputs, clients["cloudwatch"], clients["sns"],
                                                            clock=clock))
+    stack_set = config.sharing.stack_set if config.sharing else None
+    if stack_set is not None:
+        yield guarded("member accounts", lambda: check_members(stack_set, clients["cloudformation"]))
     if build:
         yield guarded("build", lambda: check_build(config, outputs, clients["codebuild"], clients["logs"],
                                                    clock=clock))

@@ -1,7 +1,8 @@
 """Local CLI: the Lambdas' planner and copier in one process, against any registry.
 
-Exit status: 0 when nothing failed (deferred work is not a failure), 1 when an image failed,
-2 for a bad command line or config file, 130 when interrupted (Ctrl-C).
+Exit status: 0 when nothing failed (deferred work is not a failure), 1 when an image failed or a tag
+was held for want of a signature (`verify`), 2 for a bad command line or config file, 130 when
+interrupted (Ctrl-C).
 
 Imports only what a command uses: no Powertools or X-Ray SDK (0.3 s per process), and boto3 only
 when the destination is ECR or an upstream's secret is read.
@@ -139,7 +140,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, endpoints: Endpoint
     except Exception as error:  # noqa: BLE001 - no AWS credentials, no ECR: one line, not a traceback
         print(f"error: {_destination_problem(error)}", file=err)
         return EXIT_FAILED
-    result = plan(config, endpoints, workers=args.workers)
+    # `plan` stays HEADs only: the signature checks (manifest GETs) run with `sync`, as in the planner Lambda.
+    result = plan(config, endpoints, workers=args.workers, check_signatures=args.command == "sync")
     if args.command == "plan":
         return _report_plan(result, config, out, as_json=args.json)
     return _sync(result, endpoints, out, as_json=args.json, workers=args.workers)
@@ -237,7 +239,7 @@ def _report_plan(result: Plan, config: Config, out: TextIO, *, as_json: bool) ->
         print(f"{counts.get('copy', 0)} to copy ({cost} manifest GETs, {referrers} of them for referrers), "
               f"{counts.get('skip', 0)} up to date, {counts.get('deferred', 0)} deferred, "
               f"{counts.get('failed', 0)} failed", file=out)
-    return EXIT_FAILED if counts.get("failed") else EXIT_OK
+    return EXIT_FAILED if counts.get("failed") or counts.get("unverified") else EXIT_OK
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -340,6 +342,7 @@ def _sync(result: Plan, endpoints: Endpoints, out: TextIO, *, as_json: bool, wor
     summary: dict[str, Any] = {
         "copied": statuses.count("copied"), "skipped": statuses.count("skipped"),
         "deferred": statuses.count("deferred"), "failed": statuses.count("failed"),
+        "unverified": statuses.count("unverified"),
         "referrers": sum(r.copied for r in handled), "referrers_failed": sum(len(r.failed) for r in handled),
         "bytes": sum(o.bytes_copied for o in outcomes), "seconds": round(time.monotonic() - started, 3),
         "quotas": [q.as_dict() for q in result.quotas.values()], "items": entries,
@@ -352,6 +355,8 @@ def _sync(result: Plan, endpoints: Endpoints, out: TextIO, *, as_json: bool, wor
         for line in _quota_lines(result):
             display.line(line)
         display.line(f"{summary['copied']} copied ({_size(summary['bytes'])}), {summary['skipped']} up to date, "
-                     f"{summary['deferred']} deferred, {summary['failed']} failed in {summary['seconds']:.1f}s; "
+                     f"{summary['deferred']} deferred, {summary['failed']} failed"
+                     f"{f', {n} unverified (tags held)' if (n := summary['unverified']) else ''} "
+                     f"in {summary['seconds']:.1f}s; "
                      f"referrers: {summary['referrers']} copied, {summary['referrers_failed']} refused")
-    return EXIT_FAILED if summary["failed"] else EXIT_OK
+    return EXIT_FAILED if summary["failed"] or summary["unverified"] else EXIT_OK

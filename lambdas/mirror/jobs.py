@@ -15,6 +15,7 @@ from .endpoints import Endpoints
 from .errors import SupersededTask, TooManyRequests
 from .observability import logger, record_copy, record_failure, record_plan, record_referrers
 from .plan import Task, plan
+from .signatures import MEMO_PREFIX, Checker, Keys
 from .staleness import ParameterState, track
 from .sync import run_task
 
@@ -59,12 +60,17 @@ def plan_and_enqueue(spec: str, endpoints: Endpoints, queue_url: str, *, origin:
     """Parse the spec (the JSON the stack stored), plan with HEADs only, queue what needs copying.
     `state` remembers when each pending change was first seen, for the staleness metric."""
     config = parse_spec(spec, origin=origin)
-    result = plan(config, endpoints)
+    saved = state.load() if state else {}
+    # The state also remembers digests found unsigned, so a held tag costs no GET at the next runs.
+    unsigned = {key: when for key, when in saved.items() if key.startswith(MEMO_PREFIX)}
+    now = time.time()
+    checker = Checker(Keys(), floor=config.sync.quota_reserve, remembered=unsigned, now=now)
+    result = plan(config, endpoints, checker=checker)
     sent = enqueue(result.tasks(), queue_url, sqs=sqs)
-    seen = state.load() if state else {}
-    pending, staleness = track(result, seen, time.time())
+    seen = {key: when for key, when in saved.items() if key not in unsigned}
+    pending, staleness = track(result, seen, now)
     if state:
-        state.save(seen, pending)
+        state.save(saved, {**pending, **result.unsigned})
     record_plan(result, staleness)
     summary = {"images": len(config.images), "tags": len(result.items), **result.counts(), "enqueued": sent,
                "quotas": [q.as_dict() for q in result.quotas.values()],

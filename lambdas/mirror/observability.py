@@ -25,6 +25,7 @@ from .settings import (
     METRIC_REFERRERS_COPIED,
     METRIC_REFERRERS_FAILED,
     METRIC_SKIPPED,
+    METRIC_UNVERIFIED,
     METRIC_UPSTREAM_DEFERRED,
     METRIC_UPSTREAM_QUOTA,
     METRIC_UPSTREAM_STALENESS,
@@ -42,12 +43,13 @@ tracer = Tracer(service=SERVICE_NAME)
 
 
 def record_plan(plan: Plan, staleness: Mapping[str, float] | None = None) -> None:
-    """Counts of the plan's actions, the Docker Hub quota its HEADs reported, and per upstream
-    registry: quota left, images deferred, and `staleness` (oldest pending change, in seconds)."""
+    """Counts of the plan's actions (tags held unsigned among them), the Docker Hub quota its HEADs reported,
+    and per upstream registry: quota left, images deferred, and `staleness` (oldest pending change, seconds)."""
     counts = plan.counts()
     metrics.add_metric(name=METRIC_SKIPPED, unit=MetricUnit.Count, value=counts.get("skip", 0))
     metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=counts.get("deferred", 0))
     metrics.add_metric(name=METRIC_FAILED, unit=MetricUnit.Count, value=counts.get("failed", 0))
+    metrics.add_metric(name=METRIC_UNVERIFIED, unit=MetricUnit.Count, value=counts.get("unverified", 0))
     quota = plan.quotas.get(DOCKER_HUB)
     if quota is not None:
         metrics.add_metric(name=METRIC_QUOTA_REMAINING, unit=MetricUnit.Count, value=quota.remaining)

@@ -16,7 +16,14 @@ fetched once under every tag.
 
 Referrers (`referrers`, on by default): a copy also lists and copies what refers to the image's
 manifests, and its cost counts those GETs; an up-to-date tag whose referrers changed (or whose turn
-to list them at a rate-limited source came) becomes a referrers-only copy (plan_referrers.py).
+to list them at a rate-limited source came) becomes a referrers-only copy (plan_referrers.py), which
+never moves a tag.
+
+Signatures: for an image with `verify`, a tag whose digest moved is queued only when a signature from
+its key over the new digest verifies (signatures.py; the check's GETs are planned like the copy's), and
+then as a copy of exactly that digest; otherwise the item is `unverified` and the destination tag stays
+where it was. Nothing of an unsigned digest is copied. This is the one place a tag's move is decided:
+the copier puts tags only for queued tasks.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from .errors import RegistryError, SupersededTask, TooManyRequests
 from .manifests import INDEX_TYPES
 from .plan_referrers import REFRESH, ReferrersCheck, check, listings, refresh_due, schedule_period
 from .settings import SERVICE_NAME
+from .signatures import SIGNATURE_COST, Checker, Keys, KeyUnavailable
 
 # Plain logging: the Lambdas' Powertools Logger formats this logger (same name); the CLI, which
 # needs no Powertools, sets its own handler.
@@ -67,6 +75,7 @@ class Action(StrEnum):
     SKIP = "skip"
     DEFERRED = "deferred"
     FAILED = "failed"
+    UNVERIFIED = "unverified"  # the digest moved, but no signature from the image's key: the tag stays
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class Task:
     referrers: bool = False  # copy what refers to the image's manifests too
     referrers_only: bool = False  # the tag is up to date: copy only the referrers of its digest
     referrers_cost: int = 0  # the part of `cost` the referrers take
+    # The planner verified source_digest's signature: copy exactly that digest, never what the tag moved to since.
+    verified: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -130,13 +141,16 @@ class Task:
         for flag in ("referrers", "referrers_only"):
             if not isinstance(data.get(flag, False), bool):
                 raise ValueError(f"task field {flag!r} must be true or false")
+        verified = data.get("verified", False)
+        if not isinstance(verified, bool) or (verified and not isinstance(data.get("source_digest"), str)):
+            raise ValueError("task field 'verified' must be a boolean, and true only with a source_digest")
         task = cls(
             source=data["source"], tag=data["tag"], repository=data["repository"],
             source_digest=data.get("source_digest"), destination_digest=data.get("destination_digest"),
             platforms=tuple(data.get("platforms") or ()), cost=int(data.get("cost", 1)),
             mount_from=tuple(data.get("mount_from") or ()), also=tuple((a[0], a[1]) for a in also),
             reserve=reserve, referrers=data.get("referrers", False), referrers_only=data.get("referrers_only", False),
-            referrers_cost=int(data.get("referrers_cost", 0)),
+            referrers_cost=int(data.get("referrers_cost", 0)), verified=verified,
         )
         task.ref  # noqa: B018 - validates the source reference (raises ReferenceError, a ValueError)
         return task
@@ -189,6 +203,8 @@ class Quota:
 class Plan:
     items: list[PlanItem]
     quotas: dict[str, Quota] = field(default_factory=dict)
+    # Unsigned digests found this run (planner-state key -> when checked), so the next run need not GET again.
+    unsigned: dict[str, float] = field(default_factory=dict)
 
     def tasks(self) -> list[Task]:
         """One task per new source digest: tags that share it ride along in the first one's `also`."""
@@ -362,7 +378,7 @@ class _Planner:
             # A filtered index is rewritten: what refers to the source's index does not refer to the copy.
             referrers = ReferrersCheck(None, 0, note="filtered index: the platform manifests' referrers only")
         elif image.referrers:
-            referrers = self.referrers(task, info, remaining)
+            referrers = self.referrers(task, info, remaining, listing=up_to_date)
         if up_to_date:
             note = "up to date" if current == info.digest else "up to date (filtered index of the source digest)"
             if referrers is None or not referrers.due:
@@ -370,23 +386,26 @@ class _Planner:
             task = replace(task, referrers_only=True, cost=referrers.cost, referrers_cost=referrers.cost)
             why = f"{referrers.missing} new" if referrers.missing else f"listed every {REFRESH // 3600} h"
             return Probe(PlanItem(task, Action.COPY, f"referrers: {why}", referrers=referrers), remaining, limit)
-        cost = estimate_cost(info.media_type, image.platforms, children)
+        signature = SIGNATURE_COST if image.verify is not None else 0
         extra = 0
         if image.referrers:
             extra = listings(info.media_type, image.platforms, children, DEFAULT_INDEX_CHILDREN, CHILDREN_PER_PLATFORM)
             extra += referrers.missing if referrers else 0
-        task = replace(task, cost=cost + extra, referrers_cost=extra)
+        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children) + signature + extra,
+                       referrers_cost=extra)
         reason = "new" if current is None else "changed"
         return Probe(PlanItem(task, Action.COPY, reason, referrers=referrers), remaining, limit)
 
-    def referrers(self, task: Task, info: Any, remaining: int | None) -> ReferrersCheck | None:
-        """The referrers of the tag's digest (plan_referrers.py): listed here only where that costs no pulls."""
+    def referrers(self, task: Task, info: Any, remaining: int | None, *, listing: bool) -> ReferrersCheck | None:
+        """The referrers of the tag's digest (plan_referrers.py). `listing`: the tag is up to date, so its OCI 1.1
+        referrers are listed here where that costs no pulls (or, at a rate-limited source, on its turn); a tag
+        whose digest moved gets HEADs only, since its copy lists them anyway."""
         registry = task.ref.registry
         metered = remaining is not None
         try:
             return check(self.endpoints.source(registry), self.endpoints.destination, task.ref.repository,
-                         task.repository, info.digest, list_source=not metered,
-                         refresh=metered and refresh_due(str(task.ref), self.now, self.period),
+                         task.repository, info.digest, list_source=listing and not metered,
+                         refresh=listing and metered and refresh_due(str(task.ref), self.now, self.period),
                          immutable=self.config.repositories.tag_mutability == "IMMUTABLE")
         except TooManyRequests as err:
             self.throttled[registry] = err.retry_after
@@ -414,10 +433,42 @@ class _Planner:
         return head.digest, False, children
 
 
+def hold_unsigned(items: Sequence[PlanItem], config: Config, endpoints: Endpoints,
+                  checker: Checker) -> list[PlanItem]:
+    """Copies of images with `verify` stay copies only where the new digest is signed by the image's key."""
+    images = {image.repository: image for image in config.images}
+    out = []
+    for item in items:
+        task, image = item.task, images.get(item.task.repository)
+        if (item.action is not Action.COPY or image is None or image.verify is None or not task.source_digest
+                or task.referrers_only):  # referrers alone never move a tag
+            out.append(item)
+            continue
+        try:
+            verdict = checker.check(endpoints.source(task.ref.registry), task.ref.repository, task.source_digest,
+                                    image.verify.source)
+        except TooManyRequests as err:  # QuotaReserved included: the check waits for the next run
+            out.append(replace(item, action=Action.DEFERRED, reason=f"signature check: {err}",
+                               retry_after=err.retry_after))
+            continue
+        except (KeyUnavailable, RegistryError, OSError) as err:
+            out.append(replace(item, action=Action.FAILED, reason=f"signature check failed: {err}"))
+            continue
+        if verdict.verified:
+            out.append(replace(item, task=replace(task, verified=True), reason=f"{item.reason}; {verdict.reason}"))
+        else:
+            held = f"tag stays at {task.destination_digest}" if task.destination_digest else "tag not created"
+            out.append(replace(item, action=Action.UNVERIFIED, reason=f"{held}: {verdict.reason}"))
+    return out
+
+
 def plan(config: Config, endpoints: Endpoints, *, recorded: RecordedDigest | None = None,
-         workers: int = 8, now: float | None = None) -> Plan:
-    """HEADs only at a source with a rate limit: nothing here costs Docker Hub quota. `now` (default: the
-    clock) decides whose turn it is to have its referrers listed (plan_referrers.refresh_due)."""
+         workers: int = 8, check_signatures: bool = True, checker: Checker | None = None,
+         now: float | None = None) -> Plan:
+    """HEADs only at the sources: nothing here costs Docker Hub quota, except the signature checks of
+    images with `verify` whose digest moved (`check_signatures`; the CLI's `plan` leaves them out) and,
+    at a source without a rate limit, the referrers listings. `now` (default: the clock) decides whose turn
+    it is to have its referrers listed at a rate-limited source (plan_referrers.refresh_due)."""
     if recorded is None:
         from .copy import recorded_source_digest
 
@@ -429,8 +480,11 @@ def plan(config: Config, endpoints: Endpoints, *, recorded: RecordedDigest | Non
         probed = iter(list(pool.map(lambda job: planner.probe(*job), jobs)))
     probes = [slot if isinstance(slot, Probe) else next(probed) for slot in slots]
     items, quotas = apply_budget(probes, config.sync.quota_reserve)
+    if check_signatures and any(image.verify is not None for image in config.images):
+        checker = checker or Checker(Keys(), floor=config.sync.quota_reserve, remembered={}, now=time.time())
+        items = hold_unsigned(items, config, endpoints, checker)
     for item in items:
-        if item.action in (Action.DEFERRED, Action.FAILED):
-            level = logger.warning if item.action is Action.FAILED else logger.info
+        if item.action in (Action.DEFERRED, Action.FAILED, Action.UNVERIFIED):
+            level = logger.info if item.action is Action.DEFERRED else logger.warning
             level(f"{item.action}: {item.task.ref}", extra=item.as_dict())
-    return Plan(items, quotas)
+    return Plan(items, quotas, dict(checker.unsigned) if checker else {})

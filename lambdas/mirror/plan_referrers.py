@@ -1,7 +1,7 @@
 """Planning the copy of an image's referrers (docs/signatures.md): what changed, and what it costs.
 
 Every run, for each tag of an image with `referrers` on, the planner looks at what refers to the tag's own
-digest, spending no pulls:
+digest, spending no pulls (a tag whose digest moved gets the HEADs only: its copy lists the rest):
 - cosign's tags (`sha256-<hex>.sig`, `.att`, `.sbom`): a HEAD at the source and one at the destination each
   (HEADs are free at Docker Hub: "Version checks do not count towards usage pricing", docker/docs
   `docker-hub/usage/pulls.md`); a tag at another digest, or missing, is copied;

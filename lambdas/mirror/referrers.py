@@ -38,9 +38,14 @@ def fallback_tag(digest: str) -> str:
     return _NOT_IN_TAGS.sub("-", f"{algorithm[:32]}-{encoded[:64]}")
 
 
+def cosign_tag(digest: str, suffix: str = ".sig") -> str:
+    """cosign's tag for what it stores about `digest`: `sha256:<hex>` -> `sha256-<hex>.sig` (or `.att`, `.sbom`)."""
+    return fallback_tag(digest) + suffix
+
+
 def cosign_tags(digest: str) -> tuple[str, ...]:
     """cosign's tags for `digest`: `sha256-<hex>.sig`, `.att`, `.sbom`."""
-    return tuple(fallback_tag(digest) + suffix for suffix in COSIGN_SUFFIXES)
+    return tuple(cosign_tag(digest, suffix) for suffix in COSIGN_SUFFIXES)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ METRIC_DEFERRED = "ImagesDeferred"
 METRIC_FAILED = "ImagesFailed"
 METRIC_BYTES = "BytesCopied"
 METRIC_QUOTA_REMAINING = "DockerHubQuotaRemaining"  # ratelimit-remaining seen on Docker Hub HEADs
+METRIC_UNVERIFIED = "ImagesUnverified"  # image/tags held: the digest moved, no signature from the `verify` key
 # Per copy that handled referrers: artifacts copied, and those the destination refused (copy_referrers.py).
 METRIC_REFERRERS_COPIED = "ReferrersCopied"
 METRIC_REFERRERS_FAILED = "ReferrersFailed"
@@ -25,5 +26,6 @@ DIMENSION_UPSTREAM = "upstream"
 METRIC_UPSTREAM_QUOTA = "UpstreamQuotaRemaining"  # ratelimit-remaining the upstream's HEADs reported
 METRIC_UPSTREAM_DEFERRED = "UpstreamImagesDeferred"  # image/tags left for a later run (quota, 429)
 METRIC_UPSTREAM_STALENESS = "UpstreamStalenessSeconds"  # age of the oldest change not yet mirrored
-SERVICE_METRICS = (METRIC_COPIED, METRIC_SKIPPED, METRIC_DEFERRED, METRIC_FAILED, METRIC_BYTES, METRIC_QUOTA_REMAINING)
+SERVICE_METRICS = (METRIC_COPIED, METRIC_SKIPPED, METRIC_DEFERRED, METRIC_FAILED, METRIC_BYTES, METRIC_QUOTA_REMAINING,
+                   METRIC_UNVERIFIED)
 METRICS_PER_UPSTREAM = (METRIC_UPSTREAM_QUOTA, METRIC_UPSTREAM_DEFERRED, METRIC_UPSTREAM_STALENESS)

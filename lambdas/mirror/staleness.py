@@ -3,7 +3,8 @@
 The planner sees a change (a source digest the destination does not have) at the first run after
 the tag moved; it remembers when, by change (`<reference>@<digest>`), between runs, and reports per
 upstream the age of the oldest change still pending (queued, deferred or failed). A change is
-mirrored once a run finds the destination at that digest; it is then forgotten. The age counts
+mirrored once a run finds the destination at that digest; it is then forgotten. A change held for want
+of a signature (`unverified`) is not pending: it waits on the upstream, and has its own metric and alarm. The age counts
 from the run that first saw it, so the tag moved at most one schedule interval earlier.
 """
 
@@ -37,7 +38,7 @@ def track(plan: Plan, seen: Mapping[str, float], now: float) -> tuple[dict[str, 
         task = item.task
         registry = task.ref.registry
         ages.setdefault(registry, 0.0)
-        if item.action is Action.SKIP or not task.source_digest or task.referrers_only:
+        if item.action in (Action.SKIP, Action.UNVERIFIED) or not task.source_digest or task.referrers_only:
             continue  # a referrers-only copy: the image itself is mirrored
         key = change_key(str(task.ref), task.source_digest)
         first = min(seen.get(key, now), now)

@@ -100,8 +100,9 @@ def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Pr
         outcome = Outcome(task, "skipped", task.source_digest, None, seconds=time.monotonic() - started)
         logger.info(f"already copied {ref}", extra=outcome.as_dict())
         return outcome
-    # Tags that shared the planned digest get exactly it: fetched once, by digest.
-    reference = task.source_digest if task.also and task.source_digest else task.tag
+    # Tags that shared the planned digest get exactly it: fetched once, by digest. So does a tag the planner
+    # verified a signature for: the tag moves to the digest that was signed, never to what the tag moved to since.
+    reference = task.source_digest if (task.also or task.verified) and task.source_digest else task.tag
     result = copy_image(source, ref.repository, endpoints.destination, task.repository,
                         reference, tags=task.tags, platforms=task.platforms, mount_from=task.mount_from,
                         workers=workers, progress=progress, floor=task.reserve,

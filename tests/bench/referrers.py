@@ -29,10 +29,11 @@ from lambdas.mirror.plan import plan
 from lambdas.mirror.plan_referrers import refresh_due, schedule_period
 from lambdas.mirror.sync import run_tasks
 from tests.bench.copy_speed import SCENARIOS
+from tests.support.cosign_layout import sign_classic
 from tests.support.images import push_artifact, push_image
 from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer, Request
-from tests.support.sigstore import cosign_sign, keypair
+from tests.support.sigstore import keypair
 
 WORKERS = 8
 CASES = (("off", "bench/plain", False), ("on, none", "bench/plain", True),
@@ -107,7 +108,7 @@ def _run(rounds: int) -> dict[str, dict[str, Any]]:
                 push_image(source.host, "bench/plain", "v1", seed=number, **shape)
                 signed = push_image(source.host, "bench/signed", "v1", seed=number, **shape)
                 push_artifact(source.host, "bench/signed", signed, b'{"spdxVersion":"SPDX-2.3","name":"bench"}')
-                cosign_sign(source.host, "bench/signed", signed, key)
+                sign_classic(source.host, "bench/signed", signed, key.load())
                 print(name, flush=True)
                 unlimited = _row(root, source, source.host, f"{number}u", rounds)
                 _print("no rate limit", unlimited)

@@ -10,17 +10,17 @@ import pytest
 from lambdas.mirror.errors import RegistryError
 from lambdas.mirror.referrers import add_to_fallback_index, fallback_tag, find
 from lambdas.mirror.registry import RegistryClient
+from tests.support.cosign_layout import new_key, sign_classic
 from tests.support.faults import FaultProxy
 from tests.support.images import OCI_INDEX, OCI_MANIFEST, Pusher, push_artifact, push_image
 from tests.support.registry import RegistryServer
-from tests.support.sigstore import cosign_sign, keypair
 
 
 def test_find_lists_the_referrers_tag_and_cosign_signature_with_heads_and_one_get(
-        source: RegistryServer, tmp_path: object) -> None:
+        source: RegistryServer) -> None:
     digest = push_image(source.host, "team/app", "v1", seed=81)
     sbom = push_artifact(source.host, "team/app", digest, b'{"spdxVersion":"SPDX-2.3"}')
-    signature = cosign_sign(source.host, "team/app", digest, keypair(tmp_path / "keys"))  # type: ignore[operator]
+    signature = sign_classic(source.host, "team/app", digest, new_key())
     client = RegistryClient(source.host)
 
     found = find(client, "team/app", digest)

@@ -129,11 +129,6 @@ BAD_INPUTS = {
         "sharing.organization_id",
         "'o-abc123' is not an AWS Organizations id",
     ),
-    "an organization without the StackSet's targets": (
-        f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-a1b2c3d4e5\n",
-        "sharing.stack_set",
-        "needed with organization_id (the StackSet that puts the contract in every account): targets: [",
-    ),
     "the organization id as the StackSet's target": (
         f"images:\n{GOOD_IMAGE}sharing:\n  organization_id: o-a1b2c3d4e5\n  stack_set: {{targets: [o-a1b2c3d4e5]}}\n",
         "sharing.stack_set.targets[0]",

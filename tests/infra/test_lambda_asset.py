@@ -125,3 +125,24 @@ def test_a_lock_pip_cannot_install_stops_synth_with_one_line(tmp_path: Path) -> 
     assert "\n" not in str(raised.value)
     assert "pip could not install the Lambda packages" in str(raised.value)
     assert not list((tmp_path / "cache").iterdir())  # nothing half-installed is left to be reused
+
+
+def elf_machine(path: Path) -> int:
+    """e_machine of an ELF shared object (183: AArch64, 62: x86-64; the ELF specification's header layout)."""
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return int.from_bytes(header[18:20], "little")
+
+
+def test_the_asset_carries_cryptography_built_for_the_functions_arm64_python_3_13(tmp_path: Path) -> None:
+    # The runtime has no cryptography; the signature checks (`verify`) import the asset's. This machine is x86-64,
+    # so what can be checked here is that pip chose the wheels the runtime loads: aarch64, CPython 3.13 or abi3.
+    asset = tmp_path / "asset"
+    lambda_asset.build(asset)
+
+    rust = asset / "cryptography/hazmat/bindings/_rust.abi3.so"
+    backend = next(asset.glob("_cffi_backend.*.so"))
+    assert elf_machine(rust) == elf_machine(backend) == 183
+    assert "cpython-313-aarch64-linux-gnu" in backend.name
+    wheel = (asset / f"cryptography-{locked(lambda_asset.LOCK)['cryptography']}.dist-info" / "WHEEL").read_text()
+    assert re.search(r"^Tag: cp3\d+-abi3-manylinux.*_aarch64$", wheel, re.MULTILINE), wheel

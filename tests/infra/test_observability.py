@@ -63,6 +63,7 @@ def test_docker_hub_quota_below_the_reserve_raises_an_alarm(default_app: Synthes
         )
 
 
+# Without `verify`; an image with it adds UnverifiedImages (tests/infra/test_signature_config.py).
 ALARMS = ("DeadLetters", "CopierErrors", "PlannerErrors", "ScheduleFailedInvocations", "DockerHubQuotaLow")
 
 
@@ -71,10 +72,10 @@ def alarm_arn(name: str) -> dict:
                               {"Ref": "AWS::AccountId"}, f":alarm:{name}"]]}
 
 
-def assert_only_these_alarms(app: Synthesized, condition: dict) -> None:
+def assert_only_these_alarms(app: Synthesized, condition: dict, alarms: tuple[str, ...] = ALARMS) -> None:
     """The conditions limit CloudWatch to this stack's alarms (every one of them) in this account."""
     names = {a["Properties"]["AlarmName"] for a in app.template.find_resources("AWS::CloudWatch::Alarm").values()}
-    assert names == {f"EcrMirror-{alarm}" for alarm in ALARMS}
+    assert names == {f"EcrMirror-{alarm}" for alarm in alarms}
     assert condition["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     arns = condition["ArnLike"]["aws:SourceArn"]
     assert sorted(map(json.dumps, arns)) == sorted(json.dumps(alarm_arn(n)) for n in names)

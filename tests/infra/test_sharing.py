@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ecr_mirror_cdk.config import ConfigError, parse_config
+from stacks.mirror_stack import NO_STACK_SET
 
 from .conftest import ACCOUNTS, ORG, ROOT, SHARED, Synthesized, synthesize
 
@@ -102,6 +103,38 @@ def test_accounts_alone_or_an_organization_alone_get_only_their_statement(
     [policy] = resources(app.data, "AWS::ECR::RegistryPolicy")
     assert [s["Sid"] for s in policy["PolicyText"]["Statement"]] == (
         ["MirrorCacheFillFromAccounts"] if accounts else ["MirrorCacheFillFromOrganization"])
+
+
+def test_an_organization_without_a_stackset_may_pull_and_synth_warns_once_that_accounts_take_the_outputs(
+    tmp_path: Path,
+) -> None:
+    config = parse_config({**SHARED, "sharing": {"organization_id": ORG}, "replication": None}, origin="org.yaml")
+
+    app = synthesize(config, tmp_path)
+
+    assert not [r for r in app.data["Resources"].values() if r["Type"] == "AWS::CloudFormation::StackSet"]
+    metadata = json.loads((tmp_path / "EcrMirror.metadata.json").read_text())
+    warnings = [(path, entry["data"]) for path, entries in metadata.items() for entry in entries
+                if entry["type"] == "aws:cdk:warning" and NO_STACK_SET in entry["data"]]
+    assert warnings == [("/EcrMirror", f"org.yaml: sharing: the organization {ORG} may pull, but without "
+                                       "sharing.stack_set its accounts get no contract: give their projects the "
+                                       "outputs RegistryUri and MirrorMap (MirrorAdoption(registry_uri=..., "
+                                       f"mirror_map=...)) [ack: {NO_STACK_SET}]")]
+    # The organization's grants are all there: cache fill, the pull on created and on direct repositories.
+    [policy] = resources(app.data, "AWS::ECR::RegistryPolicy")
+    assert [s["Sid"] for s in policy["PolicyText"]["Statement"]] == ["MirrorCacheFillFromOrganization"]
+    for template in resources(app.data, "AWS::ECR::RepositoryCreationTemplate"):
+        assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy([], ORG)
+    direct = [r for r in resources(app.data, "AWS::ECR::Repository") if "RepositoryName" in r]
+    assert direct and all(plain(r["RepositoryPolicyText"]) == pull_policy([], ORG) for r in direct)
+    assert {"RegistryUri", "MirrorMap"} <= set(app.data["Outputs"])
+
+
+def test_with_a_stackset_or_without_an_organization_synth_gives_no_such_warning(
+    shared_app: Synthesized, default_app: Synthesized,
+) -> None:
+    for app in (shared_app, default_app):
+        assert NO_STACK_SET not in (app.outdir / "EcrMirror.metadata.json").read_text()
 
 
 def test_no_policy_in_any_template_allows_everyone_without_the_organization_condition(

@@ -124,6 +124,19 @@ def test_the_stackset_targets_the_organization_root_but_the_mirror_account_in_ho
     }]
 
 
+def test_a_failing_member_account_never_fails_the_stackset_operation_so_never_the_mirror_stack(
+    shared_app: Synthesized,
+) -> None:
+    # Tolerate every account of a region failing: the operation still ends SUCCEEDED, the state the StackSet
+    # resource's handler stabilizes on; with nothing stopped early, every account and region at once.
+    shared_app.template.has_resource_properties("AWS::CloudFormation::StackSet", {
+        "OperationPreferences": {"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 100,
+                                 "ConcurrencyMode": "SOFT_FAILURE_TOLERANCE", "RegionConcurrencyType": "PARALLEL"},
+    })
+    preferences = stack_set(shared_app)["Properties"]["OperationPreferences"]
+    assert "FailureToleranceCount" not in preferences and "MaxConcurrentCount" not in preferences
+
+
 def test_the_stackset_names_the_mirror_account_its_region_and_its_setup_bucket(shared_app: Synthesized) -> None:
     bucket = shared_app.logical_id("AWS::S3::Bucket")
     assert stack_set(shared_app)["Properties"]["Parameters"] == [
@@ -269,6 +282,21 @@ def test_a_policy_over_iams_managed_policy_limit_fails_synth_with_one_line(tmp_p
 
     assert str(caught.value).startswith("big.yaml: sharing.stack_set: the EcrMirrorPull policy would reach ")
     assert "\n" not in str(caught.value)
+
+
+def test_a_member_parameter_over_a_standard_parameters_4_kb_fails_synth_with_one_line(tmp_path: Path) -> None:
+    # With one replica region the pull ARNs (here and at home) pass 4 KB before EcrMirrorPull passes IAM's limit.
+    images = [{"source": f"gcr.io/team/image-{n:03d}", "tags": ["1"], "target": f"team{n:03d}/image"}
+              for n in range(29)]
+    config = parse_config({**SHARED, "images": images, "replication": {"regions": ["eu-west-1"]}}, origin="big.yaml")
+
+    with pytest.raises(ConfigError) as caught:
+        synthesize(config, tmp_path)
+
+    assert str(caught.value).startswith("big.yaml: sharing.stack_set: the member accounts' SSM parameter "
+                                        "/ecr-mirror/pull-repository-arns would reach ")
+    assert str(caught.value).endswith("over a standard parameter's 4096; copy fewer images outside "
+                                      "repositories.prefix (target) or replicate to fewer regions")
 
 
 # --- the setup bucket ---------------------------------------------------------------------------------

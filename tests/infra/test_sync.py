@@ -115,8 +115,10 @@ def test_both_lambdas_run_python_3_13_on_arm64_with_the_regions_powertools_layer
         )
     table = default_app.data["Mappings"][mapping]
     assert table["eu-west-1"] == {"Arn": layer_arn("aws", "017000801446", "eu-west-1")}
-    # Powertools publishes no arm64 layer there; and ECR has no pull-through cache in China.
-    assert not {"ca-west-1", "ap-southeast-4", "cn-north-1", "us-gov-west-1"} & set(table)
+    # Powertools publishes no arm64 layer in ca-west-1, CodeBuild is not in mx-central-1, and ECR has no
+    # pull-through cache in China or GovCloud.
+    assert not {"ca-west-1", "mx-central-1", "cn-north-1", "us-gov-west-1"} & set(table)
+    assert table["ap-southeast-7"] == {"Arn": layer_arn("aws", "017000801446", "ap-southeast-7")}
 
 
 def region_assertions(template: dict) -> list[dict]:

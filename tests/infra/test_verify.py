@@ -200,10 +200,11 @@ class World:
             {"timestamp": now, "message": "[Container] Running command python3 setup_mirror.py --report\n"},
             {"timestamp": now + 1, "message": line + "\n"}])
 
-    def run(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    def run(self, *args: str, capsys: pytest.CaptureFixture[str],
+            cloudformation: Any = None) -> tuple[int, list[str]]:
         clients = {s: self.client(s) for s in ("cloudformation", "ssm", "secretsmanager", "sns", "logs")}
         clients |= {"ecr": self.ecr, "cloudwatch": self.cloudwatch, "codebuild": self.codebuild,
-                    "lambda": self.lambda_}
+                    "lambda": self.lambda_, **({"cloudformation": cloudformation} if cloudformation else {})}
         status = main(["--config", str(self.config_path), *args], clients=clients, clock=self.clock.clock())
         out = capsys.readouterr()
         assert TOKEN not in out.out + out.err

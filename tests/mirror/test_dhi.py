@@ -22,11 +22,11 @@ import pytest
 
 from lambdas.mirror.cli import main
 from tests.engine.checks import skopeo_raw_digest
+from tests.support.cosign_layout import new_key, sign_classic
 from tests.support.images import push_artifact, push_image
 from tests.support.moto import moto_client
 from tests.support.private import USER, PrivateRegistry, bearer_registry, secret_value
 from tests.support.registry import RegistryServer
-from tests.support.sigstore import cosign_sign, keypair
 from tests.support.token_issuer import TokenIssuer
 
 from .support import write_config
@@ -69,7 +69,7 @@ def test_a_hardened_image_is_copied_with_its_attestation_and_signature_on_docker
                             "subject": [{"digest": {"sha256": digest[7:]}}]}).encode()
     attestation = push_artifact(dhi.host, "python", digest, statement, artifact_type=IN_TOTO, username=USER,
                                 password=dhi.token)
-    signature = cosign_sign(dhi.host, "python", digest, keypair(tmp_path / "keys"), username=USER,
+    signature = sign_classic(dhi.host, "python", digest, new_key(), username=USER,
                             password=dhi.token)
     secret = hub_secret(aws, dhi)
     config = write_config(tmp_path / "mirror.yaml", {"source": "dhi.io/python", "tags": ["3.13"]},

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +20,11 @@ from lambdas.mirror.registry import RegistryClient
 from lambdas.mirror.settings import ENV_REGISTRY
 from lambdas.mirror.sync import run_tasks
 from tests.engine.checks import skopeo_raw_digest
+from tests.support.cosign_layout import new_key, sign_classic
 from tests.support.faults import FaultProxy
 from tests.support.images import OCI_INDEX, push_artifact, push_image
 from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer
-from tests.support.sigstore import cosign_sign, keypair
 
 from .support import config
 
@@ -72,8 +71,9 @@ def test_an_sbom_arrives_with_its_digest_and_is_listed_under_the_referrers_tag(
     planned = plan(config(image(source)), endpoints)
     (outcome,) = run_tasks(planned.tasks(), endpoints)
 
-    # Then the SBOM is at the destination, digest for digest, and its referrers tag lists it with its type
-    assert planned.items[0].referrers is not None and planned.items[0].referrers.found == 1
+    # Then the SBOM is at the destination, digest for digest, and its referrers tag lists it with its type (the
+    # plan left the listing to the copy: a new digest is listed once)
+    assert planned.items[0].referrers is not None and planned.items[0].referrers.found is None
     assert outcome.status == "copied" and outcome.referrers is not None and outcome.referrers.copied == 1
     assert skopeo_raw_digest(destination.host, "mirror/app", artifact) == artifact
     index = json.loads(RegistryClient(destination.host).get_manifest("mirror/app", fallback_tag(digest))[0])
@@ -183,20 +183,19 @@ def test_referrers_the_source_lists_through_the_referrers_api_are_found_there(
     planned = plan(cfg, endpoints)
     (outcome,) = run_tasks(planned.tasks(), endpoints)
 
-    # Then the plan counted it from the API, and it arrived
-    assert planned.items[0].referrers is not None and planned.items[0].referrers.found == 1
-    assert outcome.referrers is not None and outcome.referrers.copied == 1
+    # Then the copy found it through the API, and it arrived
+    assert outcome.referrers is not None and (outcome.referrers.found, outcome.referrers.copied) == (1, 1)
     assert listed(destination.host, digest) == {artifact}
     assert any(s.method == "GET" and "/referrers/" in s.path and s.status == 200 for s in front.seen)
 
 
 def test_at_the_quota_reserve_the_referrers_wait_for_a_later_run_and_the_tag_still_moves(
-        tmp_path: Path, registry_factory: Callable[..., RegistryServer]) -> None:
+        registry_factory: Callable[..., RegistryServer]) -> None:
     # Given a signed image at a rate-limited "Docker Hub" with 10 pulls left, and a copy whose reserve leaves
     # room for the image's own GET only
     hub, destination = registry_factory("hub"), registry_factory("destination")
     digest = push_image(hub.host, "team/app", "v1", kind="docker-v2", seed=66)
-    cosign_sign(hub.host, "team/app", digest, keypair(tmp_path / "keys"))
+    sign_classic(hub.host, "team/app", digest, new_key())
     with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=10)) as limiter:
         endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
         cfg = config({"source": "team/app", "tags": ["v1"], "target": "mirror/app"}, sync={"quota_reserve": 0})

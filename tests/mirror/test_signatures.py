@@ -13,9 +13,10 @@ from pathlib import Path
 
 from lambdas.mirror.cli import main
 from tests.engine.checks import skopeo_raw_digest
+from tests.support.cosign_layout import sign_classic
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer
-from tests.support.sigstore import cosign_sign, keypair, sign, verify
+from tests.support.sigstore import keypair, sign, verify
 
 from .support import write_config
 
@@ -35,7 +36,7 @@ def test_both_signatures_arrive_digest_exact_and_sigstore_verifies_the_copy_with
     digest = push_image(source.host, "team/app", "v1", attestations=True, seed=41)
     key = keypair(tmp_path / "keys")
     bundle = sign(source.host, "team/app", digest, key)
-    signature = cosign_sign(source.host, "team/app", digest, key)
+    signature = sign_classic(source.host, "team/app", digest, key.load())
     assert verify(source.host, "team/app", "v1", key)[0] == 0  # the tools agree at the source
 
     # When the mirror copies the tag
@@ -59,7 +60,7 @@ def test_the_signatures_are_in_place_before_the_tag_moves(
     digest = push_image(source.host, "team/app", "v1", kind="oci-manifest", seed=42)
     key = keypair(tmp_path / "keys")
     bundle = sign(source.host, "team/app", digest, key)
-    cosign_sign(source.host, "team/app", digest, key)
+    sign_classic(source.host, "team/app", digest, key.load())
 
     sync(write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["v1"],
                                                  "target": "mirror/app"}), destination)
@@ -77,7 +78,7 @@ def test_an_image_never_signed_or_signed_with_another_key_is_rejected_at_the_des
     other = push_image(source.host, "team/app", "other", seed=44)
     ours, theirs = keypair(tmp_path / "ours"), keypair(tmp_path / "theirs")
     sign(source.host, "team/app", other, theirs)
-    cosign_sign(source.host, "team/app", other, theirs)
+    sign_classic(source.host, "team/app", other, theirs.load())
 
     # When both are mirrored
     sync(write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["unsigned", "other"],
@@ -98,7 +99,7 @@ def test_with_referrers_off_the_copy_carries_no_signature(
     digest = push_image(source.host, "team/app", "v1", seed=45)
     key = keypair(tmp_path / "keys")
     sign(source.host, "team/app", digest, key)
-    cosign_sign(source.host, "team/app", digest, key)
+    sign_classic(source.host, "team/app", digest, key.load())
     before = len(source.requests())
 
     result = sync(write_config(tmp_path / "mirror.yaml", {"source": f"{source.host}/team/app", "tags": ["v1"],
@@ -108,3 +109,24 @@ def test_with_referrers_off_the_copy_carries_no_signature(
     assert verify(destination.host, "mirror/app", "v1", key)[:1] == (1,)
     asked = [r.path for r in source.requests()[before:]]
     assert asked and not [path for path in asked if "/referrers/" in path or "sha256-" in path]
+
+
+def test_a_tag_held_to_a_signature_moves_with_that_signature(
+        tmp_path: Path, registry_factory: Callable[..., RegistryServer]) -> None:
+    # Given an image whose tag the mirror holds to our key (`verify`), signed with it
+    source, destination = registry_factory("source"), registry_factory("destination")
+    digest = push_image(source.host, "team/app", "v1", seed=46)
+    key = keypair(tmp_path / "keys")
+    sign_classic(source.host, "team/app", digest, key.load())
+    sign(source.host, "team/app", digest, key)
+
+    # When the mirror checks the signature and copies the tag
+    result = sync(write_config(tmp_path / "mirror.yaml", {
+        "source": f"{source.host}/team/app", "tags": ["v1"], "target": "mirror/app",
+        "verify": {"cosign_public_key": key.public.read_text()}}), destination)
+
+    # Then the tag moved, and the signatures that let it move are beside it for whoever checks them next
+    (item,) = result["items"]  # type: ignore[attr-defined]
+    assert (item["status"], item["referrers"]) == ("copied", 2)
+    status, report = verify(destination.host, "mirror/app", "v1", key)
+    assert (status, sorted(v["kind"] for v in report["verified"])) == (0, ["bundle", "cosign"])

