@@ -131,3 +131,25 @@ def test_a_referrers_task_survives_a_json_round_trip() -> None:
     assert Task.from_json(task.to_json()) == task
     with pytest.raises(ValueError, match="'referrers_only' must be true or false"):
         Task.from_json(task.to_json().replace('"referrers_only":true', '"referrers_only":"yes"'))
+
+
+def test_a_referrers_only_copy_of_a_tag_held_to_a_signature_is_not_checked_again() -> None:
+    from tests.support.cosign_layout import new_key, public_pem
+
+    class NoCheck:
+        unsigned: dict[str, float] = {}
+
+        def check(self, *_: object) -> None:
+            raise AssertionError("a referrers-only copy moves no tag: nothing to verify")
+
+    hub, destination = FakeRegistry(remaining=100, limit=200), FakeRegistry()
+    digest = hub.put("team/app", "1.0", b"image")
+    destination.put(APP_REPO, "1.0", b"image")
+    signed(hub, "team/app", digest, b"signature")
+    cfg = parse_config({"images": [{"source": APP, "tags": ["1.0"]}],
+                        "verify": {"cosign_public_key": public_pem(new_key())}})
+
+    (item,) = plan(cfg, endpoints(destination, {"registry.example": hub}), recorded=no_record, now=NOON,
+                   checker=NoCheck()).items  # type: ignore[arg-type]
+
+    assert (item.action, item.task.referrers_only, item.task.verified) == (Action.COPY, True, False)
