@@ -5,6 +5,10 @@ a cosign tag (`sha256-<hex>.sig`, `.att`, `.sbom`) under the same tag, an OCI 1.
 the destination answers a referrer's PUT without `OCI-Subject`, its referrers tag is kept here, as the spec
 asks of clients (referrers.add_to_fallback_index).
 
+ECR stores OCI 1.1 referrers ("reference artifacts that are defined by the OCI Referrers API", ECR user guide,
+"Private images in Amazon ECR") and lists them in its API with ListImageReferrers (ECR API reference); the
+copier reads and writes ECR through the distribution API, as any registry, so none of this is ECR-specific.
+
 Failure is per artifact: a refusal (ECR answered `405 Method Not Allowed` to OCI 1.1 referrer manifests
 pushed by `oras copy -r`, aws/containers-roadmap#2783; a repository with IMMUTABLE tags refuses a cosign
 tag that moved) is logged with the registry's answer and counted, the other artifacts still go, and the
