@@ -242,8 +242,10 @@ def expand_tags(image: Image, list_tags: Callable[[], Iterable[str]]) -> list[st
 
 
 def _digest_key(task: Task) -> tuple[Any, ...]:
-    """Copies that are one copy: same source image and digest, same destination, same filter."""
-    return (task.source, task.source_digest or f"tag:{task.tag}", task.repository, task.platforms)
+    """Copies that are one copy: same source image and digest, same destination, same filter, and both moving
+    tags or both copying referrers only (one of each sharing a task would leave the moved tag behind)."""
+    return (task.source, task.source_digest or f"tag:{task.tag}", task.repository, task.platforms,
+            task.referrers_only)
 
 
 def share_digests(items: Sequence[PlanItem]) -> list[PlanItem]:

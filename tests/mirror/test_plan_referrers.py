@@ -153,3 +153,19 @@ def test_a_referrers_only_copy_of_a_tag_held_to_a_signature_is_not_checked_again
                    checker=NoCheck()).items  # type: ignore[arg-type]
 
     assert (item.action, item.task.referrers_only, item.task.verified) == (Action.COPY, True, False)
+
+
+def test_a_moved_tag_and_an_up_to_date_tag_of_the_same_digest_stay_two_tasks() -> None:
+    # Given `b` mirrored at the digest `a` has just moved to, and a new signature of that digest
+    source, destination = FakeRegistry(), FakeRegistry()
+    digest = source.put("team/app", "a", b"image")
+    source.put("team/app", "b", b"image")
+    destination.put(APP_REPO, "a", b"old")
+    destination.put(APP_REPO, "b", b"image")
+    signed(source, "team/app", digest, b"signature")
+    cfg = parse_config({"images": [{"source": APP, "tags": ["b", "a"]}]})
+
+    tasks = plan(cfg, endpoints(destination, {"registry.example": source}), recorded=no_record).tasks()
+
+    # Then `a` is copied (tag and referrers) and `b` gets its referrers: one task each, `a` not left behind
+    assert sorted((t.tag, t.referrers_only, t.also) for t in tasks) == [("a", False, ()), ("b", True, ())]
