@@ -11,6 +11,7 @@ from cdk_nag import AwsSolutionsChecks
 from ecr_mirror_cdk import constants
 from ecr_mirror_cdk.config import Config, ConfigError, load_config
 from stacks.lambda_asset import AssetError
+from stacks.limits import check_counts, check_templates
 from stacks.mirror_stack import MirrorStack
 from stacks.replication import MirrorReplicaStack
 
@@ -23,8 +24,9 @@ def build(app: App, config: Config) -> MirrorStack:
     stack = MirrorStack(app, constants.STACK_NAME, config=config)
     for region in config.replication_regions:
         replica = MirrorReplicaStack(app, config=config, region=region)
-        # Replication must find the mirrored repositories there, or it creates them without their policies.
-        stack.add_stack_dependency(replica, "replica repositories exist before replication writes into them")
+        # Replication must find the region's creation templates, or it creates repositories without their policies.
+        stack.add_stack_dependency(replica, "replica creation templates exist before replication creates repositories")
+    check_counts(app, config.origin)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return stack
 
@@ -32,11 +34,12 @@ def build(app: App, config: Config) -> MirrorStack:
 def main() -> int:
     app = App()
     try:
-        build(app, load_config(app.node.try_get_context("mirror:config") or DEFAULT_CONFIG))
+        config = load_config(app.node.try_get_context("mirror:config") or DEFAULT_CONFIG)
+        build(app, config)
+        check_templates(app.synth().directory, config.origin)
     except (ConfigError, AssetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    app.synth()
     return 0
 
 

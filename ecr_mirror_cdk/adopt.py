@@ -7,7 +7,9 @@ In any CDK app with this repository on PYTHONPATH. Same account, coordinates fro
 
 Another account: `MirrorAdoption(stack, "Mirror", registry_uri=..., mirror_map=...)`, from the mirror stack's
 outputs RegistryUri and MirrorMap. In a replica region, registry_uri is the local copy and `home_registry_uri`
-the mirror's own registry, which serves what replication has not brought yet.
+the mirror's own registry, which serves what replication has not brought yet. In a region with no replica,
+registry_uri is the mirror's own registry in its region: the builds pull across regions, and synth warns once
+with what that costs and how a replica avoids it.
 
 An inline buildspec gets ecr_mirror_cdk/buildspec.py's SETUP_LINE before its own install commands and is otherwise
 unchanged (adopt_buildspec.py); a buildspec kept in the source gets IAM and environment, and an info
@@ -57,6 +59,8 @@ _ECR_HOST = re.compile(r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-
                        r"\.amazonaws\.com(?:\.cn)?")
 # Construct metadata on each adopted project, naming the adoption.
 _ADOPTED_BY = "ecr-mirror:adopted-by"
+_CROSS_REGION = "ecr-mirror:cross-region"
+ECR_PRICING = "https://aws.amazon.com/ecr/pricing/"
 # Runner projects run buildspec commands only in INSTALL, PRE_BUILD and POST_BUILD, only from an inline buildspec,
 # and only for jobs labelled buildspec-override:true (CodeBuild user guide, "Run buildspec commands for the
 # INSTALL, PRE_BUILD, and POST_BUILD phases"; "Label overrides supported with the CodeBuild-hosted GitHub
@@ -111,9 +115,7 @@ class MirrorAdoption(Construct):
             names = checked_repositories(mirror_map)
             _, region = registry_account_region(registry_uri)
             if not Token.is_unresolved(stack.region) and stack.region != region:
-                raise AdoptionError(f"MirrorAdoption: stack {stack.node.path} is in {stack.region}, registry_uri "
-                                    f"{registry_uri} in {region}: builds pull from the mirror in their own region "
-                                    "(a replica region's registry, with home_registry_uri)")
+                self._warn_cross_region(stack, region)
             # In a replica region the same repositories are pulled, and first filled, at home too.
             registries = [registry_uri] + ([home_registry_uri] if home_registry_uri else [])
             self.pull_repository_arns = repository_arns(self, names, map(registry_account_region, registries))
@@ -121,6 +123,17 @@ class MirrorAdoption(Construct):
         self.setup = s3_assets.Asset(self, "SetupMirror", path=str(setup_folder(self) / constants.SETUP_KEY))
         self._check = AdoptionCheck()
         Validations.of(cast(Stage, Stage.of(self))).add_plugins(self._check)
+
+    def _warn_cross_region(self, stack: Stack, region: str) -> None:
+        # ECR serves pulls from any region; across regions they are billed: "Data transferred between Amazon ECR and
+        # other services in different Regions will be charged at Internet Data Transfer rates on both sides of the
+        # transfer" (AWS Containers Blog, "Understanding data transfer costs for AWS container services"; rates on
+        # the Amazon ECR pricing page). A replica in the builds' region is pulled in-region instead.
+        Annotations.of(self).add_warning_v2(_CROSS_REGION, (
+            f"MirrorAdoption: stack {stack.node.path} is in {stack.region}, the mirror's registry_uri in {region}: "
+            f"every pull crosses from {region} to {stack.region}, which AWS bills as inter-region data transfer at "
+            f"both ends ({ECR_PRICING}); to pull in-region, add {stack.region} to replication.regions in the "
+            f"mirror's mirror.yaml and adopt with that replica's registry_uri and home_registry_uri"))
 
     @property
     def variables(self) -> list[dict[str, Any]]:

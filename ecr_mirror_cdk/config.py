@@ -87,6 +87,10 @@ _REGION = re.compile(r"[a-z]{2,4}(?:-(?:gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
 _SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
+# ECR's tag mutability settings that refuse to move a tag (botocore's ECR model, ImageTagMutability).
+IMMUTABLE_SETTINGS = ("IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION")
+
+
 class ConfigError(ValueError):
     """Bad input in the config file; the message names file, entry and field."""
 
@@ -646,6 +650,13 @@ class _Parser:
         if target is not None:
             if not isinstance(target, str) or not 2 <= len(target) <= 256 or not _ECR_NAME.fullmatch(target):
                 raise self.fail(f"{where}.target", f"{target!r} is not a legal ECR repository name")
+            if "/" not in target:
+                # ECR creates the repository on the copier's first push from the creation template of its prefix;
+                # a name without one matches only a ROOT template, which would apply to every repository of the
+                # registry (ECR API reference, CreateRepositoryCreationTemplate prefix).
+                raise self.fail(f"{where}.target", f"{target!r} has no '/': a mirrored repository takes its settings "
+                                                   "from the creation template of its prefix; name one, like "
+                                                   f"'mirror/{target}' or 'team/{target}'")
             repository = target
         else:
             repository = default_repository(ref, repos.prefix)
@@ -699,7 +710,15 @@ class _Parser:
         if not isinstance(prefix, str) or not _ECR_NAME.fullmatch(prefix):
             raise self.fail("repositories.prefix", f"{prefix!r} is not a legal ECR repository name prefix")
         mutability = raw.get("tag_mutability", "MUTABLE")
-        if mutability not in ("MUTABLE", "IMMUTABLE"):
-            raise self.fail("repositories.tag_mutability", f"must be MUTABLE or IMMUTABLE, got {mutability!r}")
+        if mutability in IMMUTABLE_SETTINGS:
+            # ECR refuses to move an immutable tag (ImageTagAlreadyExistsException), and the mirror moves every
+            # tag it mirrors when upstream does. IMMUTABLE_WITH_EXCLUSION takes at most 5 WILDCARD tag filters
+            # (botocore's ECR model, ImageTagMutabilityExclusionFilters): only '*' covers every tag, which is MUTABLE.
+            raise self.fail("repositories.tag_mutability", f"{mutability} is refused: the mirror moves a tag whenever "
+                                                           "upstream does (python:3.13-slim is rebuilt), which ECR "
+                                                           "refuses on an immutable tag, and an exclusion covering "
+                                                           "every mirrored tag is MUTABLE; use MUTABLE")
+        if mutability != "MUTABLE":
+            raise self.fail("repositories.tag_mutability", f"must be MUTABLE, got {mutability!r}")
         days = self.integer(raw.get("untagged_expiry_days", 7), "repositories.untagged_expiry_days", 1, 3650)
         return Repositories(prefix, mutability, days)

@@ -6,8 +6,8 @@ for an organization, any principal whose `aws:PrincipalOrgID` is that organizati
 Why both policies: ECR's registry policy is where a pull-through cache's first pull is granted
 (`ecr:CreateRepository`, `ecr:BatchImportUpstreamImage`; user guide, "Private registry permissions"), but under
 the registry policy's V1 scope ECR enforces only those two (and ReplicateImage) at the registry level, so the
-pull itself is granted on each repository: creation templates give it to repositories the cache creates, and
-the stack puts it on the repositories it creates.
+pull itself is granted on each repository: creation templates give it to every repository ECR creates for the
+mirror (a cache's first pull, the copier's first push, replication).
 """
 
 from __future__ import annotations

@@ -1,11 +1,23 @@
-"""ECR: a repository per directly-mirrored image, pull-through cache rules and their creation templates."""
+"""ECR: pull-through cache rules, and the creation templates that give every repository ECR creates for the
+mirror its settings: a cache's first pull, the copier's first push (create on push), replication.
+
+No repository of the mirror is a stack resource, so any number of images fits CloudFormation's 500 resources:
+the copier pushes into `mirror/<host>/<path>` (or a `target`), and ECR creates the repository on that first push
+with the settings of the CREATE_ON_PUSH template of its prefix (botocore's ECR model, RCTAppliedFor; "Amazon ECR
+now supports creating repositories on push", AWS What's New, 2025-12-19). Without a matching template a push to a
+missing repository still fails: create on push is opt-in (ECR maintainers, aws/containers-roadmap#853). The
+pushing principal needs ecr:CreateRepository on the new repository (ECR user guide, repository creation
+templates, create on push), which `grant_mirror` gives the copier. Without a customRoleArn "Amazon ECR will use
+the service-linked role for the repository creation template" (botocore's ECR model), AWSServiceRoleForECRTemplate;
+a custom role, which the deploying principal would pass (iam:PassRole), is needed only for a template with
+resource tags or a KMS key (user guide, "Creating a repository creation template"): these templates have neither.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import cast
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, Fn, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Fn, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -22,53 +34,37 @@ from ecr_mirror_cdk.contract import direct_repositories, repository_arns
 READ_ACTIONS = ["ecr:BatchGetImage"]
 PULL_ACTIONS = [*READ_ACTIONS, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer"]
 PUSH_ACTIONS = ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
-# ECR: with tag immutability "Amazon ECR may not be able to update the cached images" ("Considerations
-# for using pull through cache"), so cache repositories are MUTABLE whatever the config says.
-CACHE_TAG_MUTABILITY = "MUTABLE"
+# Create on push: the principal whose push creates the repository needs ecr:CreateRepository on it.
+CREATE_ACTIONS = ["ecr:CreateRepository"]
+# Every repository ECR creates for the mirror is MUTABLE: ECR "may not be able to update the cached images" with
+# immutable tags ("Considerations for using pull through cache"), and the copier moves the tags of direct copies
+# (config.py refuses IMMUTABLE).
+TAG_MUTABILITY = "MUTABLE"
 # botocore's ECR model: ScanningRepositoryFilterList "max": 100 (one SCAN_ON_PUSH rule serves BASIC scanning).
 MAX_SCAN_FILTERS = 100
 
 
-def _construct_id(name: str) -> str:
-    # Construct ids cannot hold "/"; the repository name keeps ids stable when images are reordered.
-    return name.replace("/", "--")
+def direct_prefixes(config: Config) -> list[str]:
+    """Creation-template prefixes covering every direct copy: `repositories.prefix` when an image is copied under
+    it, and the parent of each `target` elsewhere (a prefix "would apply to all repositories beginning with
+    prod/", so the nearest one keeps the template off repositories that are not the mirror's). A prefix under
+    another of the list is dropped: the shorter one's template already covers it."""
+    base = config.repositories.prefix
+    names = [image.repository for image in config.images]
+    found = {base} if any(name.startswith(f"{base}/") for name in names) else set()
+    found |= {name.rsplit("/", 1)[0] for name in names if not name.startswith(f"{base}/")}
+    return sorted(p for p in found if not any(p.startswith(f"{other}/") for other in found))
 
 
-def mirrored_repository(scope: Construct, name: str, config: Config) -> ecr.Repository:
-    """A repository the stack creates for a directly mirrored image (also in each replica region)."""
-    settings = config.repositories
-    repository = ecr.Repository(
-        scope,
-        _construct_id(name),
-        repository_name=name,
-        image_scan_on_push=True,
-        encryption=ecr.RepositoryEncryption.AES_256,
-        image_tag_mutability=ecr.TagMutability(settings.tag_mutability),
-        lifecycle_rules=[
-            ecr.LifecycleRule(
-                description="Expire images a moved tag left behind",
-                tag_status=ecr.TagStatus.UNTAGGED,
-                max_image_age=Duration.days(settings.untagged_expiry_days),
-            )
-        ],
-        # Deleting the stack must not delete images that builds depend on; a failed first create
-        # deletes it, or the retry would fail on the fixed name ("already exists").
-        removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
-    )
-    # ECR's default is AES256 too; stated so the template shows it (the L2 omits the default).
-    cast(ecr.CfnRepository, repository.node.default_child).add_property_override(
-        "EncryptionConfiguration.EncryptionType", "AES256"
-    )
-    if config.sharing is not None:
-        for statement in sharing.pull_statements(scope, config.sharing, config.origin):
-            repository.add_to_resource_policy(statement)
-        sharing.acknowledge_organization(repository, config.sharing)
-    return repository
+def template_id(prefix: str, purpose: str) -> str:
+    # Construct ids cannot hold "/"; the prefix keeps ids stable when images are reordered.
+    return f"{prefix.replace('/', '--')}-{purpose}-template"
 
 
 def creation_template(scope: Construct, id: str, *, prefix: str, applied_for: str, description: str,
                       config: Config) -> ecr.CfnRepositoryCreationTemplate:
-    """Settings for repositories ECR creates under `prefix` (a cache's first pull, or replication)."""
+    """Settings for repositories ECR creates under `prefix`: a cache's first pull (PULL_THROUGH_CACHE), the
+    copier's first push (CREATE_ON_PUSH) or replication (REPLICATION)."""
     # Without a template, repositories ECR creates get its defaults: no lifecycle policy, no repository policy.
     # A template has no scanning setting; `scan_on_push` covers that.
     template = ecr.CfnRepositoryCreationTemplate(
@@ -80,15 +76,25 @@ def creation_template(scope: Construct, id: str, *, prefix: str, applied_for: st
         encryption_configuration=ecr.CfnRepositoryCreationTemplate.EncryptionConfigurationProperty(
             encryption_type="AES256"
         ),
-        image_tag_mutability=CACHE_TAG_MUTABILITY,
+        image_tag_mutability=TAG_MUTABILITY,
         lifecycle_policy=_lifecycle_policy(config.repositories.untagged_expiry_days),
         repository_policy=(None if config.sharing is None
                            else sharing.pull_policy_text(scope, config.sharing, config.origin)),
     )
     # Stated (Delete) although it is the default: `cdk import` adopts only resources with a DeletionPolicy,
-    # and an account may already hold a rule or template with this prefix (docs/deploy.md).
+    # and an account may already hold a rule or template with this prefix (docs/deploy.md). Deleting a
+    # template leaves the repositories it created as they are.
     template.apply_removal_policy(RemovalPolicy.DESTROY)
     return template
+
+
+def direct_templates(scope: Construct, config: Config, applied_for: str) -> list[ecr.CfnRepositoryCreationTemplate]:
+    """A template per `direct_prefixes`: the repositories of direct copies, created on push or by replication."""
+    how = "the copier's first push" if applied_for == "CREATE_ON_PUSH" else "replication"
+    return [creation_template(scope, template_id(prefix, applied_for.lower().replace("_", "-")), prefix=prefix,
+                              applied_for=applied_for, config=config,
+                              description=f"Mirrored images under {prefix}/, created by {how}")
+            for prefix in direct_prefixes(config)]
 
 
 def complete_secret_arn(scope: Construct, id: str, name: str) -> str:
@@ -148,15 +154,14 @@ def _lifecycle_policy(days: int) -> str:
 
 
 class MirrorRegistry(Construct):
-    """Where images land: repositories we create and repositories ECR creates through a cache rule."""
+    """Where images land: repositories ECR creates through a cache rule or on the copier's first push."""
 
     def __init__(self, scope: Construct, id: str, *, config: Config, docker_hub_secret: secretsmanager.ISecret) -> None:
         super().__init__(scope, id)
         self.config = config
         self.uri = Fn.sub("${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}")
         self.prefixes = [rule.prefix for rule in config.pull_through_cache]
-        self.repositories = [mirrored_repository(self, image.repository, config)
-                             for image in config.images]
+        self.templates = direct_templates(self, config, "CREATE_ON_PUSH")
         for rule in config.pull_through_cache:
             credential_arn = None
             if rule.credentials_secret == config.docker_hub_credentials.secret_name and \
@@ -223,9 +228,10 @@ class MirrorRegistry(Construct):
         self._acknowledge_prefix(grantee)
 
     def grant_mirror(self, grantee: iam.IGrantable) -> None:
-        """Copy images: pull and push the mirrored repositories (never a cache rule's)."""
+        """Copy images: pull and push the mirrored repositories (never a cache rule's), which the first push
+        creates."""
         self._grant_login(grantee)
-        self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS, self.repository_arns())
+        self._grant(grantee, PULL_ACTIONS + PUSH_ACTIONS + CREATE_ACTIONS, self.repository_arns())
         self._acknowledge_prefix(grantee)
 
     def _acknowledge_prefix(self, grantee: iam.IGrantable) -> None:
@@ -236,8 +242,9 @@ class MirrorRegistry(Construct):
         arn = f"arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/{names[0]}"
         Validations.of(principal).acknowledge(Acknowledgment(
             id=f"AwsSolutions-IAM5[Resource::{arn}]",
-            reason="The mirror's direct copies: one repository per image mirror.yaml lists, all under this prefix; "
-            "one wildcard keeps the policy within IAM's size limit for any number of images."))
+            reason="The mirror's direct copies: one repository per image mirror.yaml lists, all under this prefix, "
+            "created by the first push; one wildcard keeps the policy within IAM's size limit for any number of "
+            "images."))
 
     def _grant_login(self, grantee: iam.IGrantable) -> None:
         # The registry login token is the only account-wide ECR action; it has no resource-level form.

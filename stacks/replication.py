@@ -9,8 +9,8 @@ own refresh there, or the copier moving a tag). The mirror keeps its configured 
 replicas follow within replication's delay ("the majority of images replicate in less than 30 minutes").
 
 A replica stack per region (`EcrMirror-<region>`) gives the repositories replication creates there what the home
-region's have: a creation template per cache prefix (lifecycle, mutable tags, the sharing pull policy) and the
-directly mirrored repositories themselves, created before replication writes into them.
+region's have: a REPLICATION creation template per cache prefix and per prefix of the direct copies (lifecycle,
+mutable tags, the sharing pull policy), in place before replication creates the first of them.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from constructs import Construct
 
 from ecr_mirror_cdk import constants
 from ecr_mirror_cdk.config import Config, ConfigError, partition
+from ecr_mirror_cdk.contract import direct_repositories
 
 from . import regions
-from .registry import creation_template, mirrored_repository
+from .registry import creation_template, direct_templates
 
 # ECR: "Each rule may contain up to 100 filters", "a maximum of 10 rules total".
 FILTERS_PER_RULE = 100
@@ -34,9 +35,12 @@ MAX_RULES = 10
 
 
 def replicated_filters(config: Config) -> list[str]:
-    """Repository name prefixes to replicate: each cache prefix (with its slash) and each mirrored repository."""
-    filters = [f"{rule.prefix}/" for rule in config.pull_through_cache]
-    return filters + sorted(image.repository for image in config.images)
+    """Repository name prefixes to replicate: each cache prefix and the mirror prefix (with their slash), and each
+    `target` elsewhere by name; one filter for every image at its default location, however many."""
+    direct = [name.removesuffix("*") for name in direct_repositories(config)]
+    wildcards = [name for name in direct if name.endswith("/")]
+    direct = [name for name in direct if name in wildcards or not name.startswith(tuple(wildcards))]
+    return [f"{rule.prefix}/" for rule in config.pull_through_cache] + direct
 
 
 def replication_configuration(scope: Construct, id: str, *, config: Config) -> ecr.CfnReplicationConfiguration:
@@ -124,21 +128,20 @@ def replica_error(replica: str, home: str | None, where: str, config: Config) ->
 
 
 class MirrorReplicaStack(Stack):
-    """What a replica region holds besides the replicated images. The default synthesizer, so `cdk bootstrap` covers
-    its region and a large template (a pull policy per repository) goes through the bootstrap bucket: CloudFormation
-    takes at most 51,200 bytes inline."""
+    """What a replica region holds besides the replicated images: the creation templates. The default synthesizer,
+    so `cdk bootstrap` covers its region and a large template (a pull policy per template) goes through the
+    bootstrap bucket: CloudFormation takes at most 51,200 bytes inline."""
 
     def __init__(self, scope: Construct, *, config: Config, region: str, **kwargs: Any) -> None:
         super().__init__(
             scope,
             f"{constants.STACK_NAME}-{region}",
             env=Environment(region=region),
-            description=f"ECR mirror replica in {region}: creation templates and mirrored repositories",
+            description=f"ECR mirror replica in {region}: creation templates of the replicated repositories",
             **kwargs,
         )
         for rule in config.pull_through_cache:
             creation_template(self, f"{rule.upstream}-template", prefix=rule.prefix, applied_for="REPLICATION",
                               description=f"Replicas of the {rule.upstream} pull-through cache's repositories",
                               config=config)
-        for image in config.images:
-            mirrored_repository(self, image.repository, config)
+        direct_templates(self, config, "REPLICATION")

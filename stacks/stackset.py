@@ -41,7 +41,7 @@ MAX_TEMPLATE_BODY_BYTES = 51_200
 # aws-cloudformation-stackset BaseHandlerStd.isStackSetOperationDone), and an operation is FAILED when "the number
 # of failed stacks within a Region exceeds the failure tolerance" (CloudFormation API reference,
 # StackSetOperation.Status). 100 percent of the accounts is never exceeded: the operation succeeds, and `make
-# verify` lists the failed instances (stacks/verify_members.py). With nothing ever stopped, a staggered rollout
+# verify` lists the failed instances (stacks/verify/members.py). With nothing ever stopped, a staggered rollout
 # would only make the mirror stack wait longer: all accounts (MaxConcurrentPercentage 100) and regions at once.
 # SOFT_FAILURE_TOLERANCE "decouples FailureToleranceCount from the actual concurrency ... regardless of the number
 # of failures" (StackSetOperationPreferences.ConcurrencyMode); STRICT would lower the concurrency as accounts fail.

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,7 +26,7 @@ from .daemon import Daemon, daemon_config, remote_docker_host
 from .ecr import Registry
 from .endpoint import Journal, endpoint_pid, listen, serve, start_endpoint, state_files, wait_for_endpoint
 from .mirror_map import DEFAULT_MAP, HOST, MirrorMap
-from .report import report
+from .report import record_setup, report
 
 
 def setup(args: argparse.Namespace) -> str:
@@ -40,6 +41,7 @@ def setup(args: argparse.Namespace) -> str:
     listener = listen(args.port)
     address = f"127.0.0.1:{listener.getsockname()[1]}"
     previous = endpoint_pid(args.endpoint_pidfile)
+    since = time.time()  # before dockerd restarts: the report reads its record of pulls from here on
     pid = start_endpoint(args, listener, fresh=previous is None)
     try:
         line = configure(args, mirror, daemon, address, pid)
@@ -47,7 +49,11 @@ def setup(args: argparse.Namespace) -> str:
         end(pid, 5)
         raise
     write_atomically(args.endpoint_pidfile, f"{pid}\n")
-    state_files(args.endpoint_pidfile)["remote"].unlink(missing_ok=True)
+    state = state_files(args.endpoint_pidfile)
+    record_setup(state["setup"], since=since, endpoint=address, daemon_api=daemon.api,
+                 daemon_pidfile=args.daemon_pidfile, registries=[r for r in (args.registry, args.home_registry) if r],
+                 map_text=args.map)
+    state["remote"].unlink(missing_ok=True)
     if previous:  # replaced only now: a run that fails leaves the earlier endpoint serving
         end(previous, 5)
     return line

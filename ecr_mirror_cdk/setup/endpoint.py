@@ -1,13 +1,16 @@
 """The mirror endpoint on 127.0.0.1: the request handler, serving, and the background process a setup starts.
 
-Why an endpoint on loopback and not ECR itself: dockerd refuses a mirror URL with a path
-(moby registry.ValidateMirror), and ECR serves Docker Hub under `<registry>/v2/docker-hub/...`. The endpoint
-answers Docker Hub's paths (`/v2/library/python/manifests/3.12-slim`) from the mirror's repositories,
-authenticates to ECR itself (`aws ecr get-login-password`, so the daemon needs no credentials), and passes
-ECR's blob redirects (layer GETs answer 307 to S3) to the client instead of bytes. BuildKit reaches
-the other upstreams through the same endpoint under a path (`127.0.0.1:PORT/quay.io`), which BuildKit accepts
-since v0.12.0 (moby/buildkit PR 3427; v0.11 puts the path before `/v2` and falls back to the upstream, and the
-report says so), then ECR's own prefix, then the upstream.
+Why an endpoint on loopback and not ECR itself: ECR serves Docker Hub under `<registry>/v2/docker-hub/...`, and
+dockerd cannot be pointed there. Before Docker 25 it refuses a mirror URL with a path (moby
+registry.ValidateMirror); since Docker 25 it accepts one (moby PR 46594, "registry: allow mirror path prefix in
+config", commit c587ba3) but puts the path before `/v2/`: ValidateMirror adds a `/` and distribution's URLBuilder
+resolves `v2/...` against it, so `https://<registry>/docker-hub` is asked for `/docker-hub/v2/library/python/...`,
+which ECR does not serve. The endpoint answers Docker Hub's paths (`/v2/library/python/manifests/3.12-slim`)
+from the mirror's repositories, authenticates to ECR itself (`aws ecr get-login-password`, so the daemon needs no
+credentials), and passes ECR's blob redirects (layer GETs answer 307 to S3) to the client instead of bytes.
+BuildKit reaches the other upstreams through the same endpoint under a path (`127.0.0.1:PORT/quay.io`), which
+BuildKit accepts since v0.12.0 (moby/buildkit PR 3427; v0.11 puts the path before `/v2` and falls back to the
+upstream, and the report says so), then ECR's own prefix, then the upstream.
 
 When the mirror cannot serve a manifest the endpoint answers with the mirror's error, and dockerd and
 BuildKit fall back to the upstream registry; every request answered with an error is recorded, and `--report`
@@ -37,7 +40,7 @@ import time
 from pathlib import Path
 
 from .base import SetupError, alive, end
-from .ecr import Registry
+from .ecr import Registry, Response
 from .mirror_map import MirrorMap, refusal
 
 MANIFEST_ACCEPT = ", ".join([
@@ -164,7 +167,7 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal,
                            **({"path_first": True} if _PATH_FIRST.match(path) else {}))
             self.reply(status, json.dumps({"errors": [{"code": code, "message": message}]}).encode())
 
-        def relay(self, response: http.client.HTTPResponse) -> None:
+        def relay(self, response: Response) -> None:
             self.send_response(response.status)
             for name in PASSED_HEADERS:
                 value = response.getheader(name)
@@ -194,13 +197,26 @@ def handler(registry: Registry, mirror: MirrorMap, journal: Journal,
     return Handler
 
 
+class Server(http.server.ThreadingHTTPServer):
+    """A thread per connection; an error in one is one line in the endpoint's log, not socketserver's traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        client = ":".join(str(part) for part in client_address) if isinstance(client_address, tuple) else "a client"
+        if isinstance(error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            line = f"{client} dropped the connection mid-request ({type(error).__name__})"
+        else:
+            line = f"a request from {client} failed: {type(error).__name__}: {error}"
+        print(f"setup_mirror: endpoint: {' '.join(line.split())[:300]}", file=sys.stderr, flush=True)
+
+
 def serve(listener: socket.socket, registry: Registry, mirror: MirrorMap, journal: Journal,
           home: Registry | None = None) -> None:
-    server = http.server.ThreadingHTTPServer(listener.getsockname(), handler(registry, mirror, journal, home),
-                                             bind_and_activate=False)
+    server = Server(listener.getsockname(), handler(registry, mirror, journal, home), bind_and_activate=False)
     server.socket.close()
     server.socket = listener
-    server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     server.serve_forever()
 
@@ -254,7 +270,8 @@ def stop_endpoint(pidfile: Path) -> None:
 def state_files(pidfile: Path) -> dict[str, Path]:
     stem = pidfile.with_suffix("")
     return {"journal": stem.with_name(stem.name + ".requests"), "log": stem.with_name(stem.name + ".log"),
-            "remote": stem.with_name(stem.name + ".remote")}
+            "remote": stem.with_name(stem.name + ".remote"), "setup": stem.with_name(stem.name + ".setup"),
+            "not-set-up": stem.with_name(stem.name + ".not-set-up")}
 
 
 def wait_for_endpoint(address: str, pid: int, log: Path) -> None:

@@ -21,6 +21,14 @@ QuotaReserved (a TooManyRequests) before any tag moves, whatever the plan estima
 
 Interrupted (Ctrl-C: KeyboardInterrupt in the calling thread), the blob transfers in flight stop
 at their next chunk and abandon their upload uncommitted; no manifest or tag is put after that.
+
+A destination repository may not exist yet: ECR creates a mirrored repository on its first push, from
+the CREATE_ON_PUSH creation template of its prefix (stacks/registry.py). Until then ECR answers a read
+of it 404 NAME_UNKNOWN ("The repository with name ... does not exist in the registry"), which the
+engine takes as absent: no tag, no blob, nothing to mount. The copy then pushes in `docker push`'s
+order, which create on push serves: blob uploads first (a refused mount falls back to a plain upload),
+manifests next, the tag last. ECR does not document which request of a push creates the repository;
+the copy sends none that needs it before its first upload POST.
 """
 
 from __future__ import annotations

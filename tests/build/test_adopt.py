@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aws_cdk import Acknowledgment, Environment, NestedStack, Stack, Validations
+from aws_cdk import Acknowledgment, Environment, NestedStack, Stack, Token, Validations
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.assertions import Capture, Match, Template
@@ -73,9 +73,11 @@ def team_projects(stack: Stack) -> dict[str, codebuild.Project]:
 
 def acknowledged(projects: dict[str, codebuild.Project]) -> dict[str, codebuild.Project]:
     """The team's own cdk-nag findings on its projects, acknowledged as a team would."""
-    arn = "arn:<AWS::Partition>:{}:<AWS::Region>:<AWS::AccountId>:{}"
     for project in projects.values():
         stack = Stack.of(project)
+        # cdk-nag names the ARN as the template has it: tokens, or the values of a stack with an environment.
+        arn = ("arn:<AWS::Partition>:{}:<AWS::Region>:<AWS::AccountId>:{}" if Token.is_unresolved(stack.region)
+               else f"arn:aws:{{}}:{stack.region}:{stack.account}:{{}}")
         logical_id = stack.resolve(stack.get_logical_id(project.node.default_child))  # type: ignore[arg-type]
         Validations.of(project).acknowledge(Acknowledgment(
             id="AwsSolutions-CB4", reason="The team's artifacts are encrypted with the AWS-managed S3 key."))
@@ -128,9 +130,10 @@ class TeamApp:
 
 
 def synth_team(outdir: Path, adopt: Callable[[Stack, dict[str, codebuild.Project]], None],
-               projects_of: Callable[[Stack], dict[str, codebuild.Project]] = team_projects) -> TeamApp:
+               projects_of: Callable[[Stack], dict[str, codebuild.Project]] = team_projects,
+               env: Environment | None = None) -> TeamApp:
     app = cdk_app(outdir)
-    stack = Stack(app, TEAM)
+    stack = Stack(app, TEAM, env=env)
     projects = projects_of(stack)
     adopt(stack, projects)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
@@ -359,17 +362,29 @@ def test_bad_coordinates_are_a_one_line_error(arguments, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
-def test_a_registry_in_another_region_than_the_stack_is_a_one_line_error():
-    def adoption(region: str) -> MirrorAdoption:
-        stack = Stack(cdk_app(), TEAM, env=Environment(account=cfn.ACCOUNT, region=region))
-        return MirrorAdoption(stack, "Mirror", registry_uri=OTHER_REGISTRY, mirror_map=MIRROR_MAP)
+def test_a_project_in_a_region_without_a_replica_pulls_from_the_home_registry_with_one_warning(tmp_path):
+    # Given a team stack in eu-west-2 and the mirror in eu-west-1, which does not replicate to eu-west-2
+    def adopt(stack: Stack, projects: dict[str, codebuild.Project]) -> None:
+        MirrorAdoption(stack, "Mirror", registry_uri=OTHER_REGISTRY, mirror_map=MIRROR_MAP).adopt(projects["Inline"])
 
-    assert adoption("eu-west-1").registry_uri == OTHER_REGISTRY
-    with pytest.raises(AdoptionError) as error:
-        adoption("eu-west-2")
-    assert str(error.value) == (
-        f"MirrorAdoption: stack {TEAM} is in eu-west-2, registry_uri {OTHER_REGISTRY} in eu-west-1: builds pull "
-        "from the mirror in their own region (a replica region's registry, with home_registry_uri)")
+    # When it adopts the mirror's own registry (synth with cdk-nag: adopted, not refused)
+    team = synth_team(tmp_path, adopt, env=Environment(account=cfn.ACCOUNT, region="eu-west-2"))
+
+    # Then the project points at the home registry and may pull there
+    assert team.variables("Inline")["MIRROR_REGISTRY"] == OTHER_REGISTRY
+    (pull,) = [s for s in team.statements("Inline") if s["Action"] == PULL]
+    assert {arn.split(":")[3] for arn in cfn.resolve(pull["Resource"])} == {"eu-west-1"}
+    # and synth warns once, naming the region pair, the cost and the replication that would avoid it
+    assert [(level, text) for level, _, text in team.messages if level == "warning"] == [("warning", (
+        f"MirrorAdoption: stack {TEAM} is in eu-west-2, the mirror's registry_uri in eu-west-1: every pull crosses "
+        "from eu-west-1 to eu-west-2, which AWS bills as inter-region data transfer at both ends "
+        "(https://aws.amazon.com/ecr/pricing/); to pull in-region, add eu-west-2 to replication.regions in the "
+        "mirror's mirror.yaml and adopt with that replica's registry_uri and home_registry_uri "
+        "[ack: ecr-mirror:cross-region]"))]
+
+
+def test_a_project_in_the_registrys_own_region_gets_no_warning(other_account):
+    assert not [m for m in other_account.messages if m[0] == "warning"]
 
 
 # --- nested stacks and Docker servers -----------------------------------------------------------------

@@ -4,22 +4,34 @@ of what it journaled."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import http.client
 import http.server
 import json
+import re
 import socket
+import struct
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
-from ecr_mirror_cdk.setup.base import SetupError
+from ecr_mirror_cdk.setup.base import SetupError, end
 from ecr_mirror_cdk.setup.ecr import Registry
-from ecr_mirror_cdk.setup.endpoint import Journal, handler, state_files
-from ecr_mirror_cdk.setup.mirror_map import MirrorMap
+from ecr_mirror_cdk.setup.endpoint import (
+    Journal,
+    Server,
+    handler,
+    listen,
+    start_endpoint,
+    state_files,
+    wait_for_endpoint,
+)
+from ecr_mirror_cdk.setup.mirror_map import DEFAULT_MAP, MirrorMap
 from ecr_mirror_cdk.setup.report import report
 from tests.build.test_setup_config import MAP
 from tests.support.busybox import push_busybox
@@ -29,11 +41,10 @@ from tests.support.moto import fake_aws_environment, moto_client, moto_server
 
 
 class Endpoint:
-    def __init__(self, registry: Registry, mirror: MirrorMap, journal: Path, home: Registry | None = None) -> None:
-        import http.server
+    """The endpoint's server and handler in this process, on a free loopback port."""
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      handler(registry, mirror, Journal(journal), home))
+    def __init__(self, registry: Registry, mirror: MirrorMap, journal: Path, home: Registry | None = None) -> None:
+        self.server = Server(("127.0.0.1", 0), handler(registry, mirror, Journal(journal), home))
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -45,6 +56,7 @@ class Endpoint:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture
@@ -212,8 +224,8 @@ def test_a_builder_that_puts_the_mirror_path_before_v2_is_recorded_and_the_repor
     line = report(tmp_path / "ep.pid")
     assert line.startswith("mirror: 1 manifests served by the mirror (docker.io 1); 1 refused by the endpoint, so "
                            "the client went to the upstream: GET /quay.io/v2/org/tool/manifests/1 (404 UNSUPPORTED")
-    assert line.endswith("its BuildKit is older than v0.12 and cannot use path mirrors (moby/buildkit PR 3427), so "
-                         "it pulled those images from the upstream")
+    assert ("; a builder put a mirror's path before /v2/: its BuildKit is older than v0.12 and cannot use path "
+            "mirrors (moby/buildkit PR 3427), so it pulled those images from the upstream; ") in line
     assert "no request fell back" not in line
 
 
@@ -239,9 +251,9 @@ def test_a_manifest_redirect_is_not_counted_as_served(endpoint_for, tmp_path):
     finally:
         server.shutdown()
     assert status == 404  # the client falls back, rather than follow a manifest elsewhere
-    assert report(tmp_path / "ep.pid") == (
+    assert report(tmp_path / "ep.pid").startswith(
         "mirror: 0 manifests served by the mirror; 1 fell back to the upstream: docker.io/library/busybox:latest "
-        "(docker-hub/library/busybox: 307 redirect, not followed for a manifest)")
+        "(docker-hub/library/busybox: 307 redirect, not followed for a manifest); ")
 
 
 def test_concurrent_pulls_after_a_401_log_in_once(registry_factory, endpoint_for, tmp_path, monkeypatch):
@@ -286,3 +298,32 @@ def test_concurrent_pulls_after_a_401_log_in_once(registry_factory, endpoint_for
             thread.join(60)
     assert results == [(200, digest)] * 10
     assert len(calls.read_text().splitlines()) == 2  # the expired login, then one for all ten
+
+
+def test_a_client_that_drops_the_connection_mid_request_is_one_line_in_the_endpoints_log(registry, tmp_path):
+    # Given the endpoint running in the background as a setup starts it, its output in its log
+    args = argparse.Namespace(registry=registry.host, map=json.dumps(DEFAULT_MAP), home_registry=None,
+                              endpoint_pidfile=tmp_path / "ep.pid")
+    listener = listen(0)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    log = state_files(args.endpoint_pidfile)["log"]
+    pid = start_endpoint(args, listener, fresh=True)
+    try:
+        wait_for_endpoint(address, pid, log)
+        # When a client sends half a request and resets the connection (SO_LINGER 0: RST, not FIN)
+        with socket.create_connection(("127.0.0.1", int(address.split(":")[1])), timeout=10) as client:
+            client.sendall(b"GET /v2/library/busybox/manifests/latest HTTP/1.1\r\nHost: x\r\n")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 10
+        while not log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Then the endpoint still serves, and its log has one line for it
+        connection = http.client.HTTPConnection(address, timeout=10)
+        connection.request("GET", "/v2/")
+        assert connection.getresponse().status == 200
+    finally:
+        end(pid, 5)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and "Traceback" not in log.read_text(), lines
+    assert re.fullmatch(r"setup_mirror: endpoint: 127\.0\.0\.1:\d+ dropped the connection mid-request "
+                        r"\(ConnectionResetError\)", lines[0])

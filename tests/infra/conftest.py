@@ -59,7 +59,7 @@ def default_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 
 # A team that already has its secrets: existing Docker Hub secret, SSM parameters for the build,
-# a credentialed GitHub rule, a private self-hosted registry and immutable tags.
+# a credentialed GitHub rule, a private self-hosted registry, another mirror prefix and a shorter expiry.
 VARIANT = {
     "images": [
         {"source": "ghcr.io/org/app", "tags": ["1.0"]},
@@ -80,7 +80,7 @@ VARIANT = {
         "ssm_parameters": {"username": "/CodeBuild/DOCKER_HUB_ID", "token": "/CodeBuild/DOCKER_HUB_PASSWORD"},
     },
     "sync": {"quota_reserve": 50, "max_concurrency": 2},
-    "repositories": {"prefix": "cache", "tag_mutability": "IMMUTABLE", "untagged_expiry_days": 3},
+    "repositories": {"prefix": "cache", "tag_mutability": "MUTABLE", "untagged_expiry_days": 3},
     # The self-hosted registry's images are copied directly, logged in with this secret.
     "registry_credentials": {"registry.example.com:5000": "team/registry"},
 }

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ecr_mirror_cdk.config import DEFAULT_SCHEDULE, ConfigError, load_config, parse_config
+from tests.support.models import shapes
 
 from .conftest import REPO
 
@@ -192,6 +193,17 @@ BAD_INPUTS = {
         "registry_credentials.ghrc.io",
         "no image and no cache rule uses 'ghrc.io'",
     ),
+    "a target without a parent path for its creation template": (
+        "images:\n  - source: gcr.io/distroless/static\n    tags: [nonroot]\n    target: distroless\n",
+        "images[0] (gcr.io/distroless/static).target",
+        "'distroless' has no '/': a mirrored repository takes its settings from the creation template of its "
+        "prefix; name one, like 'mirror/distroless' or 'team/distroless'",
+    ),
+    "a tag mutability ECR does not know": (
+        f"images:\n{GOOD_IMAGE}repositories:\n  tag_mutability: mutable\n",
+        "repositories.tag_mutability",
+        "must be MUTABLE, got 'mutable'",
+    ),
     "unknown top-level key": (
         f"images:\n{GOOD_IMAGE}schedul: rate(1 hour)\n",
         "top level",
@@ -319,6 +331,31 @@ def test_every_image_is_a_direct_copy_even_where_a_cache_rule_covers_its_registr
     buildkit, python = config.images
     assert buildkit.repository == "tools/buildkit"
     assert python.repository == "mirror/docker.io/library/python"
+
+
+@pytest.mark.parametrize("setting", ["IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION"])
+def test_immutable_tags_are_refused_because_the_mirror_moves_tags(setting: str, tmp_path: Path) -> None:
+    # Given a config asking ECR to refuse moving a tag, which the copier does whenever upstream moves one
+    path = tmp_path / "mirror.yaml"
+    path.write_text(f"images:\n{GOOD_IMAGE}repositories:\n  tag_mutability: {setting}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    # Then one line names the file, the field and why (no exclusion filter can cover every mirrored tag)
+    assert str(caught.value) == (
+        f"{path}: repositories.tag_mutability: {setting} is refused: the mirror moves a tag whenever upstream does "
+        "(python:3.13-slim is rebuilt), which ECR refuses on an immutable tag, and an exclusion covering every "
+        "mirrored tag is MUTABLE; use MUTABLE")
+
+
+def test_ecr_offers_no_exclusion_filter_that_covers_every_tag_but_the_wildcard() -> None:
+    # botocore's ECR model: at most 5 WILDCARD filters of 1-128 tag characters; tag_regex and the tags lists are
+    # open-ended, so only '*' covers them all, and an IMMUTABLE_WITH_EXCLUSION excluding '*' is MUTABLE.
+    ecr = shapes("ecr")
+    assert ecr["ImageTagMutabilityExclusionFilters"]["max"] == 5
+    assert ecr["ImageTagMutabilityExclusionFilterType"]["enum"] == ["WILDCARD"]
+    assert set(ecr["ImageTagMutability"]["enum"]) >= {"MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION"}
 
 
 def test_a_direct_target_may_not_lie_under_a_cache_prefix() -> None:

@@ -161,10 +161,6 @@ def test_a_parameters_tier_is_the_same_for_600_images_and_the_default_config(tmp
     assert {tier for name, tier in big.items() if name.startswith("member ")} == {"Standard"}
 
 
-# ENABLE AT MERGE with issue 23 point 7 (one stack resource per image no more): remove the xfail mark. Until then
-# 600 images stop synth at CloudFormation's 500 resources (TooManyResourcesInStack, a jsii RuntimeError), and
-# strict=True fails this test as soon as they synthesize, so that it cannot stay disabled.
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="600 images exceed 500 resources until issue 23 point 7")
 def test_the_whole_stack_of_600_images_deploys_with_the_default_configs_tiers(
     default_app: Synthesized, tmp_path: Path,
 ) -> None:

@@ -1,65 +1,77 @@
-"""ECR: mirrored repositories, pull-through cache rules and their creation templates."""
+"""ECR: pull-through cache rules, and the creation templates of every repository ECR creates for the mirror."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from aws_cdk.assertions import Capture, Match
 
+from ecr_mirror_cdk.config import parse_config
 from stacks.registry import scanning_filters
 
-from .conftest import Synthesized
+from .conftest import Synthesized, synthesize
 
 
 def lifecycle_rules(text: str) -> list[dict]:
     return json.loads(text)["rules"]
 
 
-def test_each_directly_mirrored_image_gets_a_scanned_encrypted_retained_repository(default_app: Synthesized) -> None:
-    direct = [image for image in default_app.config.images]
-    assert {i.repository for i in direct} == {"mirror/gcr.io/distroless/base-debian12", "mirror/dotnet-runtime",
-                                              "mirror/docker.io/moby/buildkit", "mirror/docker.io/tonistiigi/binfmt",
-                                              "mirror/docker.io/library/python", "mirror/docker.io/library/node"}
-    for image in direct:
-        lifecycle = Capture()
-        default_app.template.has_resource(
-            "AWS::ECR::Repository",
-            {
-                "Properties": {
-                    "RepositoryName": image.repository,
-                    "ImageScanningConfiguration": {"ScanOnPush": True},
-                    "EncryptionConfiguration": {"EncryptionType": "AES256"},
-                    "ImageTagMutability": "MUTABLE",
-                    "LifecyclePolicy": {"LifecyclePolicyText": lifecycle},
-                },
-                # Kept on stack deletion; deleted when the first create rolls back, or the retry would
-                # fail on the fixed name.
-                "DeletionPolicy": "RetainExceptOnCreate",
-                "UpdateReplacePolicy": "Retain",
+def test_mirrored_repositories_are_created_on_push_from_one_template_of_the_mirror_prefix(
+    default_app: Synthesized,
+) -> None:
+    # Given six images, every one under mirror/ (one by its target mirror/dotnet-runtime)
+    assert {i.repository.split("/")[0] for i in default_app.config.images} == {"mirror"}
+    # Then one CREATE_ON_PUSH template gives every repository the copier's first push creates its settings
+    lifecycle = Capture()
+    default_app.template.has_resource(
+        "AWS::ECR::RepositoryCreationTemplate",
+        {
+            "Properties": {
+                "Prefix": "mirror",
+                "AppliedFor": ["CREATE_ON_PUSH"],
+                "EncryptionConfiguration": {"EncryptionType": "AES256"},
+                "ImageTagMutability": "MUTABLE",
+                "LifecyclePolicy": lifecycle,
+                "RepositoryPolicy": Match.absent(),  # no sharing in this config
+                "CustomRoleArn": Match.absent(),  # no tags or KMS key: ECR's service-linked role creates
+                "ResourceTags": Match.absent(),
             },
-        )
-        [rule] = lifecycle_rules(lifecycle.as_string())
-        assert rule["selection"]["tagStatus"] == "untagged"
-        assert (rule["selection"]["countUnit"], rule["selection"]["countNumber"]) == ("days", 7)
-        assert rule["action"] == {"type": "expire"}
+            "DeletionPolicy": "Delete",  # stated, for `cdk import` of a template the account already has
+        },
+    )
+    [rule] = lifecycle_rules(lifecycle.as_string())
+    assert rule["selection"]["tagStatus"] == "untagged"
+    assert (rule["selection"]["countUnit"], rule["selection"]["countNumber"]) == ("days", 7)
+    assert rule["action"] == {"type": "expire"}
 
 
-def test_images_served_by_a_cache_rule_get_no_repository_of_the_stack(default_app: Synthesized) -> None:
-    # The cache creates docker-hub/library/python on first pull; a stack-owned one would collide.
+def test_no_mirrored_image_is_a_repository_of_the_stack(default_app: Synthesized) -> None:
+    # Only the build's own repositories are stack resources, however many images mirror.yaml lists.
     repositories = default_app.template.find_resources("AWS::ECR::Repository")
-    names = {r["Properties"].get("RepositoryName") for r in repositories.values()}
-    assert not names & {"docker-hub/library/python", "docker-hub/library/node", "docker-hub/moby/buildkit"}
+    assert sorted(repositories) == sorted([default_app.by_path("Build/ImageRepository"),
+                                           default_app.by_path("Build/CacheRepository")])
 
 
-def test_tag_mutability_and_expiry_follow_the_config(variant_app: Synthesized) -> None:
+def test_a_target_outside_the_mirror_prefix_is_created_from_a_template_of_its_parent(tmp_path: Path) -> None:
+    images = [{"source": "python", "tags": ["3"]},
+              {"source": "ghcr.io/org/api", "tags": ["1"], "target": "services/api"},
+              {"source": "ghcr.io/org/web", "tags": ["1"], "target": "services/web"},
+              {"source": "ghcr.io/org/db", "tags": ["1"], "target": "services/data/db"},
+              {"source": "quay.io/org/tool", "tags": ["1"], "target": "tools/team/tool"}]
+    app = synthesize(parse_config({"images": images}, origin="targets.yaml"), tmp_path)
+
+    templates = app.template.find_resources("AWS::ECR::RepositoryCreationTemplate",
+                                            {"Properties": {"AppliedFor": ["CREATE_ON_PUSH"]}})
+    # The nearest parent, and services/data under services is covered by services' template
+    assert sorted(t["Properties"]["Prefix"] for t in templates.values()) == ["mirror", "services", "tools/team"]
+
+
+def test_the_expiry_follows_the_config(variant_app: Synthesized) -> None:
     lifecycle = Capture()
     variant_app.template.has_resource_properties(
-        "AWS::ECR::Repository",
-        {
-            "RepositoryName": "cache/registry.example.com-5000/team/base",
-            "ImageTagMutability": "IMMUTABLE",
-            "LifecyclePolicy": {"LifecyclePolicyText": lifecycle},
-        },
+        "AWS::ECR::RepositoryCreationTemplate",
+        {"Prefix": "cache", "AppliedFor": ["CREATE_ON_PUSH"], "LifecyclePolicy": lifecycle},
     )
     assert lifecycle_rules(lifecycle.as_string())[0]["selection"]["countNumber"] == 3
 
@@ -128,18 +140,6 @@ def test_each_cache_prefix_gets_a_creation_template(default_app: Synthesized) ->
         assert expiry["selection"]["countNumber"] == 7
 
 
-def test_cache_creation_templates_are_mutable_even_when_the_config_asks_for_immutable_tags(
-    variant_app: Synthesized,
-) -> None:
-    # ECR may not update cached images with immutable tags, and the copier moves cached tags itself.
-    assert variant_app.config.repositories.tag_mutability == "IMMUTABLE"
-    for rule in variant_app.config.pull_through_cache:
-        variant_app.template.has_resource_properties(
-            "AWS::ECR::RepositoryCreationTemplate",
-            {"Prefix": rule.prefix, "AppliedFor": ["PULL_THROUGH_CACHE"], "ImageTagMutability": "MUTABLE"},
-        )
-
-
 def test_no_resource_with_a_fixed_name_is_kept_when_the_first_create_rolls_back(
     default_app: Synthesized, variant_app: Synthesized
 ) -> None:
@@ -169,7 +169,8 @@ def test_every_repository_of_the_mirror_is_scanned_on_push(default_app: Synthesi
 def test_cache_rules_and_templates_state_a_deletion_policy_so_cdk_import_can_adopt_existing_ones(
     default_app: Synthesized,
 ) -> None:
-    for kind in ("AWS::ECR::PullThroughCacheRule", "AWS::ECR::RepositoryCreationTemplate"):
-        found = default_app.template.find_resources(kind)
-        assert len(found) == len(default_app.config.pull_through_cache)
-        assert {r.get("DeletionPolicy") for r in found.values()} == {"Delete"}
+    rules = default_app.template.find_resources("AWS::ECR::PullThroughCacheRule")
+    templates = default_app.template.find_resources("AWS::ECR::RepositoryCreationTemplate")
+    assert len(rules) == len(default_app.config.pull_through_cache)
+    assert len(templates) == len(default_app.config.pull_through_cache) + 1  # and the mirror prefix's
+    assert {r.get("DeletionPolicy") for r in [*rules.values(), *templates.values()]} == {"Delete"}

@@ -12,6 +12,7 @@ from aws_cdk import Environment
 from app import build
 from ecr_mirror_cdk.config import ConfigError, parse_config
 from stacks.mirror_stack import MirrorStack
+from stacks.replication import replicated_filters
 from tests.support.cdk import cdk_app
 
 from .conftest import ACCOUNTS, ORG, SHARED, Synthesized
@@ -30,17 +31,28 @@ def test_the_cache_prefixes_and_mirrored_repositories_replicate_to_every_region(
 
     assert configuration == {"ReplicationConfiguration": {"Rules": [{
         "Destinations": [{"Region": region, "RegistryId": {"Ref": "AWS::AccountId"}} for region in REGIONS],
+        # One filter for every image at its default location under mirror/, however many.
         "RepositoryFilters": [{"Filter": name, "FilterType": "PREFIX_MATCH"} for name in (
-            "docker-hub/", "quay/", "mirror/docker.io/library/python", "mirror/docker.io/moby/buildkit",
-            "mirror/gcr.io/distroless/base-debian12")],
+            "docker-hub/", "quay/", "mirror/")],
     }]}}
 
 
-def test_each_replica_region_gets_creation_templates_for_replicated_cache_repositories(shared_app: Synthesized) -> None:
+def test_a_target_elsewhere_replicates_by_its_name_and_one_under_the_mirror_prefix_needs_no_filter() -> None:
+    config = parse_config({**SHARED, "images": [
+        *SHARED["images"], {"source": "ghcr.io/org/api", "tags": ["1"], "target": "services/api"},
+        {"source": "ghcr.io/org/web", "tags": ["1"], "target": "mirror/web"}]})
+
+    assert replicated_filters(config) == ["docker-hub/", "quay/", "mirror/", "services/api"]
+
+
+def test_each_replica_region_gets_creation_templates_for_every_repository_replication_creates(
+    shared_app: Synthesized,
+) -> None:
     for region in REGIONS:
         templates = [r["Properties"] for r in replica(shared_app, region)["Resources"].values()
                      if r["Type"] == "AWS::ECR::RepositoryCreationTemplate"]
-        assert sorted(t["Prefix"] for t in templates) == ["docker-hub", "quay"]
+        # The cache prefixes and the mirror prefix of the direct copies
+        assert sorted(t["Prefix"] for t in templates) == ["docker-hub", "mirror", "quay"]
         for template in templates:
             # Replication carries no repository or lifecycle policy (ECR user guide), so the template adds them.
             assert template["AppliedFor"] == ["REPLICATION"]
@@ -49,7 +61,7 @@ def test_each_replica_region_gets_creation_templates_for_replicated_cache_reposi
             assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy(ACCOUNTS, ORG)
 
 
-def test_each_replica_region_holds_the_mirrored_repositories_before_replication_writes_into_them(
+def test_each_replica_region_holds_its_templates_before_replication_creates_repositories_and_no_repository(
     shared_app: Synthesized,
 ) -> None:
     manifest = json.loads((shared_app.outdir / "manifest.json").read_text())["artifacts"]
@@ -58,18 +70,13 @@ def test_each_replica_region_holds_the_mirrored_repositories_before_replication_
                                                              "EcrMirror.assets"]
     for region in REGIONS:
         assert manifest[f"EcrMirror-{region}"]["environment"] == f"aws://unknown-account/{region}"
-        repositories = {r["Properties"]["RepositoryName"]: r for r in replica(shared_app, region)["Resources"].values()
-                        if r["Type"] == "AWS::ECR::Repository"}
-        assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit",
-                                   "mirror/docker.io/library/python"}
-        for repository in repositories.values():
-            assert repository["DeletionPolicy"] == "RetainExceptOnCreate"
-            assert plain(repository["Properties"]["RepositoryPolicyText"]) == pull_policy(ACCOUNTS, ORG)
+        kinds = {r["Type"] for r in replica(shared_app, region)["Resources"].values()}
+        assert kinds == {"AWS::ECR::RepositoryCreationTemplate"}
 
 
 def test_a_replica_stack_is_bootstrapped_like_the_home_stack(shared_app: Synthesized) -> None:
     # The default synthesizer: `make bootstrap` covers its region, and a template over CloudFormation's 51,200-byte
-    # inline limit (a pull policy per repository) is uploaded to the bootstrap bucket.
+    # inline limit (a pull policy per creation template) is uploaded to the bootstrap bucket.
     manifest = json.loads((shared_app.outdir / "manifest.json").read_text())["artifacts"]
     for region in REGIONS:
         properties = manifest[f"EcrMirror-{region}"]["properties"]

@@ -69,24 +69,15 @@ def test_the_registry_policy_lets_the_accounts_and_the_organization_fill_the_cac
     }
 
 
-def test_repositories_the_cache_creates_get_the_pull_policy_from_their_creation_template(
+def test_repositories_the_cache_or_the_copier_creates_get_the_pull_policy_from_their_creation_template(
     shared_app: Synthesized,
 ) -> None:
     templates = resources(shared_app.data, "AWS::ECR::RepositoryCreationTemplate")
 
-    assert sorted(t["Prefix"] for t in templates) == ["docker-hub", "quay"]
+    assert sorted((t["Prefix"], t["AppliedFor"]) for t in templates) == [
+        ("docker-hub", ["PULL_THROUGH_CACHE"]), ("mirror", ["CREATE_ON_PUSH"]), ("quay", ["PULL_THROUGH_CACHE"])]
     for template in templates:
         assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy(ACCOUNTS, ORG)
-
-
-def test_directly_mirrored_repositories_carry_the_same_pull_policy(shared_app: Synthesized) -> None:
-    repositories = {r["RepositoryName"]: r for r in resources(shared_app.data, "AWS::ECR::Repository")
-                    if "RepositoryName" in r}
-
-    assert set(repositories) == {"mirror/gcr.io/distroless/base-debian12", "mirror/docker.io/moby/buildkit",
-                                   "mirror/docker.io/library/python"}
-    for repository in repositories.values():
-        assert plain(repository["RepositoryPolicyText"]) == pull_policy(ACCOUNTS, ORG)
 
 
 @pytest.mark.parametrize(("sharing", "accounts", "org"), [
@@ -120,13 +111,14 @@ def test_an_organization_without_a_stackset_may_pull_and_synth_warns_once_that_a
                                        "sharing.stack_set its accounts get no contract: give their projects the "
                                        "outputs RegistryUri and MirrorMap (MirrorAdoption(registry_uri=..., "
                                        f"mirror_map=...)) [ack: {NO_STACK_SET}]")]
-    # The organization's grants are all there: cache fill, the pull on created and on direct repositories.
+    # The organization's grants are all there: cache fill, and the pull on every repository ECR creates, the
+    # direct copies' (created on the copier's first push) included.
     [policy] = resources(app.data, "AWS::ECR::RegistryPolicy")
     assert [s["Sid"] for s in policy["PolicyText"]["Statement"]] == ["MirrorCacheFillFromOrganization"]
-    for template in resources(app.data, "AWS::ECR::RepositoryCreationTemplate"):
+    templates = resources(app.data, "AWS::ECR::RepositoryCreationTemplate")
+    assert ("mirror", ["CREATE_ON_PUSH"]) in [(t["Prefix"], t["AppliedFor"]) for t in templates]
+    for template in templates:
         assert json.loads(plain(template["RepositoryPolicy"])) == pull_policy([], ORG)
-    direct = [r for r in resources(app.data, "AWS::ECR::Repository") if "RepositoryName" in r]
-    assert direct and all(plain(r["RepositoryPolicyText"]) == pull_policy([], ORG) for r in direct)
     assert {"RegistryUri", "MirrorMap"} <= set(app.data["Outputs"])
 
 
@@ -146,7 +138,7 @@ def test_no_policy_in_any_template_allows_everyone_without_the_organization_cond
             if statement["Effect"] == "Allow" and "*" in json.dumps(statement.get("Principal", "")):
                 found += 1
                 assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": ORG}}, path.name
-    assert found >= 4  # registry policy, two creation templates, two repositories at home, and the replicas
+    assert found >= 4  # registry policy and three creation templates at home, and the replicas' templates
 
 
 def policy_statements(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,6 +157,7 @@ def test_without_sharing_there_is_no_registry_policy_and_no_repository_policy(de
     assert resources(default_app.data, "AWS::ECR::RegistryPolicy") == []
     assert all("RepositoryPolicy" not in t for t in resources(default_app.data, "AWS::ECR::RepositoryCreationTemplate"))
     assert all("RepositoryPolicyText" not in r for r in resources(default_app.data, "AWS::ECR::Repository"))
+    assert resources(default_app.data, "AWS::ECR::RepositoryCreationTemplate")  # which do exist
 
 
 def test_cdk_nag_acknowledges_the_organization_statement_where_it_is_and_nowhere_else(
@@ -176,9 +169,7 @@ def test_cdk_nag_acknowledges_the_organization_statement_where_it_is_and_nowhere
     acknowledged = sorted(path for path, entries in metadata.items() for entry in entries
                           if entry["type"] == "aws:cdk:acknowledged-rules"
                           and any(finding.endswith("AwsSolutions-ECR1") for finding in entry["data"]))
-    assert acknowledged == ["/EcrMirror/Registry/Policy", "/EcrMirror/Registry/mirror--docker.io--library--python",
-                            "/EcrMirror/Registry/mirror--docker.io--moby--buildkit",
-                            "/EcrMirror/Registry/mirror--gcr.io--distroless--base-debian12"]
+    assert acknowledged == ["/EcrMirror/Registry/Policy"]
 
 
 def test_too_many_accounts_for_ecrs_policy_limit_fail_synth_with_one_line(tmp_path: Path) -> None:

@@ -6,10 +6,13 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 
+import pytest
+
 from lambdas.mirror.endpoints import connect
 from lambdas.mirror.plan import Action, plan
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.registry import RegistryClient, RegistryError
 from lambdas.mirror.sync import run_tasks
+from tests.engine.checks import skopeo_raw_digest
 from tests.support.faults import FaultProxy
 from tests.support.images import push_image
 from tests.support.limiter import SIX_HOURS, Limiter
@@ -142,3 +145,35 @@ def test_docker_hub_quota_budget_keeps_the_reserve_and_defers_the_rest(
     assert planned.quotas["docker.io"].remaining == 8
     assert [o.status for o in outcomes] == ["copied"] * 5
     assert len(pulls) == 5
+
+
+def test_the_first_run_copies_into_repositories_that_do_not_exist_until_the_copy_pushes(
+        registry_factory: Callable[..., RegistryServer]) -> None:
+    # Given two images and a destination holding no repository yet (ECR creates each on its first push, from the
+    # mirror prefix's CREATE_ON_PUSH template), each image offered the other's repository to mount from
+    source, destination = registry_factory("source"), registry_factory("destination")
+    digests = {name: push_image(source.host, f"team/{name}", "1", kind="docker-v2", seed=seed)
+               for name, seed in (("base", 11), ("tool", 12))}
+    cfg = config(*({"source": f"{source.host}/team/{name}", "tags": ["1"]} for name in digests))
+    repositories = [image.repository for image in cfg.images]
+    for repository in repositories:
+        with pytest.raises(RegistryError) as missing:
+            RegistryClient(destination.host).list_tags(repository)
+        assert missing.value.status == 404  # NAME_UNKNOWN: no such repository
+
+    # When the planner plans and the copier copies
+    planned = plan(cfg, connect(destination.host))
+    outcomes = run_tasks(planned.tasks(), connect(destination.host))
+
+    # Then a missing repository is a tag to copy, not a failure, and the copy lands digest-exact
+    assert [(i.action, i.reason) for i in planned.items] == [(Action.COPY, "new")] * 2
+    assert [o.status for o in outcomes] == ["copied"] * 2
+    for name, repository in zip(digests, repositories, strict=True):
+        assert skopeo_raw_digest(destination.host, repository, "1") == digests[name]
+    # and, as with `docker push`, every request before a repository's first write is a read it answered 404
+    # (the engine takes that as "absent"), and that first write is the blob upload that creates it.
+    for repository in repositories:
+        mine = [r for r in destination.requests() if r.path.startswith(f"/v2/{repository}/")]
+        first = next(n for n, r in enumerate(mine) if r.method not in ("GET", "HEAD"))
+        assert mine[first].method == "POST" and mine[first].path.startswith(f"/v2/{repository}/blobs/uploads/")
+        assert {(r.method, r.status) for r in mine[:first]} <= {("HEAD", 404), ("GET", 404)}

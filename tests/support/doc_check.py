@@ -70,7 +70,8 @@ def mirror_cli_flags() -> dict[str, frozenset[str]]:
 @cache
 def make_args_flags() -> dict[str, frozenset[str]]:
     """What `make TARGET ARGS="…"` passes ARGS to, for the targets whose ARGS are flags of our own modules."""
-    from stacks import adoption_report, verify
+    from stacks import adoption_report
+    from stacks.verify import cli as verify
 
     mirror = mirror_cli_flags()
     return {"plan": mirror["plan"], "sync": mirror["sync"],

@@ -32,8 +32,10 @@ def available() -> str | None:
 
 
 class DockerDaemon:
-    def __init__(self, config: dict | None = None, *, hosts: tuple[str, ...] = ()) -> None:
-        """`hosts`: more `-H` addresses after its own unix socket (as CodeBuild's images add tcp://127.0.0.1:2375)."""
+    def __init__(self, config: dict | None = None, *, hosts: tuple[str, ...] = (),
+                 environ: dict[str, str] | None = None) -> None:
+        """`hosts`: more `-H` addresses after its own unix socket (as CodeBuild's images add tcp://127.0.0.1:2375);
+        `environ`: more variables for the daemon's environment (HTTPS_PROXY, ...), not the client's."""
         # Short paths: a unix socket path must fit in 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))
         self.config_path = self.root / "daemon.json"
@@ -45,6 +47,7 @@ class DockerDaemon:
                      "--exec-root", str(self.root / "exec"), "--pidfile", str(self.pidfile),
                      "-H", f"unix://{self.socket}", "--storage-driver", "vfs", "--iptables=false",
                      "--ip6tables=false", "--bridge=none", *(arg for host in hosts for arg in ("-H", host))]
+        self.environ = {**os.environ, **(environ or {})}
 
     @property
     def env(self) -> dict[str, str]:
@@ -52,7 +55,8 @@ class DockerDaemon:
 
     def start(self) -> DockerDaemon:
         with self.log_path.open("ab") as log:
-            subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            subprocess.Popen(self.argv, env=self.environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.docker("version", check=False).returncode == 0:

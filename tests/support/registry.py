@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -37,16 +38,19 @@ class RegistryServer:
     `proxy` turns it into a pull-through cache of another registry (the distribution
     registry's proxy mode); `auth` is a distribution `auth:` section (htpasswd or token);
     `redirect_to` makes blob GETs redirect there (serve `data_dir` at that URL, as S3 would).
+    `tls` (certificate, key) serves HTTPS, on the address `hostname` resolves to and named by it.
     """
 
     def __init__(self, root: Path, *, proxy: dict[str, Any] | None = None,
                  auth: dict[str, Any] | None = None, name: str = "registry",
-                 redirect_to: str | None = None) -> None:
+                 redirect_to: str | None = None, tls: tuple[Path, Path] | None = None,
+                 hostname: str = "127.0.0.1") -> None:
         self.root = Path(root)
         self.name = name
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.host = f"{hostname}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
+        self.tls = tls
         self.log_path = self.root / f"{name}.log"
         self.data_dir = self.root / f"{name}-data"
         config: dict[str, Any] = {
@@ -57,8 +61,10 @@ class RegistryServer:
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            "http": {"addr": self.host, "secret": secrets.token_hex(16)},
+            "http": {"addr": f"{socket.gethostbyname(hostname)}:{self.port}", "secret": secrets.token_hex(16)},
         }
+        if tls:
+            config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
         if proxy:
             config["proxy"] = proxy
         if auth:
@@ -74,12 +80,15 @@ class RegistryServer:
     def start(self) -> RegistryServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([BINARY, "serve", str(self.config_path)], stdout=log, stderr=log)
+        # Straight to the registry, whatever proxy the test's environment names; trusting its own certificate.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(
+            context=ssl.create_default_context(cafile=self.tls[0]) if self.tls else None))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{BINARY} exited: {self.log_path.read_text()[-2000:]}")
             try:
-                urllib.request.urlopen(f"{self.url}/v2/", timeout=1)
+                opener.open(f"{self.url}/v2/", timeout=1)
                 return self
             except urllib.error.HTTPError:
                 return self  # 401 from an auth-enabled registry still means it is up

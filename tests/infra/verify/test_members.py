@@ -10,14 +10,10 @@ import pytest
 
 from ecr_mirror_cdk import constants
 from ecr_mirror_cdk.config import StackSet, load_config
-from stacks.verify import SPEC_PARAMETER
-from stacks.verify_members import STACK_SET_NAME, check_members
+from stacks.verify.members import STACK_SET_NAME, check_members
+from stacks.verify.stack import SPEC_PARAMETER
 
-from . import test_verify
-from .test_verify import Partly, World, failures, ready
-
-# The mirror test_verify.py deploys in moto, with its fixtures.
-aws, endpoint, world = test_verify.aws, test_verify.endpoint, test_verify.world
+from .world import Partly, World, failures, ready
 
 SHARING = """\
 sharing:

@@ -1,5 +1,5 @@
-"""What `make verify`'s checks return, and how they word AWS errors: shared by stacks/verify.py and the
-checks it runs from modules of their own (stacks/verify_members.py)."""
+"""What `make verify`'s checks return, and how they word AWS errors: shared by every check module of this
+package."""
 
 from __future__ import annotations
 
