@@ -10,11 +10,10 @@ ECR stores OCI 1.1 referrers ("reference artifacts that are defined by the OCI R
 copier reads and writes ECR through the distribution API, as any registry, so none of this is ECR-specific.
 
 Failure is per artifact: a refusal (ECR answered `405 Method Not Allowed` to OCI 1.1 referrer manifests
-pushed by `oras copy -r`, aws/containers-roadmap#2783; a repository with IMMUTABLE tags refuses a cosign
-tag that moved) is logged with the registry's answer and counted, the other artifacts still go, and the
-image's tags still move. A 429 or the quota reserve stops the artifacts not yet copied: they are left for
-a later run, never the image. Only the artifacts that refer to the image's manifests are copied, not the
-artifacts that refer to those artifacts.
+pushed by `oras copy -r`, aws/containers-roadmap#2783) is logged with the registry's answer and counted, the
+other artifacts still go, and the image's tags still move. A 429 or the quota reserve stops the artifacts
+not yet copied: they are left for a later run, never the image. Only the artifacts that refer to the
+image's manifests are copied, not the artifacts that refer to those artifacts.
 """
 
 from __future__ import annotations

@@ -407,8 +407,7 @@ class _Planner:
         try:
             return check(self.endpoints.source(registry), self.endpoints.destination, task.ref.repository,
                          task.repository, info.digest, list_source=listing and not metered,
-                         refresh=listing and metered and refresh_due(str(task.ref), self.now, self.period),
-                         immutable=self.config.repositories.tag_mutability == "IMMUTABLE")
+                         refresh=listing and metered and refresh_due(str(task.ref), self.now, self.period))
         except TooManyRequests as err:
             self.throttled[registry] = err.retry_after
             return None

@@ -84,28 +84,23 @@ class ReferrersCheck:
 
 
 def check(source: Any, destination: Any, source_repository: str, destination_repository: str, digest: str, *,
-          list_source: bool, refresh: bool, immutable: bool) -> ReferrersCheck:
+          list_source: bool, refresh: bool) -> ReferrersCheck:
     """Compare the referrers of `digest` at the source and the destination with HEADs (and, with
-    `list_source`, the source's listing, which the caller knows costs no pulls). `immutable`: the
-    destination repositories keep their tags, so a cosign tag that moved upstream cannot follow."""
+    `list_source`, the source's listing, which the caller knows costs no pulls)."""
     found = missing = 0
-    kept = []
     for tag in cosign_tags(digest):
         there = source.head_manifest(source_repository, tag)
         if there is None:
             continue
         found += 1
         here = destination.head_manifest(destination_repository, tag)
-        if here is not None and here.digest != there.digest and immutable:
-            kept.append(tag)
-        elif here is None or here.digest != there.digest:
+        if here is None or here.digest != there.digest:  # cosign moves the tag as it adds a signature
             missing += 1
-    note = f"{', '.join(kept)} moved upstream; IMMUTABLE tags keep the copy" if kept else ""
     if not list_source:
-        return ReferrersCheck(None, missing, refresh, note)
+        return ReferrersCheck(None, missing, refresh)
     try:
         listed = {d.digest for d in list_referrers(source, source_repository, digest)}
         have = {d.digest for d in list_referrers(destination, destination_repository, digest)} if listed else set()
     except RegistryError as err:  # the image is still planned; its referrers wait for a later run
         return ReferrersCheck(None, missing, False, f"referrers not listed: {err}")
-    return ReferrersCheck(found + len(listed), missing + len(listed - have), False, note)
+    return ReferrersCheck(found + len(listed), missing + len(listed - have))

@@ -96,21 +96,6 @@ def test_an_unchanged_image_at_a_source_without_rate_limit_is_listed_every_run()
     assert ("REFERRERS", "team/app", digest) in source.calls
 
 
-def test_a_cosign_tag_that_moved_upstream_stays_where_it_is_in_immutable_repositories() -> None:
-    hub, destination = FakeRegistry(remaining=100, limit=200), FakeRegistry()
-    digest = hub.put("team/app", "1.0", b"image")
-    destination.put(APP_REPO, "1.0", b"image")
-    signed(hub, "team/app", digest, b"two signatures")
-    signed(destination, APP_REPO, digest, b"one signature")
-
-    items = [plan(config(repositories={"tag_mutability": mutability}),
-                  endpoints(destination, {"registry.example": hub}), recorded=no_record, now=NOON).items[0]
-             for mutability in ("MUTABLE", "IMMUTABLE")]
-
-    assert [(i.action, i.task.referrers_only) for i in items] == [(Action.COPY, True), (Action.SKIP, False)]
-    assert items[1].referrers is not None and "IMMUTABLE" in items[1].referrers.note
-
-
 def test_a_new_image_costs_its_listings_and_the_signatures_seen_with_heads() -> None:
     hub, destination = FakeRegistry(remaining=100, limit=200), FakeRegistry()
     digest = hub.put("team/app", "1.0", b"image")
