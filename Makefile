@@ -42,6 +42,13 @@ node_modules/.installed: package.json | $(BIN)/.runtime
 	$(BIN)/npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The sigstore project's libraries the signature tests sign and verify with, exactly as the lock file pins them;
+# installed once (later runs need no network until the lock file changes).
+SIGSTORE := tests/sigstore
+$(SIGSTORE)/node_modules/.installed: $(SIGSTORE)/package-lock.json | $(BIN)/.runtime
+	cd $(SIGSTORE) && $(CURDIR)/$(BIN)/npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
@@ -88,7 +95,8 @@ $(TEST_DEPS)/containers-image/.unpacked:
 	@dpkg-deb -x $(@D)/deb/*.deb $(@D) && rm -rf $(@D)/deb && touch $@
 
 # tests/unit/test_docs.py builds the manual too (make docs), so a broken link or anchor fails make test.
-test: test-tools $(BIN)/.dev node_modules/.installed $(TEST_DEPS)/containers-image/.unpacked
+test: test-tools $(BIN)/.dev node_modules/.installed $(SIGSTORE)/node_modules/.installed \
+	$(TEST_DEPS)/containers-image/.unpacked
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -105,7 +113,7 @@ lint: $(BIN)/.dev
 	$(BIN)/mypy
 
 bench: $(BIN)/.dev
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(ARGS)
 
 simulate: $(BIN)/.dev
 	$(BIN)/python -m tests.simulate

@@ -19,6 +19,9 @@ from .signing_key import KeySource, key_source, load_public_key
 
 DEFAULT_SCHEDULE = "rate(10 minutes)"
 DEFAULT_SECRET = "ecr-pullthroughcache/docker-hub"
+# Copy the artifacts that refer to each image (signatures, SBOMs, attestations): on unless mirror.yaml says
+# `referrers: false`, so a team that verifies signatures keeps them (docs/signatures.md says why and what it costs).
+DEFAULT_REFERRERS = True
 SECRET_PREFIX = "ecr-pullthroughcache/"
 
 
@@ -127,6 +130,7 @@ class Image:
     target: str | None = None
     # Filled by parse_config: the repository the image is copied into (`target`, or mirror/<host>/<path>).
     repository: str = ""
+    referrers: bool = DEFAULT_REFERRERS  # the image's own `referrers`, else the top-level one
     # Filled by parse_config: the image's own `verify`, else the top-level one; None: tags move unchecked.
     verify: Verify | None = None
 
@@ -187,6 +191,7 @@ class Config:
     replication_regions: tuple[str, ...] = ()
     # Upstream registry host -> Secrets Manager secret (JSON `username`, `accessToken`) the mirror logs in with.
     registry_credentials: tuple[tuple[str, str], ...] = ()
+    referrers: bool = DEFAULT_REFERRERS  # the default of every image's `referrers`
     verify: Verify | None = None  # the default of every image that does not say `verify` itself
     origin: str = field(default="mirror.yaml", compare=False)  # the file, for messages
 
@@ -231,7 +236,7 @@ class Config:
                          {"cosign_public_key": i.verify.cosign_public_key} if i.verify else False),
                     )
                     if v or v is False
-                }
+                } | ({"referrers": i.referrers} if i.referrers != self.referrers else {})
                 for i in self.images
             ],
             "schedule": self.schedule,
@@ -252,6 +257,8 @@ class Config:
             data["replication"] = {"regions": list(self.replication_regions)}
         if self.registry_credentials:
             data["registry_credentials"] = dict(self.registry_credentials)
+        if self.referrers != DEFAULT_REFERRERS:
+            data["referrers"] = self.referrers
         if self.verify is not None:
             data["verify"] = {"cosign_public_key": self.verify.cosign_public_key}
         if creds.ssm_username and creds.ssm_token:
@@ -356,6 +363,11 @@ class _Parser:
                                                  "not starting with . or - (OCI distribution spec)")
         return tags
 
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"must be true or false, got {value!r}")
+        return value
+
     def integer(self, value: Any, where: str, low: int, high: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.fail(where, f"must be an integer from {low} to {high}, got {value!r}")
@@ -368,14 +380,15 @@ class _Parser:
             data,
             "top level",
             {"images", "schedule", "pull_through_cache", "docker_hub_credentials", "sync", "repositories",
-             "sharing", "replication", "registry_credentials", "verify"},
+             "sharing", "replication", "registry_credentials", "referrers", "verify"},
         )
         repositories = self.repositories(top.get("repositories", {}))
         credentials = self.credentials(top.get("docker_hub_credentials", {}))
         registry_credentials = self.registry_credentials(top.get("registry_credentials"))
         rules = self.rules(top.get("pull_through_cache"), credentials, dict(registry_credentials))
+        referrers = self.boolean(top.get("referrers", DEFAULT_REFERRERS), "referrers")
         verify = self.verify(top.get("verify"), "verify") if top.get("verify") is not None else None
-        images = self.images(top.get("images"), rules, repositories, verify)
+        images = self.images(top.get("images"), rules, repositories, referrers, verify)
         used = {image.ref.registry for image in images} | {rule.registry for rule in rules if rule.credentials_secret}
         for host, _ in registry_credentials:
             if host not in used:  # most likely a typo: its images would be fetched anonymously
@@ -391,6 +404,7 @@ class _Parser:
             replication_regions=self.replication(top.get("replication")),
             verify=verify,
             registry_credentials=registry_credentials,
+            referrers=referrers,
             origin=self.origin,
         )
 
@@ -586,7 +600,7 @@ class _Parser:
         return tuple(rules)
 
     def images(self, value: Any, rules: tuple[CacheRule, ...], repos: Repositories,
-               verify: Verify | None = None) -> tuple[Image, ...]:
+               referrers: bool = DEFAULT_REFERRERS, verify: Verify | None = None) -> tuple[Image, ...]:
         if not isinstance(value, list) or not value:
             raise self.fail("images", "must be a non-empty list of {source, tags | tag_regex} entries")
         images: list[Image] = []
@@ -594,7 +608,7 @@ class _Parser:
         for i, item in enumerate(value):
             source = item.get("source") if isinstance(item, dict) else None
             where = f"images[{i}]" + (f" ({source})" if isinstance(source, str) else "")
-            image = self.image(item, where, rules, repos, verify)
+            image = self.image(item, where, rules, repos, referrers, verify)
             if image.repository in seen:
                 raise self.fail(
                     f"{where}.target",
@@ -606,8 +620,9 @@ class _Parser:
         return tuple(images)
 
     def image(self, item: Any, where: str, rules: tuple[CacheRule, ...], repos: Repositories,
-              default_verify: Verify | None = None) -> Image:
-        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target", "verify"})
+              referrers: bool = DEFAULT_REFERRERS, default_verify: Verify | None = None) -> Image:
+        raw = self.mapping(item, where, {"source", "tags", "tag_regex", "platforms", "target", "referrers",
+                                         "verify"})
         source = raw.get("source")
         if not isinstance(source, str):
             raise self.fail(f"{where}.source", "is required: an image reference such as 'python' or 'ghcr.io/org/app'")
@@ -656,7 +671,8 @@ class _Parser:
             verify = None
         elif raw.get("verify") is not None:
             verify = self.verify(raw["verify"], f"{where}.verify")
-        return Image(source, tags, regex, platforms, target, repository, verify)
+        return Image(source, tags, regex, platforms, target, repository,
+                     referrers=self.boolean(raw.get("referrers", referrers), f"{where}.referrers"), verify=verify)
 
     def verify(self, value: Any, where: str) -> Verify:
         """`{cosign_public_key: ...}`; an inline key is parsed here, a stored one when the planner reads it."""

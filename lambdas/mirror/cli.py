@@ -201,6 +201,15 @@ def _size(count: float) -> str:
     return f"{count:.1f} GB"
 
 
+def _referrers(item: PlanItem) -> str:
+    """The REFERRERS cell: found at the source ("?": not listed, the source counts pulls), new ones, "-": off."""
+    check = item.referrers
+    if check is None:
+        return "-"
+    found = "?" if check.found is None else str(check.found)
+    return f"{found} ({check.missing} new)" if check.missing else found
+
+
 def _quota_lines(result: Plan) -> list[str]:
     return [f"quota {q.registry}: {q.remaining} of {q.limit if q.limit is not None else '?'} left, "
             f"reserve {q.reserve}, this plan {q.planned}" for q in result.quotas.values()]
@@ -215,18 +224,21 @@ def _report_plan(result: Plan, config: Config, out: TextIO, *, as_json: bool) ->
         out.flush()
     else:
         rows = [(str(i.task.ref), i.task.repository, _short(i.task.source_digest),
-                 _short(i.task.destination_digest), str(i.action),
-                 str(i.task.cost) if i.action in (Action.COPY, Action.DEFERRED) else "0",
-                 "" if i.action in (Action.SKIP, Action.COPY) else i.reason) for i in result.items]
-        header = ("SOURCE", "REPOSITORY", "SOURCE DIGEST", "DEST DIGEST", "ACTION", "COST", "NOTE")
+                 _short(i.task.destination_digest), str(i.action), _referrers(i),
+                 str(i.task.cost) if i.costs else "0",
+                 "" if i.action is Action.SKIP or (i.action is Action.COPY and not i.task.referrers_only)
+                 else i.reason) for i in result.items]
+        header = ("SOURCE", "REPOSITORY", "SOURCE DIGEST", "DEST DIGEST", "ACTION", "REFERRERS", "COST", "NOTE")
         widths = [max(len(r[n]) for r in [header, *rows]) for n in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
         for line in _quota_lines(result):
             print(line, file=out)
         cost = sum(i.task.cost for i in result.items if i.action is Action.COPY)
-        print(f"{counts.get('copy', 0)} to copy ({cost} manifest GETs), {counts.get('skip', 0)} up to date, "
-              f"{counts.get('deferred', 0)} deferred, {counts.get('failed', 0)} failed", file=out)
+        referrers = sum(i.task.referrers_cost for i in result.items if i.action is Action.COPY)
+        print(f"{counts.get('copy', 0)} to copy ({cost} manifest GETs, {referrers} of them for referrers), "
+              f"{counts.get('skip', 0)} up to date, {counts.get('deferred', 0)} deferred, "
+              f"{counts.get('failed', 0)} failed", file=out)
     return EXIT_FAILED if counts.get("failed") or counts.get("unverified") else EXIT_OK
 
 
@@ -283,11 +295,25 @@ class _Display:
             self.line(f"[{self.done}/{self.total}] copied {task.ref}{tags} {outcome.destination_digest} "
                       f"{_size(outcome.bytes_copied)} in {outcome.seconds:.1f}s "
                       f"({_rate(outcome.bytes_copied, outcome.seconds)}), {outcome.blobs_copied} blobs "
-                      f"({outcome.blobs_skipped} present, {outcome.blobs_mounted} mounted)")
+                      f"({outcome.blobs_skipped} present, {outcome.blobs_mounted} mounted)"
+                      f"{_referrer_note(outcome)}")
         elif outcome.status == "skipped":
             self.line(f"[{self.done}/{self.total}] skipped {task.ref}: already copied")
+        elif outcome.status == "referrers":
+            self.line(f"[{self.done}/{self.total}] referrers of {task.ref}{_referrer_note(outcome)}")
         else:
             self.line(f"[{self.done}/{self.total}] {outcome.status} {task.ref}: {outcome.error}")
+
+
+def _referrer_note(outcome: Outcome) -> str:
+    """`, referrers: 2 copied of 3, 1 refused (…)` for an outcome that handled referrers."""
+    result = outcome.referrers
+    if result is None:
+        return ""
+    note = f", referrers: {result.copied} copied of {result.found}"
+    if result.failed:
+        note += f", {len(result.failed)} refused ({'; '.join(result.failed)})"
+    return note + (f", the rest deferred ({result.deferred})" if result.deferred else "")
 
 
 def _planned(item: PlanItem) -> Outcome:
@@ -312,10 +338,12 @@ def _sync(result: Plan, endpoints: Endpoints, out: TextIO, *, as_json: bool, wor
     entries = [o.as_dict() for o in planned]
     entries += [tag.as_dict() for o in outcomes for tag in o.per_tag()]
     statuses = [e["status"] for e in entries]
+    handled = [o.referrers for o in outcomes if o.referrers is not None]
     summary: dict[str, Any] = {
         "copied": statuses.count("copied"), "skipped": statuses.count("skipped"),
         "deferred": statuses.count("deferred"), "failed": statuses.count("failed"),
         "unverified": statuses.count("unverified"),
+        "referrers": sum(r.copied for r in handled), "referrers_failed": sum(len(r.failed) for r in handled),
         "bytes": sum(o.bytes_copied for o in outcomes), "seconds": round(time.monotonic() - started, 3),
         "quotas": [q.as_dict() for q in result.quotas.values()], "items": entries,
     }
@@ -329,5 +357,6 @@ def _sync(result: Plan, endpoints: Endpoints, out: TextIO, *, as_json: bool, wor
         display.line(f"{summary['copied']} copied ({_size(summary['bytes'])}), {summary['skipped']} up to date, "
                      f"{summary['deferred']} deferred, {summary['failed']} failed"
                      f"{f', {n} unverified (tags held)' if (n := summary['unverified']) else ''} "
-                     f"in {summary['seconds']:.1f}s")
+                     f"in {summary['seconds']:.1f}s; "
+                     f"referrers: {summary['referrers']} copied, {summary['referrers_failed']} refused")
     return EXIT_FAILED if summary["failed"] or summary["unverified"] else EXIT_OK

@@ -55,7 +55,7 @@ from .manifests import (
 )
 from .registry import ManifestInfo, RegistryClient, compute_digest
 
-__all__ = ["CopyResult", "Progress", "copy_image", "recorded_source_digest"]
+__all__ = ["CopyResult", "Progress", "copy_content", "copy_image", "fetch", "recorded_source_digest"]
 
 _MAX_DEPTH = 4  # an index of indexes is legal but rare; deeper nesting is refused
 T = TypeVar("T")
@@ -143,34 +143,21 @@ def _unique_blobs(manifests: Iterable[Manifest]) -> list[Descriptor]:
     return sorted(seen.values(), key=lambda b: -b.size)
 
 
-def copy_image(source: RegistryClient, source_repository: str, destination: RegistryClient,
-               destination_repository: str, reference: str, *, tags: Sequence[str] | None = None,
-               platforms: Sequence[str] = (), mount_from: Sequence[str] = (), workers: int = 4,
-               progress: Progress | None = None, floor: int | None = None) -> CopyResult:
-    """Copy `source_repository:reference` (tag or digest) into the destination, under `tags`
-    (default: the same reference; for a digest, the digest alone).
+def fetch(source: RegistryClient, repository: str, reference: str, floor: int | None = None) -> Manifest:
+    """One manifest from the source, parsed (one GET; `floor`: see the module docstring)."""
+    body, info = _Tree(source, repository, floor).get(reference)
+    return parse_manifest(body, info.media_type, info.digest)
 
-    Costs one source manifest GET for the top level plus one per child manifest the destination
-    does not already hold, however many tags. `floor`: see the module docstring. Raises
-    RegistryError (and its subclasses DigestMismatch, TooManyRequests, QuotaReserved,
-    ManifestError, NoMatchingPlatform, Cancelled); the destination tags are then unchanged.
-    """
-    if floor is not None and source.budget.remaining is None:
-        source.head_manifest(source_repository, reference)  # free: learn the quota before the first GET
-    body, info = _Tree(source, source_repository, floor).get(reference)
-    top = parse_manifest(body, info.media_type, info.digest)
-    put_body, put_type = top.body, top.media_type
-    children: tuple[Descriptor, ...] = ()
-    if top.is_index:
-        children = select(top, platforms)
-        if len(children) != len(top.children):
-            put_body = rewrite_index(top, children, platforms)
-    put_digest = compute_digest(put_body)
-    if tags is None:
-        tags = [put_digest if DIGEST_RE.fullmatch(reference) else reference]
-    tally = Tally()
-    manifests_put = 0
+
+def copy_content(source: RegistryClient, source_repository: str, destination: RegistryClient,
+                 destination_repository: str, top: Manifest, children: Sequence[Descriptor], *,
+                 put_digest: str | None = None, mount_from: Sequence[str] = (), workers: int = 4,
+                 progress: Progress | None = None, floor: int | None = None, tally: Tally | None = None) -> int:
+    """What `top` needs before it can be put: its blobs and `children` (deepest first), unless the
+    destination holds `put_digest` (default: top's own) already. Returns the child manifests put."""
+    tally = tally if tally is not None else Tally()
     halt = threading.Event()
+    manifests_put = 0
 
     def present(descriptor: Descriptor) -> bool:
         # A registry accepts a manifest only once everything it references is there, so a manifest
@@ -178,7 +165,7 @@ def copy_image(source: RegistryClient, source_repository: str, destination: Regi
         return destination.head_manifest(destination_repository, descriptor.digest) is not None
 
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="copy") as pool:
-        if destination.head_manifest(destination_repository, put_digest) is None:
+        if destination.head_manifest(destination_repository, put_digest or top.digest) is None:
             levels = _levels(pool, _Tree(source, source_repository, floor), children, present)
             images = [top, *(m for level in levels for m in level)]
 
@@ -191,6 +178,48 @@ def copy_image(source: RegistryClient, source_repository: str, destination: Regi
                 _run_all(pool, lambda m: destination.put_manifest(destination_repository, m.digest, m.body,
                                                                   m.media_type), level)
                 manifests_put += len(level)
+    return manifests_put
+
+
+def copy_image(source: RegistryClient, source_repository: str, destination: RegistryClient,
+               destination_repository: str, reference: str, *, tags: Sequence[str] | None = None,
+               platforms: Sequence[str] = (), mount_from: Sequence[str] = (), workers: int = 4,
+               progress: Progress | None = None, floor: int | None = None,
+               before_tags: Callable[[Sequence[str]], object] | None = None) -> CopyResult:
+    """Copy `source_repository:reference` (tag or digest) into the destination, under `tags`
+    (default: the same reference; for a digest, the digest alone).
+
+    Costs one source manifest GET for the top level plus one per child manifest the destination
+    does not already hold, however many tags. `floor`: see the module docstring. Raises
+    RegistryError (and its subclasses DigestMismatch, TooManyRequests, QuotaReserved,
+    ManifestError, NoMatchingPlatform, Cancelled); the destination tags are then unchanged.
+
+    `before_tags`: called with the digests of the manifests now at the destination that are the
+    source's own (the top unless a filter rewrote it, and each platform manifest), after the top
+    is put by digest and before any tag moves: the artifacts that refer to them go there.
+    """
+    if floor is not None and source.budget.remaining is None:
+        source.head_manifest(source_repository, reference)  # free: learn the quota before the first GET
+    top = fetch(source, source_repository, reference, floor)
+    put_body, put_type = top.body, top.media_type
+    children: tuple[Descriptor, ...] = ()
+    if top.is_index:
+        children = select(top, platforms)
+        if len(children) != len(top.children):
+            put_body = rewrite_index(top, children, platforms)
+    put_digest = compute_digest(put_body)
+    if tags is None:
+        tags = [put_digest if DIGEST_RE.fullmatch(reference) else reference]
+    tally = Tally()
+    manifests_put = copy_content(source, source_repository, destination, destination_repository, top, children,
+                                 put_digest=put_digest, mount_from=mount_from, workers=workers, progress=progress,
+                                 floor=floor, tally=tally)
+    if before_tags is not None:
+        if destination.head_manifest(destination_repository, put_digest) is None:
+            destination.put_manifest(destination_repository, put_digest, put_body, put_type)
+            manifests_put += 1
+        own = [put_digest] if put_digest == top.digest else []
+        before_tags([*own, *(c.digest for c in children if not c.is_attestation)])
     for tag in tags:
         destination.put_manifest(destination_repository, tag, put_body, put_type)
     return CopyResult(

@@ -36,16 +36,6 @@ class Rejected(Exception):
     """A signature that does not hold this digest to this key; the message says why, in one line."""
 
 
-def signature_tag(digest: str) -> str:
-    """cosign's tag for the signatures of `digest`: `sha256:<hex>` -> `sha256-<hex>.sig`."""
-    return digest.replace(":", "-") + ".sig"
-
-
-def referrers_tag(digest: str) -> str:
-    """The OCI distribution spec's referrers tag schema (fallback where there is no referrers API)."""
-    return digest.replace(":", "-")
-
-
 def verify_signature(key: PublicKey, signature: bytes, *, message: bytes | None = None,
                      sha256: bytes | None = None) -> None:
     """Check `signature` over `message` (or over the message whose SHA-256 is `sha256`); Rejected if it fails.
@@ -115,13 +105,6 @@ def signature_layers(manifest: dict[str, Any]) -> list[tuple[str, int, Any]]:
             annotations = layer["annotations"] if isinstance(layer.get("annotations"), dict) else {}
             found.append((str(layer.get("digest")), _size(layer.get("size")), annotations.get(SIGNATURE_ANNOTATION)))
     return found
-
-
-def bundle_referrers(index: dict[str, Any]) -> list[str]:
-    """Digests of the sigstore-bundle manifests a referrers index lists (the API may ignore its filter)."""
-    entries = index.get("manifests")
-    return [str(e["digest"]) for e in entries if isinstance(e, dict) and e.get("artifactType") == BUNDLE
-            and isinstance(e.get("digest"), str)] if isinstance(entries, list) else []
 
 
 def bundle_layer(manifest: dict[str, Any], digest: str) -> tuple[str, int]:

@@ -13,7 +13,7 @@ from ecr_mirror_cdk.config import parse_spec
 
 from .endpoints import Endpoints
 from .errors import SupersededTask, TooManyRequests
-from .observability import logger, record_copy, record_failure, record_plan
+from .observability import logger, record_copy, record_failure, record_plan, record_referrers
 from .plan import Task, plan
 from .signatures import MEMO_PREFIX, Checker, Keys
 from .staleness import ParameterState, track
@@ -120,7 +120,10 @@ def run_message(body: str, endpoints: Endpoints, *, queue_url: str | None, not_b
         record_failure(deferred=False)
         logger.exception(f"failed copying {task.ref}")
         raise
-    record_copy(outcome.bytes_copied)
+    if outcome.status != "referrers":
+        record_copy(outcome.bytes_copied)
+    if outcome.referrers is not None:
+        record_referrers(outcome.referrers)
     return outcome.as_dict()
 
 

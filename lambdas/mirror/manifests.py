@@ -67,7 +67,7 @@ class Manifest:
         return self.media_type in INDEX_TYPES
 
 
-def _descriptor(raw: Any, where: str) -> Descriptor:
+def parse_descriptor(raw: Any, where: str) -> Descriptor:
     if not isinstance(raw, dict):
         raise ManifestError(f"{where}: descriptor is not an object")
     try:
@@ -105,7 +105,7 @@ def parse_manifest(body: bytes, content_type: str, digest: str) -> Manifest:
         entries = doc.get("manifests")
         if not isinstance(entries, list):
             raise ManifestError(f"index {digest} has no 'manifests' list")
-        children = tuple(_descriptor(e, f"index {digest}") for e in entries)
+        children = tuple(parse_descriptor(e, f"index {digest}") for e in entries)
         return Manifest(body, digest, media_type, children=children, annotations=dict(annotations or {}))
     if media_type == OCI_ARTIFACT:
         raw_blobs = doc.get("blobs") or []
@@ -117,7 +117,7 @@ def parse_manifest(body: bytes, content_type: str, digest: str) -> Manifest:
         raise ManifestError(f"manifest {digest}: unsupported media type {media_type!r}")
     if not isinstance(raw_blobs, list):
         raise ManifestError(f"manifest {digest}: blobs is not a list")
-    blobs = tuple(_descriptor(b, f"manifest {digest}") for b in raw_blobs)
+    blobs = tuple(parse_descriptor(b, f"manifest {digest}") for b in raw_blobs)
     return Manifest(body, digest, media_type, blobs=blobs, annotations=dict(annotations or {}))
 
 

@@ -22,6 +22,8 @@ from .settings import (
     METRIC_DEFERRED,
     METRIC_FAILED,
     METRIC_QUOTA_REMAINING,
+    METRIC_REFERRERS_COPIED,
+    METRIC_REFERRERS_FAILED,
     METRIC_SKIPPED,
     METRIC_UNVERIFIED,
     METRIC_UPSTREAM_DEFERRED,
@@ -32,6 +34,7 @@ from .settings import (
 )
 
 if TYPE_CHECKING:
+    from .copy_referrers import ReferrersResult
     from .plan import Plan
 
 logger = Logger(service=SERVICE_NAME)
@@ -69,6 +72,13 @@ def _per_upstream(registry: str, name: str, unit: MetricUnit, value: float) -> N
 def record_copy(bytes_copied: int) -> None:
     metrics.add_metric(name=METRIC_COPIED, unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=METRIC_BYTES, unit=MetricUnit.Bytes, value=bytes_copied)
+
+
+def record_referrers(result: ReferrersResult) -> None:
+    """What one copy did with the image's referrers: copied, and refused by the destination (each
+    refusal is also a warning in the log, with the registry's answer)."""
+    metrics.add_metric(name=METRIC_REFERRERS_COPIED, unit=MetricUnit.Count, value=result.copied)
+    metrics.add_metric(name=METRIC_REFERRERS_FAILED, unit=MetricUnit.Count, value=len(result.failed))
 
 
 def record_failure(*, deferred: bool) -> None:

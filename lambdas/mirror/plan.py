@@ -14,6 +14,11 @@ Tags that share a digest: new tags of one image that point at the same source di
 task (the first tag, the rest in `also`) costing one set of GETs; the copy puts the manifest it
 fetched once under every tag.
 
+Referrers (`referrers`, on by default): a copy also lists and copies what refers to the image's
+manifests, and its cost counts those GETs; an up-to-date tag whose referrers changed (or whose turn
+to list them at a rate-limited source came) becomes a referrers-only copy (plan_referrers.py), which
+never moves a tag.
+
 Signatures: for an image with `verify`, a tag whose digest moved is queued only when a signature from
 its key over the new digest verifies (signatures.py; the check's GETs are planned like the copy's), and
 then as a copy of exactly that digest; otherwise the item is `unverified` and the destination tag stays
@@ -41,6 +46,7 @@ from ecr_mirror_cdk.reference import TAG_RE, Reference, parse
 from .endpoints import Endpoints
 from .errors import RegistryError, SupersededTask, TooManyRequests
 from .manifests import INDEX_TYPES
+from .plan_referrers import REFRESH, ReferrersCheck, check, listings, refresh_due, schedule_period
 from .settings import SERVICE_NAME
 from .signatures import SIGNATURE_COST, Checker, Keys, KeyUnavailable
 
@@ -88,6 +94,9 @@ class Task:
     also: tuple[tuple[str, str | None], ...] = ()
     # sync.quota_reserve: the copy sends no manifest GET that would leave the upstream fewer pulls.
     reserve: int | None = None
+    referrers: bool = False  # copy what refers to the image's manifests too
+    referrers_only: bool = False  # the tag is up to date: copy only the referrers of its digest
+    referrers_cost: int = 0  # the part of `cost` the referrers take
     # The planner verified source_digest's signature: copy exactly that digest, never what the tag moved to since.
     verified: bool = False
 
@@ -129,6 +138,9 @@ class Task:
         reserve = data.get("reserve")
         if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int)):
             raise ValueError("task field 'reserve' must be an integer")
+        for flag in ("referrers", "referrers_only"):
+            if not isinstance(data.get(flag, False), bool):
+                raise ValueError(f"task field {flag!r} must be true or false")
         verified = data.get("verified", False)
         if not isinstance(verified, bool) or (verified and not isinstance(data.get("source_digest"), str)):
             raise ValueError("task field 'verified' must be a boolean, and true only with a source_digest")
@@ -137,7 +149,8 @@ class Task:
             source_digest=data.get("source_digest"), destination_digest=data.get("destination_digest"),
             platforms=tuple(data.get("platforms") or ()), cost=int(data.get("cost", 1)),
             mount_from=tuple(data.get("mount_from") or ()), also=tuple((a[0], a[1]) for a in also),
-            reserve=reserve, verified=verified,
+            reserve=reserve, referrers=data.get("referrers", False), referrers_only=data.get("referrers_only", False),
+            referrers_cost=int(data.get("referrers_cost", 0)), verified=verified,
         )
         task.ref  # noqa: B018 - validates the source reference (raises ReferenceError, a ValueError)
         return task
@@ -149,6 +162,11 @@ class PlanItem:
     action: Action
     reason: str = ""
     retry_after: float | None = None
+    referrers: ReferrersCheck | None = None  # None: referrers off for the image, or not checked
+
+    @property
+    def costs(self) -> bool:
+        return self.action in (Action.COPY, Action.DEFERRED)
 
     def as_dict(self) -> dict[str, Any]:
         task = self.task
@@ -156,7 +174,9 @@ class PlanItem:
             "image": task.source, "tag": task.tag, "source": str(task.ref), "repository": task.repository,
             "source_digest": task.source_digest,
             "destination_digest": task.destination_digest, "action": str(self.action),
-            "cost": task.cost if self.action in (Action.COPY, Action.DEFERRED) else 0, "reason": self.reason,
+            "cost": task.cost if self.costs else 0, "reason": self.reason,
+            **(self.referrers.as_dict() if self.referrers else {"referrers": None, "referrers_new": 0}),
+            "referrers_cost": task.referrers_cost if self.costs else 0,
         }
 
 
@@ -222,8 +242,10 @@ def expand_tags(image: Image, list_tags: Callable[[], Iterable[str]]) -> list[st
 
 
 def _digest_key(task: Task) -> tuple[Any, ...]:
-    """Copies that are one copy: same source image and digest, same destination, same filter."""
-    return (task.source, task.source_digest or f"tag:{task.tag}", task.repository, task.platforms)
+    """Copies that are one copy: same source image and digest, same destination, same filter, and both moving
+    tags or both copying referrers only (one of each sharing a task would leave the moved tag behind)."""
+    return (task.source, task.source_digest or f"tag:{task.tag}", task.repository, task.platforms,
+            task.referrers_only)
 
 
 def share_digests(items: Sequence[PlanItem]) -> list[PlanItem]:
@@ -234,7 +256,7 @@ def share_digests(items: Sequence[PlanItem]) -> list[PlanItem]:
         if item.action is Action.COPY and item.task.source_digest:
             leader = first.setdefault(_digest_key(item.task), item)
             if leader is not item:
-                item = replace(item, task=replace(item.task, cost=0),
+                item = replace(item, task=replace(item.task, cost=0, referrers_cost=0),
                                reason=f"{item.reason}; same digest as :{leader.task.tag}, copied with it")
         out.append(item)
     return out
@@ -293,10 +315,12 @@ def apply_budget(probes: Sequence[Probe], reserve: int) -> tuple[list[PlanItem],
 
 
 class _Planner:
-    def __init__(self, config: Config, endpoints: Endpoints, recorded: RecordedDigest) -> None:
+    def __init__(self, config: Config, endpoints: Endpoints, recorded: RecordedDigest, now: float) -> None:
         self.config = config
         self.endpoints = endpoints
         self.recorded = recorded
+        self.now = now
+        self.period = schedule_period(config.schedule)
         # Upstreams that answered 429 this run: nothing more is asked of them until the next run.
         self.throttled: dict[str, float | None] = {}
 
@@ -308,7 +332,7 @@ class _Planner:
             mounts = tuple(r for r in repositories if r != image.repository)[:MOUNT_CANDIDATES]
             ref = image.ref
             template = Task(image.source, "*", image.repository, platforms=image.platforms, mount_from=mounts,
-                            reserve=self.config.sync.quota_reserve)
+                            reserve=self.config.sync.quota_reserve, referrers=image.referrers)
             try:
                 source = self.endpoints.source(ref.registry)
             except RegistryError as err:  # its credentials cannot be read: this image fails, the rest go on
@@ -351,13 +375,45 @@ class _Planner:
         except (RegistryError, OSError) as err:  # the destination registry: fail this tag only
             return Probe(PlanItem(task, Action.FAILED, f"destination check failed: {err}"), remaining, limit)
         task = replace(task, destination_digest=current)
+        referrers = None
+        if image.referrers and image.platforms and info.media_type in INDEX_TYPES:
+            # A filtered index is rewritten: what refers to the source's index does not refer to the copy.
+            referrers = ReferrersCheck(None, 0, note="filtered index: the platform manifests' referrers only")
+        elif image.referrers:
+            referrers = self.referrers(task, info, remaining, listing=up_to_date)
         if up_to_date:
             note = "up to date" if current == info.digest else "up to date (filtered index of the source digest)"
-            return Probe(PlanItem(task, Action.SKIP, note), remaining, limit)
+            if referrers is None or not referrers.due:
+                return Probe(PlanItem(task, Action.SKIP, note, referrers=referrers), remaining, limit)
+            task = replace(task, referrers_only=True, cost=referrers.cost, referrers_cost=referrers.cost)
+            why = f"{referrers.missing} new" if referrers.missing else f"listed every {REFRESH // 3600} h"
+            return Probe(PlanItem(task, Action.COPY, f"referrers: {why}", referrers=referrers), remaining, limit)
         signature = SIGNATURE_COST if image.verify is not None else 0
-        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children) + signature)
+        extra = 0
+        if image.referrers:
+            extra = listings(info.media_type, image.platforms, children, DEFAULT_INDEX_CHILDREN, CHILDREN_PER_PLATFORM)
+            extra += referrers.missing if referrers else 0
+        task = replace(task, cost=estimate_cost(info.media_type, image.platforms, children) + signature + extra,
+                       referrers_cost=extra)
         reason = "new" if current is None else "changed"
-        return Probe(PlanItem(task, Action.COPY, reason), remaining, limit)
+        return Probe(PlanItem(task, Action.COPY, reason, referrers=referrers), remaining, limit)
+
+    def referrers(self, task: Task, info: Any, remaining: int | None, *, listing: bool) -> ReferrersCheck | None:
+        """The referrers of the tag's digest (plan_referrers.py). `listing`: the tag is up to date, so its OCI 1.1
+        referrers are listed here where that costs no pulls (or, at a rate-limited source, on its turn); a tag
+        whose digest moved gets HEADs only, since its copy lists them anyway."""
+        registry = task.ref.registry
+        metered = remaining is not None
+        try:
+            return check(self.endpoints.source(registry), self.endpoints.destination, task.ref.repository,
+                         task.repository, info.digest, list_source=listing and not metered,
+                         refresh=listing and metered and refresh_due(str(task.ref), self.now, self.period))
+        except TooManyRequests as err:
+            self.throttled[registry] = err.retry_after
+            return None
+        except (RegistryError, OSError) as err:
+            logger.warning(f"referrers of {task.ref} not checked: {err}")
+            return None
 
     def destination_state(self, image: Image, task: Task, media_type: str) -> tuple[str | None, bool, int | None]:
         """(digest the destination tag has, whether it is a copy of the source's, children of its index)."""
@@ -385,7 +441,8 @@ def hold_unsigned(items: Sequence[PlanItem], config: Config, endpoints: Endpoint
     out = []
     for item in items:
         task, image = item.task, images.get(item.task.repository)
-        if item.action is not Action.COPY or image is None or image.verify is None or not task.source_digest:
+        if (item.action is not Action.COPY or image is None or image.verify is None or not task.source_digest
+                or task.referrers_only):  # referrers alone never move a tag
             out.append(item)
             continue
         try:
@@ -407,14 +464,17 @@ def hold_unsigned(items: Sequence[PlanItem], config: Config, endpoints: Endpoint
 
 
 def plan(config: Config, endpoints: Endpoints, *, recorded: RecordedDigest | None = None,
-         workers: int = 8, check_signatures: bool = True, checker: Checker | None = None) -> Plan:
+         workers: int = 8, check_signatures: bool = True, checker: Checker | None = None,
+         now: float | None = None) -> Plan:
     """HEADs only at the sources: nothing here costs Docker Hub quota, except the signature checks of
-    images with `verify` whose digest moved (`check_signatures`; the CLI's `plan` leaves them out)."""
+    images with `verify` whose digest moved (`check_signatures`; the CLI's `plan` leaves them out) and,
+    at a source without a rate limit, the referrers listings. `now` (default: the clock) decides whose turn
+    it is to have its referrers listed at a rate-limited source (plan_referrers.refresh_due)."""
     if recorded is None:
         from .copy import recorded_source_digest
 
         recorded = recorded_source_digest
-    planner = _Planner(config, endpoints, recorded)
+    planner = _Planner(config, endpoints, recorded, time.time() if now is None else now)
     slots = planner.expand()
     jobs = [slot for slot in slots if isinstance(slot, tuple)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

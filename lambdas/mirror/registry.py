@@ -30,7 +30,7 @@ from .manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT, OCI_INDEX, OC
 
 __all__ = [
     "BlobReader", "DigestMismatch", "ManifestError", "ManifestInfo", "NoMatchingPlatform", "QuotaReserved",
-    "RateLimit", "RegistryClient", "RegistryError", "TooManyRequests", "MANIFEST_TYPES",
+    "RateLimit", "RegistryClient", "RegistryError", "Stored", "TooManyRequests", "MANIFEST_TYPES",
 ]
 
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST, OCI_ARTIFACT)
@@ -74,6 +74,15 @@ class ManifestInfo:
     media_type: str
     size: int
     rate_limit: RateLimit | None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A manifest PUT: its digest, and the `OCI-Subject` header of the answer (None: the registry did not
+    say it processed the manifest's `subject`; distribution spec 1.1, "Pushing Manifests with Subject")."""
+
+    digest: str
+    subject: str | None = None
 
 
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
@@ -231,7 +240,8 @@ class RegistryClient:
     - 429: wait `Retry-After` (at least a second) while the total wait stays within `max_retry_wait`,
       else raise TooManyRequests at once; without `Retry-After` raise at once (never blind retries).
     - Connection errors and 502/503/504 on idempotent requests: up to `connection_retries` retries.
-    `counters` counts requests sent by (method, kind), kind in manifest, blob, upload, mount, tags, token.
+    `counters` counts requests sent by (method, kind), kind in manifest, referrers, blob, upload, mount,
+    tags, token.
     """
 
     def __init__(self, host: str, *, username: str | None = None, password: str | None = None,
@@ -386,6 +396,10 @@ class RegistryClient:
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store `body` as-is under `reference` (tag or digest); returns its digest."""
+        return self.store_manifest(repository, reference, body, media_type).digest
+
+    def store_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> Stored:
+        """put_manifest, with the registry's `OCI-Subject` answer."""
         response = self.request("PUT", f"/v2/{repository}/manifests/{reference}", kind="manifest",
                                 scopes=[(repository, "pull,push")], body=body,
                                 headers={"Content-Type": media_type})
@@ -395,7 +409,39 @@ class RegistryClient:
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored != digest:
             raise DigestMismatch(f"PUT {repository}:{reference}: registry stored {stored}, sent {digest}")
-        return digest
+        return Stored(digest, response.headers.get("OCI-Subject"))
+
+    def referrers_index(self, repository: str, digest: str, *, floor: int | None = None) -> list[Any] | None:
+        """The descriptors the referrers API lists for `digest`, every `Link` page followed; None when the
+        registry answers 404, as one without the API does ("If the registry supports the referrers API, the
+        registry MUST NOT return a 404 Not Found", distribution spec 1.1, "Listing Referrers").
+
+        Docker's documentation counts manifest GETs as pulls and does not name this endpoint, so it is
+        reserved as one (`floor`, as in get_manifest): the budget may overestimate, never under."""
+        manifests: list[Any] = []
+        seen: set[str] = set()
+        path: str | None = f"/v2/{repository}/referrers/{digest}"
+        while path:
+            if self._url(path) in seen:
+                raise RegistryError(f"GET referrers of {repository}@{digest}: pagination loops back to {path}")
+            seen.add(self._url(path))
+            with self.budget.pull(floor, f"referrers of {repository}@{digest}") as answered:
+                response = self.request("GET", path, kind="referrers", scopes=[(repository, "pull")],
+                                        headers={"Accept": OCI_INDEX})
+                answered(RateLimit.from_headers(response.headers))
+            if response.status == 404 and len(seen) == 1:  # the first page: no such API
+                return None
+            if response.status != 200:
+                raise self._fail(response, f"GET referrers of {repository}@{digest}")
+            try:
+                page = response.json().get("manifests")
+            except (ValueError, AttributeError):
+                page = None
+            if not isinstance(page, list):
+                raise ManifestError(f"referrers of {repository}@{digest}: the answer is not an image index")
+            manifests.extend(page)
+            path = _next_link(response.headers.get("Link"), self._url(path))
+        return manifests
 
     def list_tags(self, repository: str, *, page_size: int = 1000) -> list[str]:
         """Every tag, following `Link` pagination; RegistryError(status=404) for an unknown repository."""

@@ -26,16 +26,11 @@ from .cosign import (
     MAX_PAYLOAD,
     Rejected,
     bundle_layer,
-    bundle_referrers,
     check_bundle,
     check_simple_signing,
-    referrers_tag,
     signature_layers,
-    signature_tag,
 )
-from .errors import RegistryError
-from .manifests import OCI_INDEX
-from .registry import RateLimit
+from .referrers import cosign_tag, fallback_tag, list_referrers
 
 if TYPE_CHECKING:
     from ecr_mirror_cdk.signing_key import PublicKey
@@ -114,8 +109,8 @@ class Checker:
 
     def _check(self, client: Any, repository: str, digest: str, source: KeySource) -> Verdict:
         key_id, key = self.keys.get(source)
-        sig = client.head_manifest(repository, signature_tag(digest))
-        index = client.head_manifest(repository, referrers_tag(digest))
+        sig = client.head_manifest(repository, cosign_tag(digest))
+        index = client.head_manifest(repository, fallback_tag(digest))
         memo = memo_key(f"{client.host}/{repository}", digest, key_id,
                         (sig.digest if sig else None, index.digest if index else None))
         checked = self.remembered.get(memo)
@@ -126,22 +121,17 @@ class Checker:
         if sig is not None:
             try:
                 self._classic(client, repository, digest, sig.digest, key)
-                return Verdict(True, f"signed ({signature_tag(digest)})")
+                return Verdict(True, f"signed ({cosign_tag(digest)})")
             except Rejected as err:
-                reasons.append(f"{signature_tag(digest)}: {err}")
-        referrers: list[str] = []
-        try:
-            referrers = self._bundle_referrers(client, repository, digest, index.digest if index else None)
-        except Rejected as err:  # a listing that is not an index: nothing in it can be checked
-            reasons.append(f"referrers: {err}")
-        for referrer in referrers[:MAX_BUNDLES]:
+                reasons.append(f"{cosign_tag(digest)}: {err}")
+        for referrer in self._bundle_referrers(client, repository, digest)[:MAX_BUNDLES]:
             try:
                 self._bundle(client, repository, digest, referrer, key)
                 return Verdict(True, f"signed (sigstore bundle {referrer[:19]})")
             except Rejected as err:
                 reasons.append(f"bundle {referrer[:19]}: {err}")
         self.unsigned[memo] = self.now
-        return Verdict(False, "; ".join(reasons) or f"no signature: no {signature_tag(digest)} tag and no sigstore "
+        return Verdict(False, "; ".join(reasons) or f"no signature: no {cosign_tag(digest)} tag and no sigstore "
                                                     "bundle referrer")
 
     def _manifest(self, client: Any, repository: str, reference: str) -> dict[str, Any]:
@@ -178,24 +168,11 @@ class Checker:
                 failures.append(str(err))
         raise Rejected(failures[0] if len(set(failures)) == 1 else "; ".join(failures))
 
-    def _bundle_referrers(self, client: Any, repository: str, digest: str, tagged: str | None) -> list[str]:
-        """The referrers API (OCI distribution spec 1.1, filtered by artifactType); where a registry has none
-        (404), the spec's fallback: the index under the tag `sha256-<hex>`, when the HEAD found one."""
-        with client.budget.pull(self.floor, f"referrers of {repository}@{digest}") as answered:
-            response = client.request("GET", f"/v2/{repository}/referrers/{digest}", kind="manifest",
-                                      scopes=[(repository, "pull")], headers={"Accept": OCI_INDEX},
-                                      fields=[("artifactType", BUNDLE)])
-            answered(RateLimit.from_headers(response.headers))
-        status, body = response.status, bytes(response.data)
-        response.release_conn()
-        if status == 200:
-            try:
-                return bundle_referrers(json.loads(body))
-            except (ValueError, AttributeError):
-                raise Rejected("the referrers API answered with something other than a JSON index") from None
-        if status not in (400, 404, 405):
-            raise RegistryError(f"GET referrers of {repository}@{digest}: HTTP {status}", status)
-        return bundle_referrers(self._manifest(client, repository, tagged)) if tagged else []
+    def _bundle_referrers(self, client: Any, repository: str, digest: str) -> list[str]:
+        """The sigstore bundles among the digest's OCI 1.1 referrers (referrers.list_referrers: the referrers API,
+        or where a registry has none (404), the spec's fallback, the index under the tag `sha256-<hex>`)."""
+        return [d.digest for d in list_referrers(client, repository, digest, floor=self.floor)
+                if d.raw.get("artifactType") == BUNDLE]
 
     def _bundle(self, client: Any, repository: str, digest: str, referrer: str, key: PublicKey) -> None:
         layer, size = bundle_layer(self._manifest(client, repository, referrer), digest)

@@ -38,8 +38,8 @@ def track(plan: Plan, seen: Mapping[str, float], now: float) -> tuple[dict[str, 
         task = item.task
         registry = task.ref.registry
         ages.setdefault(registry, 0.0)
-        if item.action in (Action.SKIP, Action.UNVERIFIED) or not task.source_digest:
-            continue
+        if item.action in (Action.SKIP, Action.UNVERIFIED) or not task.source_digest or task.referrers_only:
+            continue  # a referrers-only copy: the image itself is mirrored
         key = change_key(str(task.ref), task.source_digest)
         first = min(seen.get(key, now), now)
         pending[key] = first

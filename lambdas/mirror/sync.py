@@ -3,6 +3,9 @@
 A 429 is not retried here: the task fails with `Throttled` carrying the server's Retry-After, so
 the SQS message returns to the queue (the copier delays it by that much) or the CLI reports it as
 deferred. Every other task of that upstream in the same run is deferred without a request.
+
+A task with `referrers` copies what refers to the image's manifests before its tags move
+(copy_referrers.py); one with `referrers_only` copies only those of its digest (status "referrers").
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from .settings import SERVICE_NAME
 
 if TYPE_CHECKING:
     from .blobs import Progress  # the engine itself is imported when a task runs
+    from .copy_referrers import ReferrersResult
 
 logger = logging.getLogger(SERVICE_NAME)  # formatted by Powertools in the Lambdas (plan.py says why)
+# An outcome that did not handle referrers (off, or nothing was copied), in ReferrersResult.as_dict's keys.
+_NO_REFERRERS: dict[str, Any] = {"referrers": None, "referrers_found": None, "referrers_failed": (),
+                                 "referrers_deferred": ""}
 
 
 @dataclass(frozen=True)
 class Outcome:
     task: Task
-    status: str  # copied | skipped (already copied) | deferred | failed
+    status: str  # copied | referrers (only the referrers) | skipped (already copied) | deferred | failed
     source_digest: str | None = None
     destination_digest: str | None = None
     bytes_copied: int = 0
@@ -38,6 +45,7 @@ class Outcome:
     seconds: float = 0.0
     error: str = ""
     retry_after: float | None = None
+    referrers: ReferrersResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """One schema for every outcome (and every item of the CLI's `sync --json`)."""
@@ -51,6 +59,7 @@ class Outcome:
             "blobs_mounted": self.blobs_mounted, "manifests_put": self.manifests_put,
             "seconds": round(self.seconds, 3), "error": self.error,
             "retry_after": round(self.retry_after) if self.retry_after is not None else None,
+            **(self.referrers.as_dict() if self.referrers is not None else _NO_REFERRERS),
         }
 
     def per_tag(self) -> list[Outcome]:
@@ -59,7 +68,7 @@ class Outcome:
         first = replace(self, task=replace(self.task, also=()))
         return [first, *(replace(self, task=replace(self.task, tag=tag, also=(), destination_digest=digest),
                                  bytes_copied=0, blobs_copied=0, blobs_skipped=0, blobs_mounted=0,
-                                 manifests_put=0, seconds=0.0) for tag, digest in self.task.also)]
+                                 manifests_put=0, seconds=0.0, referrers=None) for tag, digest in self.task.also)]
 
 
 def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Progress | None = None) -> Outcome:
@@ -70,9 +79,23 @@ def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Pr
     at-least-once delivery, costs nothing at the source.
     """
     from .copy import copy_image, recorded_source_digest
+    from .copy_referrers import copy_referrers
 
     ref = task.ref
     started = time.monotonic()
+    source = endpoints.source(ref.registry)
+    found: list[ReferrersResult] = []
+
+    def referrers(subjects: Sequence[str]) -> None:
+        found.append(copy_referrers(source, ref.repository, endpoints.destination, task.repository, subjects,
+                                    floor=task.reserve, mount_from=task.mount_from, workers=workers))
+
+    if task.referrers_only and task.source_digest:
+        referrers([task.source_digest])
+        outcome = Outcome(task, "referrers", task.source_digest, task.destination_digest,
+                          seconds=time.monotonic() - started, referrers=found[0])
+        logger.info(f"referrers of {ref}", extra=outcome.as_dict())
+        return outcome
     if task.source_digest and not task.also and _already_copied(task, endpoints, recorded_source_digest):
         outcome = Outcome(task, "skipped", task.source_digest, None, seconds=time.monotonic() - started)
         logger.info(f"already copied {ref}", extra=outcome.as_dict())
@@ -80,12 +103,14 @@ def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Pr
     # Tags that shared the planned digest get exactly it: fetched once, by digest. So does a tag the planner
     # verified a signature for: the tag moves to the digest that was signed, never to what the tag moved to since.
     reference = task.source_digest if (task.also or task.verified) and task.source_digest else task.tag
-    result = copy_image(endpoints.source(ref.registry), ref.repository, endpoints.destination, task.repository,
+    result = copy_image(source, ref.repository, endpoints.destination, task.repository,
                         reference, tags=task.tags, platforms=task.platforms, mount_from=task.mount_from,
-                        workers=workers, progress=progress, floor=task.reserve)
+                        workers=workers, progress=progress, floor=task.reserve,
+                        before_tags=referrers if task.referrers else None)
     outcome = Outcome(
         task, "copied", result.source_digest, result.destination_digest, result.bytes_copied, result.blobs_copied,
         result.blobs_skipped, result.blobs_mounted, result.manifests_put, time.monotonic() - started,
+        referrers=found[0] if found else None,
     )
     if task.source_digest and result.source_digest != task.source_digest:
         logger.info("source tag moved since planning; copied the newer image", extra=outcome.as_dict())

@@ -42,6 +42,7 @@ class FakeRegistry:
         self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
         self.tags: dict[str, list[str]] = {}
         self.calls: list[tuple[str, str, str]] = []
+        self.referrers: dict[tuple[str, str], list[Any]] = {}  # (repository, subject digest) -> descriptors
         self.remaining, self.limit, self.throttle = remaining, limit, throttle
 
     def put(self, repository: str, tag: str, body: bytes | None = None, media_type: str = OCI_MANIFEST) -> str:
@@ -74,6 +75,11 @@ class FakeRegistry:
         if found is None:
             raise KeyError(reference)
         return found
+
+    def referrers_index(self, repository: str, digest: str, *, floor: int | None = None) -> list[Any] | None:
+        """The referrers API: None (404, no such API) unless `referrers` lists some for the digest."""
+        self.calls.append(("REFERRERS", repository, digest))
+        return self.referrers.get((repository, digest))
 
     def list_tags(self, repository: str) -> list[str]:
         self.calls.append(("LIST", repository, ""))

@@ -26,7 +26,7 @@ def test_an_index_that_grew_from_4_to_24_entries_stops_at_the_reserve_whatever_t
     hub, destination = registry_factory("hub"), registry_factory("destination")
     old = push_image(hub.host, "library/python", "3.13", attestations=True, seed=1)
     cfg = config({"source": "python", "tags": ["3.13"], "target": "mirror/python"},
-                 pull_through_cache=[], sync={"quota_reserve": 20})
+                 pull_through_cache=[], sync={"quota_reserve": 20}, referrers=False)
     first = connect(destination.host, upstreams={"docker.io": hub.host})
     assert [o.status for o in run_tasks(plan(cfg, first).tasks(), first)] == ["copied"]
     # ... that upstream now lists 12 platforms and their 12 attestations, with 30 pulls left
@@ -77,7 +77,7 @@ def test_300_new_tags_of_one_digest_cost_one_source_get_and_all_get_tagged(
     for n in range(1, 300):
         pusher.manifest("team/tool", f"t{n}", body, "application/vnd.oci.image.manifest.v1+json")
     cfg = config({"source": "team/tool", "tag_regex": r"t\d+", "target": "mirror/tool"}, pull_through_cache=[],
-                 sync={"quota_reserve": 0})
+                 sync={"quota_reserve": 0}, referrers=False)
     with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=100)) as limiter:
         endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
 

@@ -49,11 +49,12 @@ def test_plan_prints_each_tag_with_digests_action_and_cost_using_heads_only(
 
     lines = out.splitlines()
     assert code == 0
-    assert lines[0].split() == ["SOURCE", "REPOSITORY", "SOURCE", "DIGEST", "DEST", "DIGEST", "ACTION", "COST",
-                                "NOTE"]
+    assert lines[0].split() == ["SOURCE", "REPOSITORY", "SOURCE", "DIGEST", "DEST", "DIGEST", "ACTION", "REFERRERS",
+                                "COST", "NOTE"]
+    # The index is filtered, so only its platform manifest's referrers are listed (the copy does that): one GET more
     assert lines[1].split() == ["docker.io/library/python:3.13-slim", "mirror/docker.io/library/python",
-                                hub_digest(hub, "3.13-slim")[7:19], "-", "copy", "3"]
-    assert lines[-1] == "2 to copy (6 manifest GETs), 0 up to date, 0 deferred, 0 failed"
+                                hub_digest(hub, "3.13-slim")[7:19], "-", "copy", "?", "4"]
+    assert lines[-1] == "2 to copy (8 manifest GETs, 2 of them for referrers), 0 up to date, 0 deferred, 0 failed"
     assert hub.manifest_gets() == []
 
 

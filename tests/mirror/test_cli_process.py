@@ -91,7 +91,8 @@ def test_plan_runs_without_powertools_installed(
 
     # Then both work
     assert (plan.returncode, plan.stderr) == (0, "")
-    assert plan.stdout.splitlines()[-1] == "1 to copy (1 manifest GETs), 0 up to date, 0 deferred, 0 failed"
+    assert plan.stdout.splitlines()[-1] == ("1 to copy (2 manifest GETs, 1 of them for referrers), 0 up to date, "
+                                            "0 deferred, 0 failed")
     assert (sync.returncode, sync.stderr) == (0, "")
 
 

@@ -60,8 +60,8 @@ def test_changed_single_manifest_is_copied_at_a_cost_of_one_get() -> None:
     source.put("team/app", "1.0", b"new")
     old = destination.put(APP_REPO, "1.0", b"old")
 
-    (item,) = plan(config({"source": APP, "tags": ["1.0"]}), endpoints(destination, {"registry.example": source}),
-                   recorded=no_record).items
+    (item,) = plan(config({"source": APP, "tags": ["1.0"]}, referrers=False),
+                   endpoints(destination, {"registry.example": source}), recorded=no_record).items
 
     assert (item.action, item.task.cost, item.task.destination_digest, item.reason) == (Action.COPY, 1, old, "changed")
 
@@ -98,7 +98,8 @@ def test_filtered_index_costs_the_index_plus_each_platform_and_its_attestation()
     source.put("team/app", "1.0", index(6), OCI_INDEX)
     destination.put(APP_REPO, "1.0", index(2, "old"), OCI_INDEX)
 
-    (item,) = plan(config({"source": APP, "tags": ["1.0"], "platforms": ["linux/amd64", "linux/arm64"]}),
+    (item,) = plan(config({"source": APP, "tags": ["1.0"], "platforms": ["linux/amd64", "linux/arm64"]},
+                          referrers=False),
                    endpoints(destination, {"registry.example": source}), recorded=no_record).items
 
     assert (item.action, item.task.cost, item.task.platforms) == (Action.COPY, 5, ("linux/amd64", "linux/arm64"))
@@ -110,7 +111,7 @@ def test_unfiltered_index_cost_is_learnt_from_the_previous_copy_in_the_destinati
     source.put("team/app", "2.0", index(6, "two"), OCI_INDEX)
     destination.put(APP_REPO, "1.0", index(3, "old"), OCI_INDEX)
 
-    items = plan(config({"source": APP, "tags": ["1.0", "2.0"]}),
+    items = plan(config({"source": APP, "tags": ["1.0", "2.0"]}, referrers=False),
                  endpoints(destination, {"registry.example": source}), recorded=no_record).items
 
     assert [i.task.cost for i in items] == [1 + 3, 1 + DEFAULT_INDEX_CHILDREN]
@@ -122,7 +123,7 @@ def test_copies_beyond_the_remaining_quota_minus_the_reserve_are_deferred() -> N
     for n in range(7):
         hub.put("team/app", f"v{n}")
 
-    result = plan(config({"source": APP, "tags": [f"v{n}" for n in range(7)]}, reserve=20),
+    result = plan(config({"source": APP, "tags": [f"v{n}" for n in range(7)]}, reserve=20, referrers=False),
                   endpoints(destination, {"registry.example": hub}), recorded=no_record)
 
     assert [i.action for i in result.items] == [Action.COPY] * 5 + [Action.DEFERRED] * 2
@@ -190,7 +191,7 @@ def test_an_image_on_a_registry_a_cache_rule_covers_is_copied_directly_into_its_
 def test_a_filtered_index_costs_only_the_kept_platforms() -> None:
     hub, destination = FakeRegistry(), FakeRegistry()
     hub.put("library/python", "3.13-slim", index(6), OCI_INDEX)
-    image = {"source": "python", "tags": ["3.13-slim"], "platforms": ["linux/amd64"]}
+    image = {"source": "python", "tags": ["3.13-slim"], "platforms": ["linux/amd64"], "referrers": False}
 
     (item,) = plan(config(image), endpoints(destination, {"docker.io": hub}), recorded=no_record).items
 

@@ -134,7 +134,7 @@ def test_docker_hub_quota_budget_keeps_the_reserve_and_defers_the_rest(
     hub, destination = registry_factory("hub"), registry_factory("destination")
     for n in range(8):
         push_image(hub.host, "team/tool", f"t{n}", kind="docker-v2", seed=n)
-    cfg = config({"source": "team/tool", "tag_regex": "t[0-9]"}, sync={"quota_reserve": 3})
+    cfg = config({"source": "team/tool", "tag_regex": "t[0-9]"}, sync={"quota_reserve": 3}, referrers=False)
     with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=8)) as limiter:
         endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
         planned = plan(cfg, endpoints)

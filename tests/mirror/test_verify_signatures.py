@@ -42,8 +42,9 @@ def registries(registry_factory: Callable[..., RegistryServer]) -> tuple[Registr
 
 
 def held_config(source: RegistryServer, key: Any, **image: Any) -> Any:
+    # Referrers off: these tests count the signature check's own requests (test_referrers.py has the copy's)
     return config({"source": f"{source.host}/team/app", "tags": ["v1"], "target": REPOSITORY,
-                   "verify": {"cosign_public_key": public_pem(key)}, **image})
+                   "verify": {"cosign_public_key": public_pem(key)}, **image}, referrers=False)
 
 
 def sync(cfg: Any, destination: RegistryServer) -> Plan:
@@ -183,7 +184,7 @@ def test_images_without_verify_and_the_cli_plan_send_no_signature_request(
     push_image(source.host, "team/app", "v1", seed=1)
     cfg = config({"source": f"{source.host}/team/app", "tags": ["v1"], "target": REPOSITORY},
                  {"source": f"{source.host}/team/app", "tags": ["v1"], "target": "mirror/held",
-                  "verify": {"cosign_public_key": public_pem(key)}})
+                  "verify": {"cosign_public_key": public_pem(key)}}, referrers=False)
 
     before = len(source.requests())
 
@@ -203,7 +204,8 @@ def test_the_signature_check_costs_one_pull_at_docker_hub_and_keeps_the_reserve(
     digest = push_image(hub.host, "library/python", "3.13", kind="docker-v2")
     sign_classic(hub.host, "library/python", digest, key)
     cfg = config({"source": "python", "tags": ["3.13"], "target": REPOSITORY,
-                  "verify": {"cosign_public_key": public_pem(key)}}, pull_through_cache=[], sync={"quota_reserve": 2})
+                  "verify": {"cosign_public_key": public_pem(key)}}, pull_through_cache=[], sync={"quota_reserve": 2},
+                 referrers=False)
     with Limiter(hub.host, policy=replace(SIX_HOURS, anonymous=6)) as limiter:
         endpoints = connect(destination.host, upstreams={"docker.io": limiter.host})
         planned = plan(cfg, endpoints)

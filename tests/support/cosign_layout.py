@@ -59,9 +59,10 @@ def simple_signing_payload(reference: str, digest: str, *, kind: str = "cosign c
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def push_classic(registry: str, repository: str, digest: str, signatures: list[tuple[bytes, bytes]]) -> str:
+def push_classic(registry: str, repository: str, digest: str, signatures: list[tuple[bytes, bytes]], *,
+                 username: str | None = None, password: str | None = None) -> str:
     """The `sha256-<hex>.sig` image: one simple-signing layer per (payload, signature); returns its digest."""
-    pusher = Pusher(registry)
+    pusher = Pusher(registry, username=username, password=password)
     layers = []
     for payload, signature in signatures:
         pusher.blob(repository, payload)
@@ -77,10 +78,12 @@ def push_classic(registry: str, repository: str, digest: str, signatures: list[t
                            json.dumps(manifest, separators=(",", ":")).encode(), OCI_MANIFEST)
 
 
-def sign_classic(registry: str, repository: str, digest: str, key: PrivateKey) -> str:
+def sign_classic(registry: str, repository: str, digest: str, key: PrivateKey, *, username: str | None = None,
+                 password: str | None = None) -> str:
     """What `cosign sign --key` (classic format) pushes for `repository@digest`."""
     payload = simple_signing_payload(f"{registry}/{repository}", digest)
-    return push_classic(registry, repository, digest, [(payload, sign(key, payload))])
+    return push_classic(registry, repository, digest, [(payload, sign(key, payload))], username=username,
+                        password=password)
 
 
 def _pae(payload_type: str, payload: bytes) -> bytes:

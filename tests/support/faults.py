@@ -33,6 +33,7 @@ class Fault:
     times: int = 1  # how many matching requests it affects; negative: every one
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"errors":[{"code":"INJECTED"}]}'  # what "status" answers
     fired: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -118,7 +119,7 @@ class FaultProxy:
                 if fault and fault.action == "status":
                     for _ in request_body(self):
                         pass
-                    return self._reply(fault.status, fault.headers, b'{"errors":[{"code":"INJECTED"}]}', fault)
+                    return self._reply(fault.status, fault.headers, fault.body, fault)
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 try:
                     upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)

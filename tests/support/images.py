@@ -282,3 +282,40 @@ def push_large_image(registry: str, repository: str, tag: str, *, size: int = 1 
                     "digest": layer_digest, "size": layer_size}],
     }
     return pusher.manifest(repository, tag, encode(manifest), DOCKER_MANIFEST if docker else OCI_MANIFEST)
+
+
+EMPTY = "application/vnd.oci.empty.v1+json"
+SPDX = "application/spdx+json"
+
+
+def push_artifact(registry: str, repository: str, subject: str, data: bytes, *, artifact_type: str = SPDX,
+                  annotations: dict[str, str] | None = None, username: str | None = None,
+                  password: str | None = None) -> str:
+    """Push an OCI 1.1 artifact that refers to the manifest `subject` (image-spec 1.1: `artifactType`, the
+    empty config, one layer, `subject`) as a client following the distribution spec does: by digest, and,
+    when the registry answers without `OCI-Subject`, appended to the referrers tag `sha256-<hex>`.
+    Returns the artifact manifest's digest."""
+    pusher = Pusher(registry, username=username, password=password)
+    head = pusher.request("HEAD", f"/v2/{repository}/manifests/{subject}", repository, headers={"Accept": _ACCEPT})
+    Pusher._check(head, 200, f"HEAD {repository}@{subject}")
+    pusher.blob(repository, b"{}")
+    pusher.blob(repository, data)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+                "config": descriptor(EMPTY, b"{}"), "layers": [descriptor(artifact_type, data)],
+                "subject": {"mediaType": head.headers["Content-Type"], "digest": subject,
+                            "size": int(head.headers["Content-Length"])},
+                "annotations": {"org.opencontainers.image.created": "2026-12-01T00:00:00Z", **(annotations or {})}}
+    body = encode(manifest)
+    digest = digest_of(body)
+    response = pusher.request("PUT", f"/v2/{repository}/manifests/{digest}", repository, body=body,
+                              headers={"Content-Type": OCI_MANIFEST})
+    Pusher._check(response, 201, f"PUT artifact {digest}")
+    if not response.headers.get("OCI-Subject"):
+        tag = subject.replace(":", "-")
+        found = pusher.request("GET", f"/v2/{repository}/manifests/{tag}", repository, headers={"Accept": OCI_INDEX})
+        index = json.loads(found.data) if found.status == 200 else {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                                                     "manifests": []}
+        index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body),
+                                   "artifactType": artifact_type, "annotations": manifest["annotations"]})
+        pusher.manifest(repository, tag, encode(index), OCI_INDEX)
+    return digest

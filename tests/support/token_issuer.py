@@ -33,8 +33,9 @@ def _b64(data: bytes) -> str:
 
 class TokenIssuer:
     def __init__(self, root: Path, *, users: dict[str, str] | None = None, anonymous: bool = True,
-                 lifetime: int = 300) -> None:
+                 lifetime: int = 300, service: str = SERVICE) -> None:
         self.users = dict(users or {})
+        self.service = service  # the challenge's `service`, and the tokens' audience
         self.anonymous = anonymous
         self.lifetime = lifetime
         self.requests: list[dict[str, Any]] = []  # {user, scopes} of each token request
@@ -57,7 +58,7 @@ class TokenIssuer:
 
     def registry_auth(self) -> dict[str, Any]:
         """The `auth:` section of a distribution config that trusts this issuer."""
-        return {"token": {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
+        return {"token": {"realm": self.realm, "service": self.service, "issuer": ISSUER,
                           "rootcertbundle": str(self.cert_path)}}
 
     def start(self) -> TokenIssuer:
@@ -86,7 +87,7 @@ class TokenIssuer:
         now = int(time.time())
         der = self.cert.public_bytes(serialization.Encoding.DER)
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
-        claims = {"iss": ISSUER, "sub": user or "", "aud": SERVICE, "exp": now + self.lifetime, "nbf": now - 10,
+        claims = {"iss": ISSUER, "sub": user or "", "aud": self.service, "exp": now + self.lifetime, "nbf": now - 10,
                   "iat": now, "jti": uuid.uuid4().hex, "access": access}
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
@@ -112,7 +113,7 @@ class TokenIssuer:
                 elif not issuer.anonymous:
                     return self._send(401, {"details": "credentials required"})
                 scopes = query.get("scope", [])
-                issuer.requests.append({"user": user, "scopes": scopes})
+                issuer.requests.append({"user": user, "scopes": scopes, "service": query.get("service", [""])[0]})
                 token = issuer.token(user, scopes)
                 self._send(200, {"token": token, "access_token": token, "expires_in": issuer.lifetime,
                                  "issued_at": datetime.datetime.now(datetime.UTC).isoformat()})
