@@ -29,6 +29,8 @@ _REGION = re.compile(r"[a-z]{2,4}(?:-(?:gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
 
 
 class DeploymentSections(Fields):
+    """Part of the parser (`config_parse._Parser`): one method per section."""
+
     def schedule(self, value: Any) -> str:
         if not isinstance(value, str):
             raise self.fail("schedule", f"must be a string like 'rate(6 hours)', got {value!r}")

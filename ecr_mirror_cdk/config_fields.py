@@ -13,6 +13,8 @@ ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0
 
 
 class Fields:
+    """The parser's base: `origin` (the file, or "mirror spec") starts every message."""
+
     def __init__(self, origin: str) -> None:
         self.origin = origin
 

@@ -55,6 +55,8 @@ _SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
 class ImageSections(Fields):
+    """Part of the parser (`config_parse._Parser`): one method per section or entry."""
+
     def credentials(self, value: Any) -> Credentials:
         where = "docker_hub_credentials"
         raw = self.mapping(value, where, {"secret_name", "existing_secret", "ssm_parameters"})

@@ -48,6 +48,8 @@ def parse_config(data: Any, *, origin: str = "mirror.yaml") -> Config:
 
 
 class _Parser(ImageSections, DeploymentSections):
+    """The whole file: the top-level keys, each read by its section's method, then the checks across sections."""
+
     def config(self, data: Any) -> Config:
         if data is None:
             raise self.fail("images", "the file is empty; it needs at least an 'images:' list")
