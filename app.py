@@ -9,7 +9,8 @@ from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from ecr_mirror_cdk import constants
-from ecr_mirror_cdk.config import Config, ConfigError, load_config
+from ecr_mirror_cdk.config import Config, ConfigError
+from ecr_mirror_cdk.config_parse import load_config
 from stacks.lambda_asset import AssetError
 from stacks.limits import check_counts, check_templates
 from stacks.mirror_stack import MirrorStack

@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MirrorAdoption": "adopt", "AdoptionError": "adopt",
     "MirrorBuildProject": "build",
-    "Config": "config", "ConfigError": "config", "load_config": "config", "parse_config": "config",
+    "Config": "config", "ConfigError": "config",
+    "load_config": "config_parse", "parse_config": "config_parse",
 }
 __all__ = sorted(_EXPORTS)
 

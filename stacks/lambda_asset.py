@@ -1,5 +1,6 @@
 """The Lambda asset: `lambdas/`, the config model it shares with the constructs (`ecr_mirror_cdk`'s config,
-reference and yaml_source modules) and the packages of `lambdas/requirements.lock`, built at synth without Docker.
+config_*, reference, signing_key and yaml_source modules) and the packages of `lambdas/requirements.lock`, built
+at synth without Docker.
 
 CDK's local bundling (`BundlingOptions.local`, tried before any Docker image) copies the code and the locked
 packages into the asset. The packages are installed once per lock file by pip (`--require-hashes`,
@@ -26,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = ROOT / "lambdas"
 LIBRARY_DIR = ROOT / "ecr_mirror_cdk"
 # What the handlers import of the library: no CDK (its __init__ loads constructs lazily).
-MODEL = ["__init__.py", "config.py", "reference.py", "signing_key.py", "yaml_source.py"]
+MODEL = ["__init__.py", "config.py", "config_deployment.py", "config_fields.py", "config_images.py", "config_parse.py",
+         "reference.py", "signing_key.py", "yaml_source.py"]
 LOCK = LAMBDAS_DIR / "requirements.lock"
 DEPS_CACHE = ROOT / ".lambda-deps"
 # The functions' runtime and architecture (stacks/sync.py): pip picks wheels for them, not for this machine.

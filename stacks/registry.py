@@ -38,7 +38,7 @@ PUSH_ACTIONS = ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteL
 CREATE_ACTIONS = ["ecr:CreateRepository"]
 # Every repository ECR creates for the mirror is MUTABLE: ECR "may not be able to update the cached images" with
 # immutable tags ("Considerations for using pull through cache"), and the copier moves the tags of direct copies
-# (config.py refuses IMMUTABLE).
+# (ecr_mirror_cdk/config_deployment.py refuses IMMUTABLE).
 TAG_MUTABILITY = "MUTABLE"
 # botocore's ECR model: ScanningRepositoryFilterList "max": 100 (one SCAN_ON_PUSH rule serves BASIC scanning).
 MAX_SCAN_FILTERS = 100

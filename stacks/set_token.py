@@ -20,7 +20,8 @@ import sys
 import urllib.parse
 from typing import Any, TextIO
 
-from ecr_mirror_cdk.config import ConfigError, load_config
+from ecr_mirror_cdk.config import ConfigError
+from ecr_mirror_cdk.config_parse import load_config
 from ecr_mirror_cdk.reference import DOCKER_HUB, is_loopback
 
 REGION_FIX = "set AWS_REGION (e.g. AWS_REGION=eu-west-1 {command}) or a profile with a region (AWS_PROFILE)"

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .cli import main
+from .cli.main import main
 
 # The CDK CLI and the Lambda runtime name the region in AWS_REGION; boto3 reads AWS_DEFAULT_REGION.
 if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):

@@ -18,7 +18,7 @@ METRIC_FAILED = "ImagesFailed"
 METRIC_BYTES = "BytesCopied"
 METRIC_QUOTA_REMAINING = "DockerHubQuotaRemaining"  # ratelimit-remaining seen on Docker Hub HEADs
 METRIC_UNVERIFIED = "ImagesUnverified"  # image/tags held: the digest moved, no signature from the `verify` key
-# Per copy that handled referrers: artifacts copied, and those the destination refused (copy_referrers.py).
+# Per copy that handled referrers: artifacts copied, and those the destination refused (oci/copy_referrers.py).
 METRIC_REFERRERS_COPIED = "ReferrersCopied"
 METRIC_REFERRERS_FAILED = "ReferrersFailed"
 # Per upstream registry (dimension `upstream`: docker.io, quay.io, ...), from each planner run.

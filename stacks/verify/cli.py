@@ -17,7 +17,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ecr_mirror_cdk.config import Config, ConfigError, load_config
+from ecr_mirror_cdk.config import Config, ConfigError
+from ecr_mirror_cdk.config_parse import load_config
 
 from ..set_token import aws_problem
 from .alarm import check_alarm_topic

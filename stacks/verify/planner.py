@@ -23,7 +23,8 @@ def _log_group(lambda_: Any, name: str) -> str:
 
 
 def check_planner(outputs: Mapping[str, str], lambda_: Any = None) -> Check:
-    """Invoke the planner synchronously and read the summary it returns (lambdas.mirror.jobs.plan_and_enqueue)."""
+    """Invoke the planner synchronously and read the summary it returns
+    (lambdas.mirror.handlers.jobs.plan_and_enqueue)."""
     lambda_ = client("lambda", lambda_)
     name = outputs.get("PlannerFunctionName")
     if not name:

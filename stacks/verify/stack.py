@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecr_mirror_cdk.config import Config, ConfigError, parse_spec
+from ecr_mirror_cdk.config import Config, ConfigError
+from ecr_mirror_cdk.config_parse import parse_spec
 from ecr_mirror_cdk.reference import DOCKER_HUB
-from lambdas.mirror.ecr import PLACEHOLDER, registry_credentials
-from lambdas.mirror.errors import CredentialsError
+from lambdas.mirror.aws.ecr import PLACEHOLDER, registry_credentials
+from lambdas.mirror.oci.errors import CredentialsError
 
 from .checks import Check, code, error
 from .clients import client
@@ -110,7 +111,7 @@ class _SecretReader:
 
 
 def check_docker_hub_secret(config: Config, secretsmanager: Any = None) -> Check:
-    """The secret holds a username and token, not the placeholder the stack stores (lambdas.mirror.ecr)."""
+    """The secret holds a username and token, not the placeholder the stack stores (lambdas.mirror.aws.ecr)."""
     secretsmanager = client("secretsmanager", secretsmanager)
     name = config.docker_hub_credentials.secret_name
     try:

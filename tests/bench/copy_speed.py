@@ -27,8 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lambdas.mirror.copy import copy_image
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.copy import copy_image
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.support.images import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Pusher, digest_of, push_image
 from tests.support.registry import RegistryServer
 

@@ -22,12 +22,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ecr_mirror_cdk.config import parse_config
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.observability import logger
-from lambdas.mirror.plan import plan
-from lambdas.mirror.plan_referrers import refresh_due, schedule_period
-from lambdas.mirror.sync import run_tasks
+from ecr_mirror_cdk.config_parse import parse_config
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.aws.observability import logger
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.plan_referrers import refresh_due, schedule_period
+from lambdas.mirror.planning.sync import run_tasks
 from tests.bench.copy_speed import SCENARIOS
 from tests.support.cosign_layout import sign_classic
 from tests.support.images import push_artifact, push_image

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ecr_mirror_cdk.config import parse_config
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.observability import logger
-from lambdas.mirror.plan import plan
-from lambdas.mirror.sync import run_tasks
+from ecr_mirror_cdk.config_parse import parse_config
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.aws.observability import logger
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.sync import run_tasks
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer
 

@@ -23,8 +23,8 @@ PEAK_PREFIX = "peak-kb: "
 
 
 def child(source: str, destination: str) -> None:
-    from lambdas.mirror.copy import copy_image
-    from lambdas.mirror.registry import RegistryClient
+    from lambdas.mirror.oci.copy import copy_image
+    from lambdas.mirror.oci.registry import RegistryClient
 
     result = copy_image(RegistryClient(source), "bench/big", RegistryClient(destination), "bench/big", "v1")
     status = Path("/proc/self/status").read_text()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.bench import copy_speed
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer

@@ -17,7 +17,8 @@ from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
 from ecr_mirror_cdk.build import MirrorBuildProject
-from ecr_mirror_cdk.config import Config, load_config, parse_config
+from ecr_mirror_cdk.config import Config
+from ecr_mirror_cdk.config_parse import load_config, parse_config
 from ecr_mirror_cdk.setup.endpoint import stop_endpoint
 from ecr_mirror_cdk.setup_archive import write_setup_archive
 from tests.build.host import Host

@@ -23,7 +23,7 @@ from cfnlint.api import ManualArgs, lint_file
 
 from ecr_mirror_cdk.adopt import MIRROR_VARIABLES, AdoptionError, MirrorAdoption
 from ecr_mirror_cdk.buildspec import SETUP_LINE
-from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.config_parse import load_config
 from ecr_mirror_cdk.contract import mirror_map
 from ecr_mirror_cdk.setup_archive import setup_archive
 from tests.build import cfn

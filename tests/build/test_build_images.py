@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from ecr_mirror_cdk.config import load_config, parse_config
+from ecr_mirror_cdk.config_parse import load_config, parse_config
 from tests.build.conftest import REPO, STACK, synth_build
 
 PYTHON_ONLY = {"images": [{"source": "python", "tags": ["3.13-slim"]}],

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ecr_mirror_cdk.buildspec import SETUP_LINE
-from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.config_parse import load_config
 from ecr_mirror_cdk.contract import mirror_map
 from tests.build import cfn, codebuild_local
 from tests.build.test_end_to_end import REQUIRED, world  # noqa: F401 - the fixture: dockerd, loopback ECR, moto

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.config_parse import load_config
 from ecr_mirror_cdk.setup.endpoint import stop_endpoint
 from tests.build import cfn, codebuild_local
 from tests.build.conftest import REPO, BuildApp, synth_build

@@ -194,7 +194,7 @@ def test_a_host_that_cannot_be_set_up_is_recorded_for_the_closing_report(capsys,
 
 def test_a_mirrored_registry_with_a_port_is_asked_under_the_name_the_mirror_gives_it() -> None:
     # Given the stack's map for an image of registry.example.com:5000 at its default location
-    from ecr_mirror_cdk.config import parse_config
+    from ecr_mirror_cdk.config_parse import parse_config
     from ecr_mirror_cdk.contract import mirror_map
     config = parse_config({"images": [{"source": "registry.example.com:5000/team/app", "tags": ["1"]}]})
     mirror = MirrorMap.parse(mirror_map(config))

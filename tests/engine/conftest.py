@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.support.faults import FaultProxy
 from tests.support.registry import RegistryServer
 from tests.support.token_issuer import TokenIssuer

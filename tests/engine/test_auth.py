@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from lambdas.mirror.auth import parse_challenge
-from lambdas.mirror.copy import copy_image
-from lambdas.mirror.errors import RegistryError
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.auth import parse_challenge
+from lambdas.mirror.oci.copy import copy_image
+from lambdas.mirror.oci.errors import RegistryError
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.engine.checks import missing_content, skopeo_raw_digest
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lambdas.mirror.copy import copy_image, recorded_source_digest
-from lambdas.mirror.errors import NoMatchingPlatform
-from lambdas.mirror.manifests import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.copy import copy_image, recorded_source_digest
+from lambdas.mirror.oci.errors import NoMatchingPlatform
+from lambdas.mirror.oci.manifests import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.engine.checks import missing_content, skopeo_inspect, skopeo_raw_digest
 from tests.support.images import DOCKER_LAYER, KINDS, OCI_LAYER, Pusher, descriptor, digest_of, encode, push_image
 from tests.support.registry import RegistryServer

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from lambdas.mirror.copy import copy_image
-from lambdas.mirror.errors import DigestMismatch, ManifestError, RegistryError, TooManyRequests
-from lambdas.mirror.registry import RateLimit, RegistryClient
+from lambdas.mirror.oci.copy import copy_image
+from lambdas.mirror.oci.errors import DigestMismatch, ManifestError, RegistryError, TooManyRequests
+from lambdas.mirror.oci.ratelimit import RateLimit
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.engine.checks import missing_content, skopeo_raw_digest, tag_exists
 from tests.support.faults import FaultProxy
 from tests.support.images import push_image

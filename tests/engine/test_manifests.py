@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lambdas.mirror.errors import ManifestError, NoMatchingPlatform
-from lambdas.mirror.manifests import OCI_INDEX, parse_manifest, platform_matches, select
+from lambdas.mirror.oci.errors import ManifestError, NoMatchingPlatform
+from lambdas.mirror.oci.manifests import OCI_INDEX, parse_manifest, platform_matches, select
 
 D = "sha256:" + "a" * 64
 

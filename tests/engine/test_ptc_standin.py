@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from lambdas.mirror.errors import RegistryError
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.errors import RegistryError
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.conftest import Clock
 from tests.engine.checks import skopeo_inspect
 from tests.support.images import push_image

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from lambdas.mirror.errors import RegistryError
-from lambdas.mirror.referrers import add_to_fallback_index, fallback_tag, find
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.errors import RegistryError
+from lambdas.mirror.oci.referrers import add_to_fallback_index, fallback_tag, find
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.support.cosign_layout import new_key, sign_classic
 from tests.support.faults import FaultProxy
 from tests.support.images import OCI_INDEX, OCI_MANIFEST, Pusher, push_artifact, push_image

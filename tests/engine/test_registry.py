@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from lambdas.mirror.errors import RegistryError
-from lambdas.mirror.registry import RateLimit, RegistryClient, _next_link, _retry_after
+from lambdas.mirror.oci.errors import RegistryError
+from lambdas.mirror.oci.ratelimit import RateLimit
+from lambdas.mirror.oci.ratelimit import retry_after as _retry_after
+from lambdas.mirror.oci.registry import RegistryClient, _next_link
 from tests.support.images import DOCKER_MANIFEST, push_image
 from tests.support.registry import RegistryServer
 

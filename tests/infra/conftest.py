@@ -11,7 +11,8 @@ import pytest
 from aws_cdk.assertions import Template
 
 from app import build
-from ecr_mirror_cdk.config import Config, load_config, parse_config
+from ecr_mirror_cdk.config import Config
+from ecr_mirror_cdk.config_parse import load_config, parse_config
 from tests.support.cdk import cdk_app
 
 REPO = Path(__file__).resolve().parents[2]

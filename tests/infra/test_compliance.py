@@ -10,7 +10,7 @@ from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint_file
 
 from app import build
-from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.config_parse import load_config
 from tests.support.cdk import cdk_app
 
 from .conftest import REPO, STACK, Synthesized

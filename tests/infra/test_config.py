@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ecr_mirror_cdk.config import DEFAULT_SCHEDULE, ConfigError, load_config, parse_config
+from ecr_mirror_cdk.config import DEFAULT_SCHEDULE, ConfigError
+from ecr_mirror_cdk.config_parse import load_config, parse_config
 from tests.support.models import shapes
 
 from .conftest import REPO

@@ -13,7 +13,8 @@ from aws_cdk import Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk.assertions import Capture, Template
 
-from ecr_mirror_cdk.config import ConfigError, parse_config, parse_spec
+from ecr_mirror_cdk.config import ConfigError
+from ecr_mirror_cdk.config_parse import parse_config, parse_spec
 from ecr_mirror_cdk.contract import MirrorContract
 from stacks.member import MemberStack, checked_template
 from tests.support.cdk import cdk_app

@@ -32,7 +32,7 @@ asset, layer, runtime, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:
 sys.path[:0] = [asset, layer, runtime]
 import urllib3
 import mirror.handlers.copier, mirror.handlers.planner  # the handlers import under these packages
-from mirror.cli import main
+from mirror.cli.main import main
 print(json.dumps({"urllib3": urllib3.__version__, "file": urllib3.__file__}), file=sys.stderr)
 sys.exit(main(argv))
 """

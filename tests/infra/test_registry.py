@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aws_cdk.assertions import Capture, Match
 
-from ecr_mirror_cdk.config import parse_config
+from ecr_mirror_cdk.config_parse import parse_config
 from stacks.registry import scanning_filters
 
 from .conftest import Synthesized, synthesize

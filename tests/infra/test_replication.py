@@ -10,7 +10,8 @@ import pytest
 from aws_cdk import Environment
 
 from app import build
-from ecr_mirror_cdk.config import ConfigError, parse_config
+from ecr_mirror_cdk.config import ConfigError
+from ecr_mirror_cdk.config_parse import parse_config
 from stacks.mirror_stack import MirrorStack
 from stacks.replication import replicated_filters
 from tests.support.cdk import cdk_app

@@ -14,7 +14,8 @@ from aws_cdk.assertions import Capture, Match
 from cfnlint.api import ManualArgs, lint_file
 
 from app import build
-from ecr_mirror_cdk.config import ConfigError, parse_config
+from ecr_mirror_cdk.config import ConfigError
+from ecr_mirror_cdk.config_parse import parse_config
 from stacks.limits import MAX_RESOURCES, check_counts, counts
 from tests.support.cdk import cdk_app
 from tests.support.models import shapes

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from ecr_mirror_cdk.config import ConfigError, parse_config
+from ecr_mirror_cdk.config import ConfigError
+from ecr_mirror_cdk.config_parse import parse_config
 from stacks.mirror_stack import NO_STACK_SET
 
 from .conftest import ACCOUNTS, ORG, ROOT, SHARED, Synthesized, synthesize

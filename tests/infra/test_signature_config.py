@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ecr_mirror_cdk.config import ConfigError, load_config, parse_config
+from ecr_mirror_cdk.config import ConfigError
+from ecr_mirror_cdk.config_parse import load_config, parse_config
 
 from .conftest import Synthesized, synthesize
 from .test_observability import ALARMS, alarm_topic, assert_only_these_alarms

@@ -18,7 +18,8 @@ from cfnlint.api import ManualArgs, lint_file
 
 from ecr_mirror_cdk.adopt import MirrorAdoption
 from ecr_mirror_cdk.buildspec import SETUP_LINE
-from ecr_mirror_cdk.config import ConfigError, parse_config
+from ecr_mirror_cdk.config import ConfigError
+from ecr_mirror_cdk.config_parse import parse_config
 from ecr_mirror_cdk.contract import mirror_map
 from ecr_mirror_cdk.setup_archive import setup_archive
 from stacks.adoption_report import REQUIRED

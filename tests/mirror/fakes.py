@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lambdas.mirror.endpoints import Endpoints
-from lambdas.mirror.errors import TooManyRequests
+from lambdas.mirror.oci.endpoints import Endpoints
+from lambdas.mirror.oci.errors import TooManyRequests
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

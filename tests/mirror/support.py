@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from ecr_mirror_cdk.config import Config, parse_config
+from ecr_mirror_cdk.config import Config
+from ecr_mirror_cdk.config_parse import parse_config
 
 
 def write_config(path: Path, *images: dict[str, Any], **top: Any) -> Path:

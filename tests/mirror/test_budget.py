@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.plan import Action, plan
-from lambdas.mirror.registry import RegistryClient
-from lambdas.mirror.sync import run_tasks
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.sync import run_tasks
+from lambdas.mirror.planning.task import Action
 from tests.support.images import Pusher, push_image
 from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer

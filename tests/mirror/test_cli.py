@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.cli import _Display, main
-from lambdas.mirror.plan import Task
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.cli.main import main
+from lambdas.mirror.cli.report import _Display
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.task import Task
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.support.images import push_image, push_large_image
 from tests.support.registry import RegistryServer, free_port
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from ecr_mirror_cdk.signing_key import KeySource, load_public_key
-from lambdas.mirror.cosign import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Rejected, check_simple_signing
-from lambdas.mirror.registry import RegistryClient
-from lambdas.mirror.signatures import Checker, Keys
+from lambdas.mirror.oci.cosign import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Rejected, check_simple_signing
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.signatures import Checker, Keys
 from tests.support.cosign_layout import new_key, public_pem, push_classic
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer

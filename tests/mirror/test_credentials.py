@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.cli import main
-from lambdas.mirror.ecr import PLACEHOLDER
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.errors import CredentialsError
-from lambdas.mirror.jobs import plan_and_enqueue
-from lambdas.mirror.plan import Action, plan
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.aws.ecr import PLACEHOLDER
+from lambdas.mirror.cli.main import main
+from lambdas.mirror.handlers.jobs import plan_and_enqueue
+from lambdas.mirror.oci.errors import CredentialsError
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.task import Action
 from tests.support.images import push_image
 from tests.support.moto import moto_client
 from tests.support.registry import RegistryServer, free_port

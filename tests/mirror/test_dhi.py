@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.cli import main
+from lambdas.mirror.cli.main import main
 from tests.engine.checks import skopeo_raw_digest
 from tests.support.cosign_layout import new_key, sign_classic
 from tests.support.images import push_artifact, push_image

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import boto3
 import pytest
 
-from ecr_mirror_cdk.config import parse_config
-from lambdas.mirror.ecr import login, registry_client, registry_credentials
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.plan import plan
+from ecr_mirror_cdk.config_parse import parse_config
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.aws.ecr import login, registry_client, registry_credentials
+from lambdas.mirror.planning.plan import plan
 from tests.support.images import push_image
 from tests.support.limiter import SIX_HOURS, Limiter
 from tests.support.registry import RegistryServer

@@ -17,8 +17,8 @@ import pytest
 
 from lambdas.mirror.handlers import copier, planner
 from lambdas.mirror.handlers.environment import SettingsError
-from lambdas.mirror.plan import Task
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.task import Task
 from lambdas.mirror.settings import ENV_QUEUE_URL, ENV_REGISTRY, ENV_REGISTRY_CREDENTIALS, ENV_SPEC_PARAMETER
 from tests.engine.checks import skopeo_raw_digest
 from tests.support.faults import FaultProxy

@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.endpoints import Endpoints
-from lambdas.mirror.errors import TooManyRequests
-from lambdas.mirror.jobs import NOT_BEFORE, Waits, enqueue, queue_url_from_arn, run_message
-from lambdas.mirror.plan import Task
+from lambdas.mirror.aws.queue import NOT_BEFORE, enqueue, queue_url_from_arn
+from lambdas.mirror.handlers.jobs import Waits, run_message
+from lambdas.mirror.oci.endpoints import Endpoints
+from lambdas.mirror.oci.errors import TooManyRequests
+from lambdas.mirror.planning.task import Task
 
 
 class FakeSqs:

@@ -7,18 +7,10 @@ from typing import Any
 
 import pytest
 
-from ecr_mirror_cdk.config import parse_config
-from lambdas.mirror.errors import SupersededTask
-from lambdas.mirror.plan import (
-    DEFAULT_INDEX_CHILDREN,
-    Action,
-    PlanItem,
-    Probe,
-    Task,
-    apply_budget,
-    expand_tags,
-    plan,
-)
+from ecr_mirror_cdk.config_parse import parse_config
+from lambdas.mirror.planning.budget import DEFAULT_INDEX_CHILDREN, Probe, apply_budget
+from lambdas.mirror.planning.plan import expand_tags, plan
+from lambdas.mirror.planning.task import Action, PlanItem, SupersededTask, Task
 
 from .fakes import OCI_INDEX, FakeRegistry, endpoints, index, no_record
 

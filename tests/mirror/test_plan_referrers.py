@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from ecr_mirror_cdk.config import parse_config
-from lambdas.mirror.plan import Action, Task, plan
-from lambdas.mirror.plan_referrers import REFRESH, refresh_due, schedule_period
-from lambdas.mirror.referrers import cosign_tags, fallback_tag
+from ecr_mirror_cdk.config_parse import parse_config
+from lambdas.mirror.oci.referrers import cosign_tags, fallback_tag
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.plan_referrers import REFRESH, refresh_due, schedule_period
+from lambdas.mirror.planning.task import Action, Task
 
 from .fakes import FakeRegistry, endpoints, no_record
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.mirror.cli import main
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.plan import Action, plan
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.cli.main import main
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.sync import run_tasks
+from lambdas.mirror.planning.task import Action
 from lambdas.mirror.settings import SERVICE_NAME
-from lambdas.mirror.sync import run_tasks
 from tests.engine.checks import missing_content, skopeo_raw_digest
 from tests.support.images import push_image
 from tests.support.moto import moto_client

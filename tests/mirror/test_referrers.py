@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.endpoints import connect
+from lambdas.mirror.aws.connect import connect
 from lambdas.mirror.handlers import copier
-from lambdas.mirror.plan import Action, plan
-from lambdas.mirror.referrers import fallback_tag, list_referrers
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.referrers import fallback_tag, list_referrers
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.sync import run_tasks
+from lambdas.mirror.planning.task import Action
 from lambdas.mirror.settings import ENV_REGISTRY
-from lambdas.mirror.sync import run_tasks
 from tests.engine.checks import skopeo_raw_digest
 from tests.support.cosign_layout import new_key, sign_classic
 from tests.support.faults import FaultProxy

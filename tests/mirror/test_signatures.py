@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from lambdas.mirror.cli import main
+from lambdas.mirror.cli.main import main
 from tests.engine.checks import skopeo_raw_digest
 from tests.support.cosign_layout import sign_classic
 from tests.support.images import push_image

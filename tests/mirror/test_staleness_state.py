@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.staleness import ParameterState
+from lambdas.mirror.aws.state import ParameterState
 from tests.support.moto import moto_client, moto_server
 
 NAME = "/ecr-mirror/state/pending-changes"

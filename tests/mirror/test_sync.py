@@ -8,10 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.plan import Action, plan
-from lambdas.mirror.registry import RegistryClient, RegistryError
-from lambdas.mirror.sync import run_tasks
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.oci.errors import RegistryError
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.sync import run_tasks
+from lambdas.mirror.planning.task import Action
 from tests.engine.checks import skopeo_raw_digest
 from tests.support.faults import FaultProxy
 from tests.support.images import push_image

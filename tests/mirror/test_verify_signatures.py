@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.plan import Action, Plan, plan
-from lambdas.mirror.registry import RegistryClient
-from lambdas.mirror.signatures import Checker, Keys
-from lambdas.mirror.sync import run_tasks
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.plan import plan
+from lambdas.mirror.planning.signatures import Checker, Keys
+from lambdas.mirror.planning.sync import run_tasks
+from lambdas.mirror.planning.task import Action, Plan
 from tests.support.cosign_layout import (
     dsse_bundle,
     message_bundle,
@@ -292,7 +293,7 @@ def test_the_cli_sync_reports_a_held_tag_and_exits_1(registries: tuple[RegistryS
                                                       tmp_path: Any) -> None:
     import io
 
-    from lambdas.mirror.cli import main
+    from lambdas.mirror.cli.main import main
 
     from .support import write_config
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.config_parse import load_config
 from tests.support.limiter import POLICIES, Policy
 
 from . import cost

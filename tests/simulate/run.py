@@ -38,13 +38,13 @@ from typing import Any
 
 from ecr_mirror_cdk.config import DEFAULT_SCHEDULE, Config
 from ecr_mirror_cdk.reference import DOCKER_HUB, parse
-from lambdas.mirror.endpoints import connect
-from lambdas.mirror.errors import RegistryError, TooManyRequests
-from lambdas.mirror.manifests import parse_manifest, platform_matches
-from lambdas.mirror.plan import plan as plan_sync
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.aws.connect import connect
+from lambdas.mirror.oci.errors import RegistryError, TooManyRequests
+from lambdas.mirror.oci.manifests import parse_manifest, platform_matches
+from lambdas.mirror.oci.registry import RegistryClient
+from lambdas.mirror.planning.plan import plan as plan_sync
+from lambdas.mirror.planning.sync import run_tasks
 from lambdas.mirror.settings import SERVICE_NAME
-from lambdas.mirror.sync import run_tasks
 from tests.simulate.dockerfile import find_images, parse_dockerfile
 from tests.support.limiter import SIX_HOURS, ManualClock, Policy
 

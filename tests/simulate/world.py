@@ -32,12 +32,13 @@ import urllib3
 import yaml
 
 from ecr_mirror_cdk import contract
-from ecr_mirror_cdk.config import Config, parse_config
+from ecr_mirror_cdk.config import Config
+from ecr_mirror_cdk.config_parse import parse_config
 from ecr_mirror_cdk.setup.ecr import Registry
 from ecr_mirror_cdk.setup.endpoint import Journal, handler
 from ecr_mirror_cdk.setup.mirror_map import MirrorMap
-from lambdas.mirror.copy import recorded_source_digest
-from lambdas.mirror.registry import RegistryClient
+from lambdas.mirror.oci.copy import recorded_source_digest
+from lambdas.mirror.oci.registry import RegistryClient
 from tests.support.images import push_image
 from tests.support.limiter import SIX_HOURS, Limiter, ManualClock, Policy
 from tests.support.ptc import PullThroughCache

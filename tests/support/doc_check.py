@@ -60,7 +60,7 @@ def setup_arguments(tokens: list[str]) -> list[str] | None:
 @cache
 def mirror_cli_flags() -> dict[str, frozenset[str]]:
     """`python -m lambdas.mirror`'s subcommands and the flags of each."""
-    from lambdas.mirror.cli import parser
+    from lambdas.mirror.cli.main import parser
 
     (commands,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return {name: frozenset(flag for action in sub._actions for flag in action.option_strings)

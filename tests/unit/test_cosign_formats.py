@@ -1,4 +1,4 @@
-"""The signature formats over bytes (lambdas/mirror/cosign.py): what is accepted, and each way it is refused."""
+"""The signature formats over bytes (lambdas/mirror/oci/cosign.py): what is accepted, and each way it is refused."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ecr_mirror_cdk.signing_key import load_public_key
-from lambdas.mirror.cosign import Rejected, check_bundle, check_simple_signing
+from lambdas.mirror.oci.cosign import Rejected, check_bundle, check_simple_signing
 from tests.support.cosign_layout import dsse_bundle, message_bundle, new_key, public_pem, sign, simple_signing_payload
 
 DIGEST = "sha256:" + hashlib.sha256(b"a manifest").hexdigest()

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from lambdas.mirror.observability import record_plan
-from lambdas.mirror.plan import Action, Plan, PlanItem, Quota, Task
-from lambdas.mirror.staleness import MAX_REMEMBERED, change_key, track, trimmed
+from lambdas.mirror.aws.observability import record_plan
+from lambdas.mirror.planning.staleness import MAX_REMEMBERED, change_key, track, trimmed
+from lambdas.mirror.planning.task import Action, Plan, PlanItem, Quota, Task
 
 OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 

@@ -17,9 +17,10 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..jobs import NOT_BEFORE, Waits, queue_url_from_arn, requeue, run_message
-from ..observability import logger, metrics, tracer
+from ..aws.observability import logger, metrics, tracer
+from ..aws.queue import NOT_BEFORE, queue_url_from_arn, requeue
 from .environment import copier_settings, endpoints_for, sqs_client
+from .jobs import Waits, run_message
 
 # A copy is not started with less than this left before the Lambda timeout: a timeout would return every
 # message of the batch, finished copies included. Larger than any one copy of a base image should take.

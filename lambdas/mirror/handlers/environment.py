@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..endpoints import Endpoints, connect
+from ..aws.connect import connect
+from ..oci.endpoints import Endpoints
 from ..settings import (
     ENV_QUEUE_URL,
     ENV_REGISTRY,

@@ -7,10 +7,10 @@ from typing import Any
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..jobs import plan_and_enqueue
-from ..observability import logger, metrics, tracer
-from ..staleness import ParameterState
+from ..aws.observability import logger, metrics, tracer
+from ..aws.state import ParameterState
 from .environment import SPEC_MAX_AGE, endpoints_for, planner_settings
+from .jobs import plan_and_enqueue
 
 
 @logger.inject_lambda_context(clear_state=True)

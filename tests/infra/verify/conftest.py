@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ecr_mirror_cdk.config import load_config
+from ecr_mirror_cdk.config_parse import load_config
 from stacks.verify.stack import SPEC_PARAMETER, STACK_NAME
 from tests.support.moto import moto_server
 

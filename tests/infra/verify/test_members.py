@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from ecr_mirror_cdk import constants
-from ecr_mirror_cdk.config import StackSet, load_config
+from ecr_mirror_cdk.config import StackSet
+from ecr_mirror_cdk.config_parse import load_config
 from stacks.verify.members import STACK_SET_NAME, check_members
 from stacks.verify.stack import SPEC_PARAMETER
 

@@ -8,16 +8,13 @@ Loopback registries speak plain HTTP, everything else HTTPS (`reference.base_url
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
-import math
 import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import urllib3
@@ -25,47 +22,18 @@ import urllib3
 from ecr_mirror_cdk.reference import DIGEST_RE, base_url
 
 from .auth import Authenticator, Scope
-from .errors import DigestMismatch, ManifestError, NoMatchingPlatform, QuotaReserved, RegistryError, TooManyRequests
+from .blob_reader import BlobReader
+from .errors import DigestMismatch, ManifestError, RegistryError, TooManyRequests
 from .manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT, OCI_INDEX, OCI_MANIFEST
-
-__all__ = [
-    "BlobReader", "DigestMismatch", "ManifestError", "ManifestInfo", "NoMatchingPlatform", "QuotaReserved",
-    "RateLimit", "RegistryClient", "RegistryError", "Stored", "TooManyRequests", "MANIFEST_TYPES",
-]
+from .ratelimit import PullBudget, RateLimit, retry_after
 
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST, OCI_ARTIFACT)
 _ACCEPT = ", ".join(MANIFEST_TYPES)
 
-CHUNK_SIZE = 1 << 20
 _REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT = (502, 503, 504)
 _MAX_REDIRECTS = 5
 _MIN_RETRY_WAIT = 1.0
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """Docker Hub's pull quota as its headers state it; None fields when a header is absent."""
-
-    limit: int | None
-    remaining: int | None
-    source: str | None
-
-    @classmethod
-    def from_headers(cls, headers: Any) -> RateLimit | None:
-        limit, remaining = headers.get("ratelimit-limit"), headers.get("ratelimit-remaining")
-        source = headers.get("docker-ratelimit-source")
-        if limit is None and remaining is None and source is None:
-            return None
-        return cls(_leading_int(limit), _leading_int(remaining), source)
-
-
-def _leading_int(value: str | None) -> int | None:
-    """`100;w=21600` -> 100."""
-    try:
-        return int(value.split(";", 1)[0].strip()) if value is not None else None
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -89,72 +57,6 @@ def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait, rounded up to a whole second (never early): delta-seconds or an HTTP-date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return float(max(math.ceil(seconds), 0)) if math.isfinite(seconds) else None
-
-
-class PullBudget:
-    """Keeps manifest GETs (what Docker Hub counts as pulls) above a floor of `ratelimit-remaining`.
-
-    Every manifest response, HEAD or GET, states what is left; a GET in flight has not been
-    counted in the latest figure yet, so it is reserved here until its own response arrives.
-    Responses to concurrent GETs may arrive out of order, so while others are in flight the lower
-    figure wins. Unknown until a response has said: the first GET of a process is let through
-    (copy_image HEADs first when it is given a floor).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.remaining: int | None = None
-        self._in_flight = 0
-
-    def _update(self, remaining: int) -> None:
-        if self.remaining is None or not self._in_flight:
-            self.remaining = remaining
-        else:
-            self.remaining = min(self.remaining, remaining)
-
-    def seen(self, rate: RateLimit | None) -> None:
-        if rate is not None and rate.remaining is not None:
-            with self._lock:
-                self._update(rate.remaining)
-
-    @contextlib.contextmanager
-    def pull(self, floor: int | None, what: str) -> Iterator[Callable[[RateLimit | None], None]]:
-        """Reserve one GET, or raise QuotaReserved; the caller hands the response's figure to the
-        yielded function, which ends the reservation and records it in one step."""
-        with self._lock:
-            if floor is not None and self.remaining is not None and self.remaining - self._in_flight <= floor:
-                raise QuotaReserved(f"GET {what} not sent: {self.remaining} pulls left"
-                                    f"{f' ({self._in_flight} in flight)' if self._in_flight else ''}, "
-                                    f"reserve {floor}; deferred")
-            self._in_flight += 1
-        open_ = [True]
-
-        def answered(rate: RateLimit | None) -> None:
-            with self._lock:
-                if open_[0]:
-                    open_[0] = False
-                    self._in_flight -= 1
-                if rate is not None and rate.remaining is not None:
-                    self._update(rate.remaining)
-
-        try:
-            yield answered
-        finally:
-            answered(None)
-
-
 def _without_query(url: str) -> str:
     """A URL fit for an error message: a blob redirect's query is a presigned credential (X-Amz-*)."""
     return urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
@@ -166,71 +68,6 @@ def _error_text(response: urllib3.BaseHTTPResponse) -> str:
         return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.data[:200].decode()
     except Exception:  # noqa: BLE001 - error bodies are free-form; any failure just means no detail
         return ""
-
-
-class BlobReader:
-    """A blob's bytes streaming from the registry, hashed as they pass.
-
-    With `size` and `digest` known, the last chunk is only handed out after the hash matched, so a
-    consumer streaming the chunks elsewhere never delivers a complete, wrong blob.
-    """
-
-    def __init__(self, response: urllib3.BaseHTTPResponse, digest: str, size: int | None) -> None:
-        self._response = response
-        self.digest = digest
-        length = response.headers.get("Content-Length")
-        self.size = size if size is not None else (int(length) if length is not None else None)
-        if size is not None and length is not None and int(length) != size:
-            self.close()
-            raise DigestMismatch(f"blob {digest}: registry sent {length} bytes, descriptor says {size}")
-        self.bytes_read = 0
-        self._hash = hashlib.new(digest.split(":", 1)[0])
-
-    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Generator[bytes, None, None]:
-        try:
-            while True:
-                try:
-                    chunk = self._response.read(chunk_size, decode_content=False)
-                except urllib3.exceptions.HTTPError as err:
-                    raise RegistryError(f"blob {self.digest}: connection lost after {self.bytes_read} bytes: "
-                                        f"{err}") from err
-                if not chunk:
-                    self._verify()
-                    return
-                self._hash.update(chunk)
-                self.bytes_read += len(chunk)
-                if self.size is not None and self.bytes_read >= self.size:
-                    self._verify()
-                yield chunk
-        finally:
-            self.close()
-
-    def _verify(self) -> None:
-        actual = f"{self.digest.split(':', 1)[0]}:{self._hash.hexdigest()}"
-        if self.size is not None and self.bytes_read != self.size:
-            raise DigestMismatch(f"blob {self.digest}: got {self.bytes_read} bytes, expected {self.size}")
-        if actual != self.digest:
-            raise DigestMismatch(f"blob {self.digest}: content hashes to {actual}")
-
-    def read_all(self) -> int:
-        """Read, verify and discard every byte (a pull, as a build makes one); returns the count."""
-        for _ in self.chunks():
-            pass
-        return self.bytes_read
-
-    def close(self) -> None:
-        if not self._response.closed and self.size is not None and self.bytes_read < self.size:
-            # Abandoned mid-body: the connection cannot serve another request, so close it
-            # rather than hand it back to the pool with unread bytes.
-            self._response.close()
-        self._response.release_conn()
-
-    def __enter__(self) -> BlobReader:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 class RegistryClient:
@@ -318,7 +155,7 @@ class RegistryClient:
                 # Refused again after logging in: name the credential, so the message points at its secret.
                 raise RegistryError(f"{method} {_without_query(url)}: unauthorized with {self.auth.credential}", 401)
             if status == 429:
-                delay = _retry_after(response.headers.get("Retry-After"))
+                delay = retry_after(response.headers.get("Retry-After"))
                 self._discard(response)
                 # `Retry-After: 0` still costs a second of the budget, or a 429 storm never ends.
                 pause = max(delay, _MIN_RETRY_WAIT) if delay is not None else None

@@ -5,7 +5,7 @@ the SQS message returns to the queue (the copier delays it by that much) or the 
 deferred. Every other task of that upstream in the same run is deferred without a request.
 
 A task with `referrers` copies what refers to the image's manifests before its tags move
-(copy_referrers.py); one with `referrers_only` copies only those of its digest (status "referrers").
+(oci/copy_referrers.py); one with `referrers_only` copies only those of its digest (status "referrers").
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .endpoints import Endpoints
-from .errors import QuotaReserved, TooManyRequests
-from .plan import Task
-from .settings import SERVICE_NAME
+from ..oci.endpoints import Endpoints
+from ..oci.errors import QuotaReserved, TooManyRequests
+from ..settings import SERVICE_NAME
+from .task import Task
 
 if TYPE_CHECKING:
-    from .blobs import Progress  # the engine itself is imported when a task runs
-    from .copy_referrers import ReferrersResult
+    from ..oci.blobs import Progress  # the engine itself is imported when a task runs
+    from ..oci.copy_referrers import ReferrersResult
 
 logger = logging.getLogger(SERVICE_NAME)  # formatted by Powertools in the Lambdas (plan.py says why)
 # An outcome that did not handle referrers (off, or nothing was copied), in ReferrersResult.as_dict's keys.
@@ -78,8 +78,8 @@ def run_task(task: Task, endpoints: Endpoints, *, workers: int = 4, progress: Pr
     destination and no request upstream: a second planner run that queued the same work, or SQS's
     at-least-once delivery, costs nothing at the source.
     """
-    from .copy import copy_image, recorded_source_digest
-    from .copy_referrers import copy_referrers
+    from ..oci.copy import copy_image, recorded_source_digest
+    from ..oci.copy_referrers import copy_referrers
 
     ref = task.ref
     started = time.monotonic()

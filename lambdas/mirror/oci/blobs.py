@@ -14,7 +14,7 @@ from .registry import RegistryClient
 # A dropped connection or a 5xx mid-stream restarts the blob from its first byte, this many times in all.
 BLOB_ATTEMPTS = 3
 _PROGRESS_STEP = 8 << 20
-_PREFETCH_DEPTH = 4  # chunks of registry.CHUNK_SIZE read ahead per blob: bounded memory
+_PREFETCH_DEPTH = 4  # chunks of blob_reader.CHUNK_SIZE read ahead per blob: bounded memory
 _PREFETCH_MIN = 4 << 20  # below this, a helper thread costs more than it saves
 
 # progress(blob digest, bytes moved so far, blob size); called from worker threads.

@@ -24,9 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RegistryError
-from .manifests import INDEX_TYPES
-from .referrers import cosign_tags, list_referrers
+from ..oci.errors import RegistryError
+from ..oci.manifests import INDEX_TYPES
+from ..oci.referrers import cosign_tags, list_referrers
 
 REFRESH = 6 * 3600  # Docker Hub's pull window ("ratelimit-limit: 100;w=21600")
 _RATE = re.compile(r"rate\((\d+) (minute|hour|day)s?\)")

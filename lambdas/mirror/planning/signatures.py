@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ecr_mirror_cdk.reference import DIGEST_RE
 from ecr_mirror_cdk.signing_key import KeySource, load_public_key
 
-from .cosign import (
+from ..oci.cosign import (
     BUNDLE,
     MAX_PAYLOAD,
     Rejected,
@@ -30,7 +30,7 @@ from .cosign import (
     check_simple_signing,
     signature_layers,
 )
-from .referrers import cosign_tag, fallback_tag, list_referrers
+from ..oci.referrers import cosign_tag, fallback_tag, list_referrers
 
 if TYPE_CHECKING:
     from ecr_mirror_cdk.signing_key import PublicKey

@@ -1,8 +1,5 @@
-"""Which registry client serves what: the destination and each source registry.
-
-Planning, copying, the Lambdas and the CLI all go through one `Endpoints`; tests build it from
-in-memory fakes, `connect` builds it from real `RegistryClient`s.
-"""
+"""Real registry clients for `Endpoints`: the account's ECR (or any destination host) and each source registry,
+logged in with the credentials its Secrets Manager secret holds."""
 
 from __future__ import annotations
 
@@ -10,38 +7,12 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from ecr_mirror_cdk.reference import api_host
 
-from .errors import CredentialsError
-
-if TYPE_CHECKING:
-    from .registry import ManifestInfo
-
-class Registry(Protocol):
-    """What planning needs of a registry client (RegistryClient, or a test fake)."""
-
-    def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None: ...
-
-    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, ManifestInfo]: ...
-
-    def list_tags(self, repository: str) -> list[str]: ...
-
-
-class Endpoints:
-    def __init__(self, destination: Any, *, sources: Callable[[str], Any], expires_at: float | None = None) -> None:
-        self.destination = destination
-        self._sources = sources
-        self.expires_at = expires_at  # when the destination's credentials (ECR token) run out
-
-    def source(self, registry: str) -> Any:
-        """Client for a source registry, named as image references name it (`docker.io`)."""
-        return self._sources(registry)
-
-    @property
-    def expired(self) -> bool:
-        return self.expires_at is not None and time.time() >= self.expires_at
+from ..oci.endpoints import Endpoints
+from ..oci.errors import CredentialsError
 
 
 class _Sources:
@@ -104,8 +75,8 @@ def connect(destination: str | None = None, *, upstreams: Mapping[str, str] | No
     `max_retry_wait` 0:
     a 429 raises at once, whatever its Retry-After, so the caller defers instead of sleeping.
     """
+    from ..oci.registry import RegistryClient
     from . import ecr as ecr_adapter
-    from .registry import RegistryClient
 
     options: dict[str, Any] = {"pool_size": pool_size, "max_retry_wait": max_retry_wait}
     clients: dict[str, RegistryClient] = {}

@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from ecr_mirror_cdk.reference import DOCKER_HUB
 
-from .settings import (
+from ..settings import (
     DIMENSION_UPSTREAM,
     METRIC_BYTES,
     METRIC_COPIED,
@@ -34,8 +34,8 @@ from .settings import (
 )
 
 if TYPE_CHECKING:
-    from .copy_referrers import ReferrersResult
-    from .plan import Plan
+    from ..oci.copy_referrers import ReferrersResult
+    from ..planning.task import Plan
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)

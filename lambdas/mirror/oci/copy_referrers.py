@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..settings import SERVICE_NAME
 from .copy import copy_content, fetch
 from .errors import RegistryError, TooManyRequests
 from .referrers import Referrer, add_to_fallback_index, find, index_entry, list_referrers, subject_of
-from .settings import SERVICE_NAME
 
-logger = logging.getLogger(SERVICE_NAME)  # formatted by Powertools in the Lambdas (plan.py says why)
+logger = logging.getLogger(SERVICE_NAME)  # formatted by Powertools in the Lambdas (planning/plan.py says why)
 
 
 @dataclass(frozen=True)

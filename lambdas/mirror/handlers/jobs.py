@@ -4,55 +4,24 @@ back to the queue to wait)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from math import ceil
 from typing import Any
 
-from ecr_mirror_cdk.config import parse_spec
+from ecr_mirror_cdk.config_parse import parse_spec
 
-from .endpoints import Endpoints
-from .errors import SupersededTask, TooManyRequests
-from .observability import logger, record_copy, record_failure, record_plan, record_referrers
-from .plan import Task, plan
-from .signatures import MEMO_PREFIX, Checker, Keys
-from .staleness import ParameterState, track
-from .sync import run_task
+from ..aws.observability import logger, record_copy, record_failure, record_plan, record_referrers
+from ..aws.queue import enqueue, requeue
+from ..aws.state import ParameterState
+from ..oci.endpoints import Endpoints
+from ..oci.errors import TooManyRequests
+from ..planning.plan import plan
+from ..planning.signatures import MEMO_PREFIX, Checker, Keys
+from ..planning.staleness import track
+from ..planning.sync import run_task
+from ..planning.task import SupersededTask, Task
 
-SQS_BATCH = 10  # SendMessageBatch takes at most 10 entries
-MAX_DELAY = 900  # SQS's ceiling for a message's DelaySeconds (15 minutes)
-NOT_BEFORE = "NotBefore"  # message attribute: epoch seconds before which the task must not run
 DEFAULT_RETRY_AFTER = 900.0  # a 429 without Retry-After: try again in 15 minutes
-
-
-def _sqs(sqs: Any) -> Any:
-    if sqs is not None:
-        return sqs
-    import boto3
-
-    return boto3.client("sqs")
-
-
-def queue_url_from_arn(arn: str) -> str | None:
-    """`arn:aws:sqs:us-east-1:123456789012:name` -> its queue URL (the copier's event names the queue)."""
-    parts = arn.split(":")
-    if len(parts) != 6 or parts[2] != "sqs":
-        return None
-    suffix = "amazonaws.com.cn" if parts[1] == "aws-cn" else "amazonaws.com"
-    return f"https://sqs.{parts[3]}.{suffix}/{parts[4]}/{parts[5]}"
-
-
-def enqueue(tasks: Sequence[Task], queue_url: str, *, sqs: Any = None) -> int:
-    """One message per task, sent ten at a time; raises if SQS refused any."""
-    client = _sqs(sqs)
-    for start in range(0, len(tasks), SQS_BATCH):
-        batch = tasks[start:start + SQS_BATCH]
-        entries = [{"Id": str(n), "MessageBody": task.to_json()} for n, task in enumerate(batch)]
-        failed = client.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed") or []
-        if failed:
-            first = batch[int(failed[0]["Id"])]
-            raise RuntimeError(f"SQS refused {len(failed)} message(s), first {first.ref}: {failed[0].get('Message')}")
-    return len(tasks)
 
 
 def plan_and_enqueue(spec: str, endpoints: Endpoints, queue_url: str, *, origin: str = "mirror spec",
@@ -134,20 +103,3 @@ def _defer(task: Task, body: str, queue_url: str | None, until: float, now: floa
     logger.warning(f"throttled copying {task.ref}; queued again",
                    extra={"retry_in": round(until - now), "error": reason})
     return {"image": task.source, "tag": task.tag, "status": "deferred", "retry_in": round(until - now)}
-
-
-def requeue(body: str, queue_url: str | None, *, not_before: float, now: float, sqs: Any = None) -> None:
-    """Send the task again as a new message (receive count zero), hidden until `not_before`.
-
-    SQS delays a message at most 15 minutes; a longer wait also carries NOT_BEFORE, and the copier
-    sends it on again without running it until that time. Raises if SQS refuses, so the original
-    message stays and returns after the queue's visibility timeout instead of being lost.
-    """
-    if not queue_url:
-        raise RuntimeError("no queue to send the task back to; the message returns after its visibility timeout")
-    wait = max(0, ceil(not_before - now))
-    attributes = {}
-    if wait > MAX_DELAY:
-        attributes[NOT_BEFORE] = {"DataType": "Number", "StringValue": str(ceil(not_before))}
-    _sqs(sqs).send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=min(wait, MAX_DELAY),
-                           MessageAttributes=attributes)

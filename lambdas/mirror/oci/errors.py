@@ -41,7 +41,3 @@ class Cancelled(RegistryError):
 
 class CredentialsError(RegistryError):
     """A registry's credentials could not be read (secret missing, AWS unreachable): its images fail."""
-
-
-class SupersededTask(ValueError):
-    """A queued task in a shape this version no longer runs; the next plan queues its replacement."""

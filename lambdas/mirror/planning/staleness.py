@@ -5,18 +5,16 @@ the tag moved; it remembers when, by change (`<reference>@<digest>`), between ru
 upstream the age of the oldest change still pending (queued, deferred or failed). A change is
 mirrored once a run finds the destination at that digest; it is then forgotten. A change held for want
 of a signature (`unverified`) is not pending: it waits on the upstream, and has its own metric and alarm. The age counts
-from the run that first saw it, so the tag moved at most one schedule interval earlier.
+from the run that first saw it, so the tag moved at most one schedule interval earlier. Where the
+remembered changes are kept between runs is the caller's (`aws.state.ParameterState` in the planner Lambda).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
-from typing import Any
 
-from .observability import logger
-from .plan import Action, Plan
+from .task import Action, Plan
 
 MAX_REMEMBERED = 100  # oldest kept: they decide the age; about 3 kB of JSON, under SSM's 4 KB
 
@@ -50,39 +48,3 @@ def track(plan: Plan, seen: Mapping[str, float], now: float) -> tuple[dict[str, 
 def trimmed(pending: Mapping[str, float]) -> dict[str, float]:
     """The oldest MAX_REMEMBERED changes: newer ones are re-seen as new, which never hides the oldest."""
     return dict(sorted(pending.items(), key=lambda kv: kv[1])[:MAX_REMEMBERED])
-
-
-class ParameterState:
-    """The remembered changes, as JSON in an SSM String parameter the stack creates (`{}` at first)."""
-
-    def __init__(self, name: str, ssm: Any = None) -> None:
-        self.name = name
-        self._ssm = ssm
-
-    @property
-    def ssm(self) -> Any:
-        if self._ssm is None:
-            import boto3
-
-            self._ssm = boto3.client("ssm")
-        return self._ssm
-
-    def load(self) -> dict[str, float]:
-        """What the last run saved; empty (every change counts as new) if it cannot be read."""
-        try:
-            value = self.ssm.get_parameter(Name=self.name)["Parameter"]["Value"]
-            data = json.loads(value)
-            return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
-        except Exception as err:  # noqa: BLE001 - staleness may under-report; the sync must not stop
-            logger.warning(f"cannot read {self.name}; pending changes count from now: {err}")
-            return {}
-
-    def save(self, before: Mapping[str, float], pending: Mapping[str, float]) -> None:
-        after = trimmed(pending)
-        if after == dict(before):
-            return  # most runs change nothing: no write
-        try:
-            self.ssm.put_parameter(Name=self.name, Value=json.dumps(after, separators=(",", ":")),
-                                   Type="String", Overwrite=True)
-        except Exception as err:  # noqa: BLE001 - as above
-            logger.warning(f"cannot write {self.name}: {err}")

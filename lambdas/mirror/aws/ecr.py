@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CredentialsError
+from ..oci.errors import CredentialsError
 
 SECRET_MAX_AGE = 300  # seconds a warm Lambda reuses an upstream secret before reading it again
 PLACEHOLDER = "REPLACE_ME"  # what the stack stores until `make docker-hub-token` runs
@@ -43,7 +43,7 @@ def login(ecr: Any = None) -> EcrLogin:
 
 def registry_client(ecr: Any = None, **options: Any) -> tuple[Any, EcrLogin]:
     """A RegistryClient for the account's ECR (Basic auth, user `AWS`), and the login it uses."""
-    from .registry import RegistryClient
+    from ..oci.registry import RegistryClient
 
     credentials = login(ecr)
     client = RegistryClient(credentials.host, username=credentials.username, password=credentials.password,
