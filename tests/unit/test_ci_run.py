@@ -1,6 +1,6 @@
 """`make test` on a fresh machine: it installs the Debian packages dpkg does not report installed and whose command is
-missing when it may (root, or `sudo -n`), saying so in one line, and otherwise names them in one line; `.ci/run` is `make test`. apt-get,
-dpkg-query, sudo and id are fakes on a PATH of their own: the real apt-get never runs."""
+missing when it may (root, or `sudo -n`), saying so in one line, and otherwise names them in one line; `.ci/run` is
+`make test`. apt-get, dpkg-query, sudo and id are fakes on a PATH of their own: the real apt-get never runs."""
 
 from __future__ import annotations
 
