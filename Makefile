@@ -52,16 +52,17 @@ $(SIGSTORE)/node_modules/.installed: $(SIGSTORE)/package-lock.json | $(BIN)/.run
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
-TEST_PACKAGES = $(foreach pair,$(TEST_TOOLS),$(lastword $(subst =, ,$(pair))))
-
-# Before anything else. The packages dpkg does not report installed are installed when this user may (root, or
-# `sudo -n`, which never prompts), with one line saying so and apt-get's output kept for a failure. Then the
+# Before anything else. A package is installed only when dpkg does not report it installed and its command (the
+# left side of its TEST_TOOLS pair) is missing too, so that a machine with Docker CE's dockerd is not given docker.io
+# (which conflicts with docker-ce); installed when this user may (root, or `sudo -n`, which never prompts), with one
+# line saying so and apt-get's output kept for a failure. Then the
 # commands are checked, in the shell (make expands a whole recipe before running it), and those still missing
 # are named in one line.
 test-tools:
 	@if command -v apt-get >/dev/null; then \
-		absent=$$(echo $$(for pkg in $(TEST_PACKAGES); do dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | \
-			grep -q "install ok installed" || echo "$$pkg"; done)); \
+		absent=$$(echo $$(for pair in $(TEST_TOOLS); do pkg="$${pair#*=}"; \
+			dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed" || \
+			command -v "$${pair%%=*}" >/dev/null || echo "$$pkg"; done)); \
 		if [ -n "$$absent" ]; then \
 			if [ "$$(id -u)" = 0 ]; then as=""; elif sudo -n true 2>/dev/null; then as="sudo -n"; else as=no; fi; \
 			if [ "$$as" != no ]; then \

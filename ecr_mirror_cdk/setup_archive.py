@@ -9,11 +9,13 @@ uncompressed, so no zlib version enters), which keeps the CDK asset hash the sam
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 PACKAGE = Path(__file__).resolve().parent
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can hold
@@ -39,10 +41,35 @@ def write_setup_archive(path: Path) -> Path:
     """Write the archive to `path` (replaced whole, never half-written); `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(setup_archive())
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(setup_archive())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
-if __name__ == "__main__":  # by hand: python3 -m ecr_mirror_cdk.setup_archive [FILE]
-    print(write_setup_archive(Path(sys.argv[1] if len(sys.argv) > 1 else "setup_mirror.pyz")))
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line: argparse would print the whole usage block before the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """By hand: `python3 -m ecr_mirror_cdk.setup_archive [FILE]` writes the archive and prints its path."""
+    parser = _Parser(prog="python3 -m ecr_mirror_cdk.setup_archive",
+                     description="Write the build host's setup as one runnable file (a zip archive Python runs).")
+    parser.add_argument("file", nargs="?", default="setup_mirror.pyz", metavar="FILE",
+                        help="where to write it (default: setup_mirror.pyz)")
+    args = parser.parse_args(argv)
+    try:
+        print(write_setup_archive(Path(args.file)))
+    except OSError as err:
+        print(f"{parser.prog}: error: cannot write {args.file}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

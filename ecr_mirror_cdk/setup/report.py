@@ -91,10 +91,15 @@ def report(pidfile: Path, probe: Probe | None = None) -> str:
     if state["remote"].exists():
         return ("mirror: the Docker daemon is remote: builders pulled from ECR's cache prefixes themselves, so this "
                 "build has no record of what the mirror served")
+    journal = state["journal"]
     try:
-        entries = [json.loads(line) for line in state["journal"].read_text().splitlines() if line.strip()]
-    except (OSError, ValueError) as err:
-        return f"mirror: no record of this build's pulls ({state['journal']}: {err})"
+        entries = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return f"mirror: no record of this build's pulls: the setup has not run here (no {journal})"
+    except OSError as err:
+        return f"mirror: no record of this build's pulls: {journal} cannot be read ({err.strerror or err})"
+    except ValueError as err:
+        return f"mirror: no record of this build's pulls: {journal} is not the endpoint's journal ({err})"
     problems = fell_back(entries)
     parts = [served(entries), *problems]
     missed: dict[str, str] = {}

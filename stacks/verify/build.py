@@ -42,7 +42,7 @@ def with_dockerfile(buildspec: str, dockerfile: str) -> str:
 
 # ecr_mirror_cdk/setup/report.py report(): "mirror: N manifests served by the mirror (...); ...; no request fell back
 # to the upstream; not seen: ...", or "...; K fell back to the upstream: ..." (or dockerd's pulls that did not come
-# through the mirror) in its place, or "mirror: no record of this build's pulls (...)", or "mirror: not set up: ...".
+# through the mirror) in its place, or "mirror: no record of this build's pulls: ...", or "mirror: not set up: ...".
 REPORT_LINE = re.compile(r"mirror: (\d+ manifests served by the mirror|no record of this build's pulls|not set up: ).*")
 NO_FALLBACK = "; no request fell back to the upstream"
 

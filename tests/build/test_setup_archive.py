@@ -63,7 +63,8 @@ def test_the_archive_saved_as_setup_mirror_py_runs_help_and_report_outside_a_che
 
 def test_the_package_runs_by_hand_from_a_checkout(tmp_path):
     result = run("-m", "ecr_mirror_cdk.setup", "--report", "--endpoint-pidfile", str(tmp_path / "none.pid"), cwd=REPO)
-    assert result.returncode == 0 and result.stdout.startswith("mirror: no record of this build's pulls (")
+    assert (result.returncode, result.stdout) == (
+        0, f"mirror: no record of this build's pulls: the setup has not run here (no {tmp_path / 'none.requests'})\n")
 
     refused = run("-m", "ecr_mirror_cdk.setup", "--port", "1", cwd=REPO)
     assert (refused.returncode, refused.stderr) == (2, "setup_mirror: --registry (or $MIRROR_REGISTRY) is required\n")
@@ -73,6 +74,42 @@ def test_the_manuals_command_writes_the_archive_by_hand(tmp_path):
     assert "python3 -m ecr_mirror_cdk.setup_archive setup_mirror.pyz" in (REPO / "docs" / "build.md").read_text()
     result = run("-m", "ecr_mirror_cdk.setup_archive", str(tmp_path / "setup_mirror.pyz"), cwd=REPO)
     assert result.returncode == 0 and (tmp_path / "setup_mirror.pyz").read_bytes() == setup_archive()
+
+
+def archive_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python3 -m ecr_mirror_cdk.setup_archive ARGS` run in `cwd`, with this checkout on the module path."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith(("MIRROR_", "PYTHON"))}
+    return subprocess.run([sys.executable, "-m", "ecr_mirror_cdk.setup_archive", *args], cwd=cwd,
+                          env={**environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+
+
+def test_help_prints_usage_and_writes_no_file(tmp_path):
+    result = archive_command("--help", cwd=tmp_path)
+
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: python3 -m ecr_mirror_cdk.setup_archive [-h] [FILE]\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_usage_is_one_line_and_writes_no_file(tmp_path):
+    unknown = archive_command("--bogus", cwd=tmp_path)
+    two = archive_command("a.pyz", "b.pyz", cwd=tmp_path)
+
+    assert (unknown.returncode, unknown.stderr) == (2, "python3 -m ecr_mirror_cdk.setup_archive: error: unrecognized "
+                                                       "arguments: --bogus (see python3 -m ecr_mirror_cdk.setup_archive"
+                                                       " --help)\n")
+    assert two.returncode == 2 and two.stderr.count("\n") == 1 and "unrecognized arguments: b.pyz" in two.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_leaves_nothing_behind(tmp_path):
+    (tmp_path / "taken").mkdir()
+
+    result = archive_command("taken", cwd=tmp_path)
+
+    assert (result.returncode, result.stderr) == (
+        1, "python3 -m ecr_mirror_cdk.setup_archive: error: cannot write taken: Is a directory\n")
+    assert [path.name for path in tmp_path.iterdir()] == ["taken"] and list((tmp_path / "taken").iterdir()) == []
 
 
 def test_every_module_of_the_setup_is_python_3_9_and_stdlib_only():

@@ -211,3 +211,16 @@ def test_a_setup_that_failed_open_is_reported_as_not_set_up(build):
             "would without the mirror")
     state_files(build)["not_set_up"].write_text(line + "\n")  # as the setup writes it (cli.not_set_up)
     assert report(build, FakeProbe(["busybox:latest"])) == line
+
+
+def test_a_host_the_setup_never_ran_on_gets_one_plain_line(tmp_path):
+    pidfile = tmp_path / "mirror-endpoint.pid"
+    assert report(pidfile, FakeProbe([])) == (
+        f"mirror: no record of this build's pulls: the setup has not run here (no {tmp_path}/mirror-endpoint.requests)")
+
+
+def test_a_journal_that_is_not_one_is_named_in_one_line(build):
+    state_files(build)["journal"].write_text("not json\n")
+    line = report(build, FakeProbe([]))
+    assert line.startswith(f"mirror: no record of this build's pulls: {state_files(build)['journal']} is not the "
+                           "endpoint's journal (") and "\n" not in line

@@ -6,11 +6,12 @@ What it reproduces (Docker's docs, docker/docs `content/manuals/docker-hub/usage
   real pull and counts towards the limit. Using HEAD won't.", pulls.md), blobs are free;
 - pulls are counted per identity in a sliding window: the user behind the token (or Basic
   credentials), else the client address (the first `X-Forwarded-For` entry, which the fleet uses
-  to simulate a shared NAT address, or the TCP peer), or its IPv6 /64 when the policy says so;
-- the limits and the window come from a `Policy`: `SIX_HOURS` (100 anonymous per IP / 200 per
-  account per 6 hours, the 2020 policy, still in pulls.md at commit 000a96d) or `HOURLY` (10
-  anonymous per IPv4 address or IPv6 /64 / 100 per personal account per hour, usage/_index.md at
-  commit 0d14e0d; docker/docs PR 21494 announced 40 per account, PR 22134 made it 100);
+  to simulate a shared NAT address, or the TCP peer), or its IPv6 /64 (both policies say so);
+- the limits and the window come from a `Policy`: `SIX_HOURS` (in force: 100 anonymous per IPv4
+  address or IPv6 /64 / 200 per personal account per 6 hours, pulls.md at commit 000a96d) or `HOURLY`
+  (announced for April 2025, not enforced, kept as the stricter case: 10 anonymous per IPv4 address or
+  IPv6 /64 / 100 per personal account per hour, usage/_index.md at commit 0d14e0d; docker/docs PR 21494
+  announced 40 per account, PR 22134 made it 100);
 - `ratelimit-limit: <limit>;w=<window seconds>` (`100;w=21600`, `10;w=3600`), `ratelimit-remaining`
   in the same shape and `docker-ratelimit-source` on manifest responses, GET and HEAD;
 - past the limit a manifest GET gets `429` and the JSON error body Docker Hub sends
@@ -88,11 +89,11 @@ class Policy:
         return str(ip)
 
 
-# pulls.md (docker/docs commit 000a96d): "Personal (authenticated) 200", "Unauthenticated 100", per 6 hours;
-# the 2020-2024 pages counted anonymous pulls "per IP address".
-SIX_HOURS = Policy("100/200 per 6 h", 6 * 3600, 100, 200)
-# usage/_index.md (docker/docs commit 0d14e0d): per hour, "Personal (authenticated) 100",
-# "Unauthenticated users 10 per IPv4 address or IPv6 /64 subnet".
+# pulls.md (docker/docs commit 000a96d), the limit in force: "Pull rate limit per 6 hours", "Personal
+# (authenticated) 200", "Unauthenticated Users 100 per IPv4 address or IPv6 /64 subnet".
+SIX_HOURS = Policy("100/200 per 6 h", 6 * 3600, 100, 200, ipv6_prefix=64)
+# usage/_index.md (docker/docs commit 0d14e0d), announced for April 2025 and not enforced: per hour,
+# "Personal (authenticated) 100", "Unauthenticated users 10 per IPv4 address or IPv6 /64 subnet".
 HOURLY = Policy("10/100 per hour", 3600, 10, 100, ipv6_prefix=64)
 POLICIES = (SIX_HOURS, HOURLY)
 

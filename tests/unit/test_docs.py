@@ -162,3 +162,31 @@ def test_a_broken_anchor_fails_the_strict_build(tmp_path: Path) -> None:
     # Then the build fails and names the link
     assert done.returncode != 0
     assert "does not contain an anchor '#no-such-section'" in done.stderr
+
+
+def allowed_keys(data: dict[str, object]) -> set[str]:
+    """The keys the config parser accepts where `data` carries an unknown key, read from its one-line refusal."""
+    from ecr_mirror_cdk.config import ConfigError
+    from ecr_mirror_cdk.config_parse import parse_config
+
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data)
+    allowed = re.search(r"\(allowed: (.*)\)$", str(refused.value))
+    assert allowed is not None, str(refused.value)
+    return set(allowed.group(1).split(", "))
+
+
+def test_the_every_key_table_names_every_top_level_and_per_image_key_the_config_accepts() -> None:
+    # Given the keys the parser accepts at the top of mirror.yaml and in an images entry
+    top = allowed_keys({"images": [{"source": "python", "tags": ["3"]}], "no_such_key": 1})
+    image = allowed_keys({"images": [{"source": "python", "tags": ["3"], "no_such_key": 1}]})
+
+    # When the table of docs/configure.md is read (a row's first column may name several keys)
+    page = (ROOT / "docs" / "configure.md").read_text()
+    table = page.split("## Every key")[1].split("\n## ")[0]
+    named = {key for row in table.splitlines() if row.startswith("| `")
+             for key in re.findall(r"`([^`]+)`", row.split("|")[1])}
+
+    # Then every one of them has a row
+    assert {key.split(".")[0] for key in named} >= top
+    assert {key.removeprefix("images[].") for key in named if key.startswith("images[].")} == image
