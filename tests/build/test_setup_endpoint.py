@@ -139,19 +139,11 @@ def test_in_a_replica_region_what_replication_has_not_brought_comes_from_the_hom
 def test_a_registry_that_asks_for_a_login_gets_the_ecr_password_from_the_aws_cli(registry_factory, endpoint_for,
                                                                                    tmp_path, monkeypatch):
     """ECR answers 401 with a Basic challenge; the password is `aws ecr get-login-password`'s (moto's here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
     with moto_server() as moto:
         for key, value in fake_aws_environment(moto).items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
-        password = ecr_login_password(moto)
-        htpasswd = tmp_path / "htpasswd"
-        htpasswd.write_text(f"AWS:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
-        ecr = registry_factory("ecr", auth={"htpasswd": {"realm": "ecr", "path": str(htpasswd)}})
-        digest = push_busybox(ecr.host, "docker-hub/library/busybox", "latest", marker="m",
-                              credentials=("AWS", password))
+        ecr, digest = login_registry(registry_factory, tmp_path, ecr_login_password(moto))
         endpoint = endpoint_for(ecr.host)
         status, headers, _ = endpoint.get("/v2/library/busybox/manifests/latest")
     assert status == 200 and headers["Docker-Content-Digest"] == digest
@@ -161,6 +153,20 @@ def ecr_login_password(endpoint: str) -> str:
     """What `aws ecr get-login-password` prints against this moto server: the token's part after `AWS:`."""
     data = moto_client("ecr", endpoint).get_authorization_token()["authorizationData"][0]
     return base64.b64decode(data["authorizationToken"]).decode().split(":", 1)[1]
+
+
+def login_registry(registry_factory, tmp_path: Path, password: str):
+    """A registry that answers 401 with a Basic challenge, as ECR does, taking user AWS and `password`; busybox in
+    the docker-hub prefix. Returns the registry and busybox's digest."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    htpasswd = tmp_path / "htpasswd"
+    # bcrypt's lowest cost: the registry checks it on every request.
+    htpasswd.write_text(f"AWS:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n")
+    ecr = registry_factory("ecr", auth={"htpasswd": {"realm": "ecr", "path": str(htpasswd)}})
+    digest = push_busybox(ecr.host, "docker-hub/library/busybox", "latest", marker="m", credentials=("AWS", password))
+    return ecr, digest
 
 
 def test_an_unreachable_registry_is_one_line(capsys):
@@ -260,7 +266,6 @@ def test_concurrent_pulls_after_a_401_log_in_once(registry_factory, endpoint_for
     """Ten pulls refused with the same expired token: one `aws ecr get-login-password`, its token for all ten."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
     with moto_server() as moto:
         for key, value in fake_aws_environment(moto).items():
             monkeypatch.setenv(key, value)
@@ -274,13 +279,7 @@ def test_concurrent_pulls_after_a_401_log_in_once(registry_factory, endpoint_for
             f'exec "{Path(sys.executable).parent / "aws"}" "$@"\n')
         (bin_dir / "aws").chmod(0o755)
         monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
-        password = ecr_login_password(moto)
-        htpasswd = tmp_path / "htpasswd"
-        # bcrypt's lowest cost: the registry checks it on each of the twenty requests.
-        htpasswd.write_text(f"AWS:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n")
-        ecr = registry_factory("ecr", auth={"htpasswd": {"realm": "ecr", "path": str(htpasswd)}})
-        digest = push_busybox(ecr.host, "docker-hub/library/busybox", "latest", marker="m",
-                              credentials=("AWS", password))
+        ecr, digest = login_registry(registry_factory, tmp_path, ecr_login_password(moto))
         endpoint = endpoint_for(ecr.host)
         assert endpoint.get("/v2/library/busybox/manifests/latest")[0] == 404  # logged in, with the expired token
         start = threading.Barrier(10)

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import socket
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from ecr_mirror_cdk.setup.base import SetupError, is_loopback
 from ecr_mirror_cdk.setup.ecr import Registry
 from tests.build.test_setup_config import MAP
-from tests.build.test_setup_endpoint import Endpoint, ecr_login_password
+from tests.build.test_setup_endpoint import Endpoint, ecr_login_password, login_registry
 from tests.support.busybox import push_busybox
 from tests.support.forward_proxy import ForwardProxy
 from tests.support.moto import fake_aws_environment, moto_server
@@ -127,19 +126,11 @@ def test_the_ecr_login_goes_through_the_proxy_as_the_aws_cli_does_for_every_comm
         registry_factory, tmp_path, clean_environment):
     """`aws ecr get-login-password` inherits the endpoint's environment: botocore proxies moto's plain-HTTP URL
     through HTTP_PROXY (in CodeBuild, ECR's HTTPS URL through HTTPS_PROXY)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
     with moto_server() as moto:
         for key, value in fake_aws_environment(moto).items():
             clean_environment.setenv(key, value)
         clean_environment.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
-        password = ecr_login_password(moto)
-        htpasswd = tmp_path / "htpasswd"
-        htpasswd.write_text(f"AWS:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n")
-        ecr = registry_factory("ecr", auth={"htpasswd": {"realm": "ecr", "path": str(htpasswd)}})
-        digest = push_busybox(ecr.host, "docker-hub/library/busybox", "latest", marker="m",
-                              credentials=("AWS", password))
+        ecr, digest = login_registry(registry_factory, tmp_path, ecr_login_password(moto))
         with ForwardProxy() as proxy, clean_environment.context() as proxied:
             proxied.setenv("HTTP_PROXY", proxy.url())
             proxied.setenv("HTTPS_PROXY", proxy.url())
