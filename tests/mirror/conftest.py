@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters import base
 
 from lambdas.mirror.handlers import environment
+from tests.support.faults import FaultProxy
 from tests.support.moto import fake_aws_environment, moto_server
 
 
@@ -37,3 +38,17 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
             monkeypatch.setenv(key, value)
     _forget()
     return moto_endpoint
+
+
+@pytest.fixture
+def fault_proxies() -> Iterator[Callable[[str], FaultProxy]]:
+    """Start fault proxies in front of registries (tests/support/faults.py); each is stopped after the test."""
+    started: list[FaultProxy] = []
+
+    def start(upstream: str) -> FaultProxy:
+        started.append(FaultProxy(upstream).start())
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()

@@ -21,7 +21,6 @@ from lambdas.mirror.oci.registry import RegistryClient
 from lambdas.mirror.planning.task import Task
 from lambdas.mirror.settings import ENV_QUEUE_URL, ENV_REGISTRY, ENV_REGISTRY_CREDENTIALS, ENV_SPEC_PARAMETER
 from tests.engine.checks import skopeo_raw_digest
-from tests.support.faults import FaultProxy
 from tests.support.images import push_image
 from tests.support.moto import moto_client
 from tests.support.private import USER, basic_registry, bearer_registry
@@ -47,19 +46,6 @@ class Context:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms.pop(0) if self.remaining_ms else 15 * 60 * 1000
-
-
-@pytest.fixture
-def fault_storm() -> Any:
-    started: list[FaultProxy] = []
-
-    def start(upstream: str) -> FaultProxy:
-        started.append(FaultProxy(upstream).start())
-        return started[-1]
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 @pytest.fixture
@@ -172,8 +158,8 @@ def copy_batch(messages: list[dict[str, Any]], queue_url: str, arn: str, context
 
 
 def test_a_throttled_copy_waits_retry_after_and_never_counts_toward_the_dead_letter_queue(
-        deployed: dict[str, Any], fault_storm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    storm = fault_storm(deployed["source"].host)
+        deployed: dict[str, Any], fault_proxies: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    storm = fault_proxies(deployed["source"].host)
     storm.add("status", "/manifests/", method="*", status=429, times=-1, headers={"Retry-After": "2"})
     queue_url, arn, dlq = queue_with_dead_letters(monkeypatch)
     boto3.client("sqs").send_message(QueueUrl=queue_url,

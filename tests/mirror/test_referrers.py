@@ -6,7 +6,7 @@ alone, counted in a metric, while the image and its tag move."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -33,19 +33,6 @@ from .support import config
 # containers/podman#1719 quote the message; aws/containers-roadmap#2783 reports the 405 for referrers).
 ECR_REFUSAL = (b'{"errors":[{"code":"UNSUPPORTED","message":"Invalid parameter at \'ImageManifest\' failed to '
                b'satisfy constraint: \'Invalid JSON syntax\'"}]}')
-
-
-@pytest.fixture
-def proxies() -> Iterator[Callable[[str], FaultProxy]]:
-    started: list[FaultProxy] = []
-
-    def start(upstream: str) -> FaultProxy:
-        started.append(FaultProxy(upstream).start())
-        return started[-1]
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 def sbom(name: str) -> bytes:
@@ -112,7 +99,7 @@ def test_an_sbom_added_after_the_image_was_mirrored_arrives_on_the_next_run(
 
 def test_a_referrer_the_destination_refuses_fails_alone_and_is_counted_while_the_image_and_its_tag_move(
         aws: str, monkeypatch: pytest.MonkeyPatch, registry_factory: Callable[..., RegistryServer],
-        proxies: Callable[[str], FaultProxy], capsys: pytest.CaptureFixture[str],
+        fault_proxies: Callable[[str], FaultProxy], capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
     # Given two SBOMs of an image, and a destination that answers 405 to one of them, as ECR has
     source, destination = registry_factory("source"), registry_factory("destination")
@@ -120,7 +107,7 @@ def test_a_referrer_the_destination_refuses_fails_alone_and_is_counted_while_the
     refused = push_artifact(source.host, "team/app", digest, sbom("refused"))
     accepted = push_artifact(source.host, "team/app", digest, sbom("accepted"),
                              artifact_type="application/vnd.cyclonedx+json")
-    front = proxies(destination.host)
+    front = fault_proxies(destination.host)
     front.add("status", rf"/manifests/{refused}$", method="PUT", times=-1, status=405, body=ECR_REFUSAL)
     monkeypatch.setenv(ENV_REGISTRY, front.host)
     (task,) = plan(config(image(source)), connect(front.host)).tasks()
@@ -142,12 +129,12 @@ def test_a_referrer_the_destination_refuses_fails_alone_and_is_counted_while_the
 
 
 def test_a_destination_that_answers_oci_subject_keeps_its_own_list_and_no_referrers_tag_is_written(
-        registry_factory: Callable[..., RegistryServer], proxies: Callable[[str], FaultProxy]) -> None:
+        registry_factory: Callable[..., RegistryServer], fault_proxies: Callable[[str], FaultProxy]) -> None:
     # Given a destination that says, with OCI-Subject, that it processed each manifest's subject
     source, destination = registry_factory("source"), registry_factory("destination")
     digest = push_image(source.host, "team/app", "v1", seed=64)
     artifact = push_artifact(source.host, "team/app", digest, sbom("app"))
-    front = proxies(destination.host)
+    front = fault_proxies(destination.host)
     front.add("headers", r"/manifests/sha256:", method="PUT", times=-1, headers={"OCI-Subject": digest})
     endpoints = connect(front.host)
 
@@ -162,11 +149,11 @@ def test_a_destination_that_answers_oci_subject_keeps_its_own_list_and_no_referr
 
 
 def test_referrers_the_source_lists_through_the_referrers_api_are_found_there(
-        registry_factory: Callable[..., RegistryServer], proxies: Callable[[str], FaultProxy]) -> None:
+        registry_factory: Callable[..., RegistryServer], fault_proxies: Callable[[str], FaultProxy]) -> None:
     # Given a source with the referrers API (a proxy answers it): the SBOM is listed there, and no referrers tag
     # exists, as on a registry that answered OCI-Subject to its push
     backing, destination = registry_factory("source"), registry_factory("destination")
-    front = proxies(backing.host)
+    front = fault_proxies(backing.host)
     front.add("headers", r"/manifests/sha256:", method="PUT", times=-1, headers={"OCI-Subject": "yes"})
     digest = push_image(front.host, "team/app", "v1", seed=65)
     artifact = push_artifact(front.host, "team/app", digest, sbom("api"))
