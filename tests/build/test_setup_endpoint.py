@@ -264,8 +264,6 @@ def test_a_manifest_redirect_is_not_counted_as_served(endpoint_for, tmp_path):
 
 def test_concurrent_pulls_after_a_401_log_in_once(registry_factory, endpoint_for, tmp_path, monkeypatch):
     """Ten pulls refused with the same expired token: one `aws ecr get-login-password`, its token for all ten."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
     with moto_server() as moto:
         for key, value in fake_aws_environment(moto).items():
             monkeypatch.setenv(key, value)
