@@ -15,6 +15,9 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 # What `make test` runs besides Python, as command=Debian package: the one list `make test` installs from and checks.
 TEST_TOOLS := docker-registry=docker-registry skopeo=skopeo podman=podman shellcheck=shellcheck \
 	newuidmap=uidmap dockerd=docker.io busybox=busybox-static
+# Packages that stand in for one of the list when dpkg reports them installed, as package=other: Docker CE's
+# docker-ce provides dockerd and conflicts with docker.io, so apt-get must not be asked for docker.io there.
+TEST_PACKAGE_ALTERNATIVES := docker.io=docker-ce
 
 .PHONY: synth test test-tools docs lint bench simulate plan sync bootstrap deploy verify docker-hub-token registry-token adoption-report cdk clean
 
@@ -52,17 +55,18 @@ $(SIGSTORE)/node_modules/.installed: $(SIGSTORE)/package-lock.json | $(BIN)/.run
 synth: $(BIN)/.runtime node_modules/.installed
 	$(CDK) synth --quiet --no-notices -c mirror:config=$(CONFIG)
 
-# Before anything else. A package is installed only when dpkg does not report it installed and its command (the
-# left side of its TEST_TOOLS pair) is missing too, so that a machine with Docker CE's dockerd is not given docker.io
-# (which conflicts with docker-ce); installed when this user may (root, or `sudo -n`, which never prompts), with one
+# Before anything else. The packages dpkg does not report installed (nor an alternative of
+# TEST_PACKAGE_ALTERNATIVES) are installed when this user may (root, or `sudo -n`, which never prompts), with one
 # line saying so and apt-get's output kept for a failure. Then the
 # commands are checked, in the shell (make expands a whole recipe before running it), and those still missing
 # are named in one line.
 test-tools:
 	@if command -v apt-get >/dev/null; then \
-		absent=$$(echo $$(for pair in $(TEST_TOOLS); do pkg="$${pair#*=}"; \
-			dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed" || \
-			command -v "$${pair%%=*}" >/dev/null || echo "$$pkg"; done)); \
+		absent=$$(echo $$(for pair in $(TEST_TOOLS); do pkg="$${pair#*=}"; found=""; \
+			for name in "$$pkg" $$(for alt in $(TEST_PACKAGE_ALTERNATIVES); do \
+				[ "$${alt%%=*}" = "$$pkg" ] && echo "$${alt#*=}"; done); do \
+				dpkg-query -W -f='$${Status}' "$$name" 2>/dev/null | grep -q "install ok installed" && found=1; \
+			done; [ -n "$$found" ] || echo "$$pkg"; done)); \
 		if [ -n "$$absent" ]; then \
 			if [ "$$(id -u)" = 0 ]; then as=""; elif sudo -n true 2>/dev/null; then as="sudo -n"; else as=no; fi; \
 			if [ "$$as" != no ]; then \
