@@ -7,6 +7,7 @@ archive setup_archive.py builds (an S3 asset).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,8 +53,13 @@ _PUSH = [*PULL_ACTIONS, "ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLa
 def setup_folder(scope: Construct) -> Path:
     """A folder in the app's output holding the setup archive at constants.SETUP_KEY: the file an asset uploads
     (here, adopt.py), and the folder stacks/stackset.py copies into its bucket, so the key stays where earlier
-    setup lines fetch it. Written at each synth from the package's sources (the same bytes every time)."""
-    folder = Path(cast(Stage, Stage.of(scope)).outdir) / "ecr-mirror-setup"
+    setup lines fetch it. Written once per synth from the package's sources (the same bytes every time), however
+    many constructs ask for it."""
+    return _written_setup_folder(Path(cast(Stage, Stage.of(scope)).outdir) / "ecr-mirror-setup")
+
+
+@functools.cache
+def _written_setup_folder(folder: Path) -> Path:
     write_setup_archive(folder / constants.SETUP_KEY)
     return folder
 

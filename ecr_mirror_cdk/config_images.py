@@ -21,7 +21,7 @@ from .config import (
 )
 from .config_fields import ECR_NAME, Fields
 from .reference import DOCKER_HUB, ReferenceError, parse
-from .signing_key import key_source, load_public_key
+from .signing_key import SECRET_NAME, key_source, load_public_key
 
 _PREFIX = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _OS = {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "aix", "illumos", "plan9"}
@@ -51,7 +51,6 @@ _VARIANTS = {
 _OTHER_VARIANT = re.compile(r"v[5-9]|v8\.[0-9]")
 _SSM_NAME = re.compile(r"/?[a-zA-Z0-9_.\-/]{1,1011}")
 # Secrets Manager secret names: 1-512 of letters, digits and /_+=.@-.
-_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
 class ImageSections(Fields):
@@ -237,7 +236,7 @@ class ImageSections(Fields):
                                        "(lowercase, as image references name it)")
             if host == DOCKER_HUB:
                 raise self.fail(where, "Docker Hub's secret is docker_hub_credentials.secret_name")
-            if not (isinstance(secret, str) and _SECRET_NAME.fullmatch(secret)):
+            if not (isinstance(secret, str) and SECRET_NAME.fullmatch(secret)):
                 raise self.fail(where, f"{secret!r} is not a Secrets Manager secret name")
             pairs.append((host, secret))
         return tuple(pairs)

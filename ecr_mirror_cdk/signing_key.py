@@ -30,7 +30,7 @@ SECRETS_MANAGER = "secretsmanager:"
 RSA_BITS = (2048, 4096)  # cosign's own RSA keys are 2048 to 4096 bits (sigstore's algorithm registry)
 # SSM parameter names (SSM API reference, PutParameter Name) and Secrets Manager secret names.
 _SSM_NAME = re.compile(r"/?[a-zA-Z0-9_.\-]+(?:/[a-zA-Z0-9_.\-]+)*")
-_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def key_source(text: str) -> KeySource:
         return KeySource("ssm", name)
     if stripped.startswith(SECRETS_MANAGER):
         name = stripped[len(SECRETS_MANAGER):]
-        if not _SECRET_NAME.fullmatch(name):
+        if not SECRET_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a Secrets Manager secret name")
         return KeySource("secretsmanager", name)
     if "BEGIN" in stripped and "PRIVATE KEY" in stripped:

@@ -30,9 +30,9 @@ from .buildkit import buildkit_config, default_buildkit_config, mirrorable
 from .daemon import DOCKERD_LOG, Daemon, Process, daemon_config
 from .ecr import Registry
 from .endpoint import Journal, endpoint_pid, listen, serve, start_endpoint, state_files, wait_for_endpoint
-from .locate import Local, Remote, locate
+from .locate import Remote, locate
 from .mirror_map import DEFAULT_MAP, HOST, MirrorMap
-from .report import record_setup, report
+from .report import SetupRecord, report
 
 
 def setup(args: argparse.Namespace) -> str:
@@ -50,18 +50,15 @@ def setup(args: argparse.Namespace) -> str:
     since = time.time()  # before dockerd restarts: the report reads its record of pulls from here on
     pid = start_endpoint(args, listener, fresh=previous is None)
     try:
-        line = configure(args, mirror, daemon, address, pid)
+        line, daemon_pid = configure(args, mirror, daemon, address, pid)
     except BaseException:
         end(pid, 5)
         raise
     write_atomically(args.endpoint_pidfile, f"{pid}\n")
     state = state_files(args.endpoint_pidfile)
-    daemon_pid = None
-    with contextlib.suppress(SetupError):  # the dockerd the setup started, for the report to tell a later restart
-        found = locate(os.environ.get("DOCKER_HOST", ""))
-        daemon_pid = found.pid if isinstance(found, Local) else None
-    record_setup(state["setup"], since=since, endpoint=address, daemon_api=daemon.api, daemon_pid=daemon_pid,
-                 registries=[r for r in (args.registry, args.home_registry) if r], map_text=args.map)
+    # The dockerd the setup started, so that the report can tell a later restart.
+    SetupRecord(since, address, daemon.api, daemon_pid, [r for r in (args.registry, args.home_registry) if r],
+                args.map).write(state["setup"])
     for stale in ("remote", "not_set_up"):
         state[stale].unlink(missing_ok=True)
     if previous:  # replaced only now: a run that fails leaves the earlier endpoint serving
@@ -69,8 +66,10 @@ def setup(args: argparse.Namespace) -> str:
     return line
 
 
-def configure(args: argparse.Namespace, mirror: MirrorMap, daemon: Daemon, address: str, endpoint: int) -> str:
-    """Point BuildKit and dockerd at the endpoint and restart dockerd; on any failure, put back what was there."""
+def configure(args: argparse.Namespace, mirror: MirrorMap, daemon: Daemon, address: str,
+              endpoint: int) -> tuple[str, int]:
+    """Point BuildKit and dockerd at the endpoint and restart dockerd; on any failure, put back what was there.
+    The line to print, and the pid of the dockerd it started."""
     changed: list[tuple[Path, str | None]] = []
     running: int | None = daemon.pid
     reloaded = False
@@ -96,7 +95,7 @@ def configure(args: argparse.Namespace, mirror: MirrorMap, daemon: Daemon, addre
         # `docker build`) keeps the mirrors it started with (seen with dockerd 20.10): a restart applies both.
         daemon.stop(daemon.pid)
         running = None
-        running = daemon.start()
+        running = started = daemon.start()
         if f"http://{address}" not in daemon.mirrors():
             raise SetupError(f"dockerd restarted but does not list the mirror http://{address}")
         kept = daemon.running_containers()
@@ -106,14 +105,14 @@ def configure(args: argparse.Namespace, mirror: MirrorMap, daemon: Daemon, addre
         put_back(daemon, running, reloaded, err)
         raise
     home = f", then {args.home_registry}" if args.home_registry else ""
-    line = (f"mirror: dockerd (pid {running}) and BuildKit ({args.buildkit_config}) pull "
+    line = (f"mirror: dockerd (pid {started}) and BuildKit ({args.buildkit_config}) pull "
             f"{', '.join(mirror.upstreams())} through http://{address} (endpoint pid {endpoint}) from "
             f"{args.registry}{home}")
     if containers and keep:
-        return line + f"; {kept} of {containers} running containers kept running through the restart (live-restore)"
-    if containers:
-        return line + f"; restarting dockerd stopped {containers} running containers ({refused})"
-    return line
+        line += f"; {kept} of {containers} running containers kept running through the restart (live-restore)"
+    elif containers:
+        line += f"; restarting dockerd stopped {containers} running containers ({refused})"
+    return line, started
 
 
 def put_back(daemon: Daemon, running: int | None, reloaded: bool, cause: BaseException) -> None:

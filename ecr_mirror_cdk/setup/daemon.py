@@ -57,18 +57,25 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
-def docker_api(api: str, path: str) -> str | None:
-    """GET on the daemon's API (`unix:///path`, or plain `tcp://127.0.0.1:PORT`); None unless it answers 200."""
+def daemon_get(api: str, path: str) -> tuple[http.client.HTTPResponse, bytes]:
+    """GET on the daemon's API (`unix:///path`, or plain `tcp://127.0.0.1:PORT`): its answer and body; OSError or
+    HTTPException when it does not answer."""
     scheme, _, where = api.partition("://")
     connection = UnixConnection(where) if scheme == "unix" else http.client.HTTPConnection(where, timeout=5)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException):
-        return None
+        return response, response.read()
     finally:
         connection.close()
+
+
+def docker_api(api: str, path: str) -> str | None:
+    """The body of a GET on the daemon's API; None unless it answers 200."""
+    try:
+        response, body = daemon_get(api, path)
+    except (OSError, http.client.HTTPException):
+        return None
     return body.decode(errors="replace") if response.status == 200 else None
 
 

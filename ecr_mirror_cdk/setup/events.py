@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .daemon import UnixConnection
+from .daemon import daemon_get
 from .mirror_map import DOCKER_HUB, MirrorMap
 
 # dockerd keeps its last 256 events of every type in memory, and only those answer a `since` query
@@ -60,24 +60,19 @@ class PullRecord:
     complete: bool  # False when dockerd's event buffer was full: earlier pulls of the build may be missing
 
 
-def daemon_get(api: str, path: str) -> tuple[int, http.client.HTTPResponse, bytes]:
-    """GET on the daemon's API (`unix:///path`, or plain `tcp://127.0.0.1:PORT`)."""
-    scheme, _, where = api.partition("://")
-    connection = UnixConnection(where) if scheme == "unix" else http.client.HTTPConnection(where, timeout=5)
+def answer(api: str, path: str) -> tuple[int, http.client.HTTPResponse, bytes]:
+    """GET on the daemon's API: status, answer and body; DaemonUnavailable when it does not answer."""
     try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response, response.read()
+        response, body = daemon_get(api, path)
     except (OSError, http.client.HTTPException) as err:
         raise DaemonUnavailable(f"no answer on {api} ({err})") from None
-    finally:
-        connection.close()
+    return response.status, response, body
 
 
 def api_path(api: str, path: str) -> str:
     """`path` under the version dockerd speaks: every answer carries it in `API-Version` (Engine API, _ping), and a
     path without a version prefix is deprecated (Engine API, "Versioning")."""
-    status, response, _ = daemon_get(api, "/_ping")
+    status, response, _ = answer(api, "/_ping")
     version = response.getheader("API-Version") or ""
     if status != 200 or not version.replace(".", "").isdigit():
         raise DaemonUnavailable(f"{api} answered /_ping with {status}, API version {version or 'unknown'}")
@@ -92,7 +87,7 @@ def read_pulls(api: str, since: float, until: float) -> PullRecord:
     tells whether its buffer was full.
     """
     query = urllib.parse.urlencode({"since": f"{since:.9f}", "until": f"{until:.9f}"})
-    status, _, body = daemon_get(api, api_path(api, f"/events?{query}"))
+    status, _, body = answer(api, api_path(api, f"/events?{query}"))
     if status != 200:
         raise DaemonUnavailable(f"{api} answered /events with {status}")
     try:
@@ -106,7 +101,7 @@ def read_pulls(api: str, since: float, until: float) -> PullRecord:
 
 def daemon_mirrors(api: str) -> list[str]:
     """The mirrors dockerd uses now (`GET /info`, RegistryConfig.Mirrors)."""
-    status, _, body = daemon_get(api, api_path(api, "/info"))
+    status, _, body = answer(api, api_path(api, "/info"))
     try:
         mirrors = json.loads(body)["RegistryConfig"]["Mirrors"] if status == 200 else None
     except (ValueError, KeyError, TypeError, RecursionError):

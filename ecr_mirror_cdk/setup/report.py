@@ -48,12 +48,6 @@ class SetupRecord:
         return record
 
 
-def record_setup(path: Path, *, since: float, endpoint: str, daemon_api: str, daemon_pid: int | None,
-                 registries: list[str], map_text: str) -> None:
-    """Write the setup record, naming the dockerd the setup started."""
-    SetupRecord(since, endpoint, daemon_api, daemon_pid, registries, map_text).write(path)
-
-
 class Probe:
     """What the report asks of the host: is the endpoint up, what did dockerd pull. Tests pass their own."""
 

@@ -88,3 +88,18 @@ def test_the_plan_metrics_carry_an_upstream_dimension(capsys: pytest.CaptureFixt
         ("UpstreamQuotaRemaining", "docker.io"): 37.0,
         ("UpstreamImagesDeferred", "quay.io"): 0.0, ("UpstreamStalenessSeconds", "quay.io"): 0.0,
     }
+
+
+def test_the_state_with_signature_memos_still_fits_a_standard_ssm_parameter() -> None:
+    # Given 100 unsigned-digest memos (`unsigned:` keys), then 100 newer pending changes, with sub-second times
+    now = 1_765_000_000.123456
+    pending = {f"unsigned:{change_key('memo', str(n))}": now + n for n in range(100)}
+    pending |= {change_key(f"docker.io/library/app:{n}", f"sha256:{n}"): now + 200 + n for n in range(100)}
+
+    # When the state is trimmed for saving
+    kept = trimmed(pending)
+
+    # Then its JSON fits SSM's 4 KB, and the oldest entries are the ones kept
+    assert len(json.dumps(kept, separators=(",", ":"))) <= 4096
+    assert min(kept.values()) == now and all(value <= min(set(pending.values()) - set(kept.values()))
+                                             for value in kept.values())

@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 from ecr_mirror_cdk.config import ConfigError
 from ecr_mirror_cdk.config_parse import load_config
@@ -28,9 +28,6 @@ from ..oci.endpoints import Endpoints
 from ..planning.plan import plan
 from ..settings import SERVICE_NAME
 from .report import EXIT_FAILED, report_plan, sync
-
-if TYPE_CHECKING:
-    pass
 
 EXIT_USAGE = 2
 

@@ -8,19 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from .registry import ManifestInfo
-
-class Registry(Protocol):
-    """What planning needs of a registry client (RegistryClient, or a test fake)."""
-
-    def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None: ...
-
-    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, ManifestInfo]: ...
-
-    def list_tags(self, repository: str) -> list[str]: ...
+from typing import Any
 
 
 class Endpoints:

@@ -12,11 +12,13 @@ remembered changes are kept between runs is the caller's (`aws.state.ParameterSt
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 
 from .task import Action, Plan
 
 MAX_REMEMBERED = 100  # oldest kept: they decide the age; about 3 kB of JSON, under SSM's 4 KB
+MAX_BYTES = 4096  # a standard SSM parameter's value (PutParameter, Value); the signature memo shares it
 
 
 def change_key(reference: str, digest: str) -> str:
@@ -46,5 +48,9 @@ def track(plan: Plan, seen: Mapping[str, float], now: float) -> tuple[dict[str, 
 
 
 def trimmed(pending: Mapping[str, float]) -> dict[str, float]:
-    """The oldest MAX_REMEMBERED changes: newer ones are re-seen as new, which never hides the oldest."""
-    return dict(sorted(pending.items(), key=lambda kv: kv[1])[:MAX_REMEMBERED])
+    """The oldest MAX_REMEMBERED entries whose JSON fits MAX_BYTES: newer ones are re-seen as new, which never hides
+    the oldest."""
+    kept = dict(sorted(pending.items(), key=lambda kv: kv[1])[:MAX_REMEMBERED])
+    while len(json.dumps(kept, separators=(",", ":"))) > MAX_BYTES:
+        kept.popitem()  # the newest
+    return kept
